@@ -1,0 +1,113 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+
+	"moat/internal/strictyaml"
+	"moat/proxy"
+)
+
+// Config is moat's configuration file. Each package owns its part; this
+// type only composes them. moat.example.yaml documents every key.
+type Config struct {
+	proxy.Config `yaml:",inline"`
+
+	HTTP HTTPConfig `yaml:"http"`
+	Log  LogConfig  `yaml:"log"`
+}
+
+// HTTPConfig is the operator's HTTP listener: /metrics, /healthz and
+// /debug/pprof.
+type HTTPConfig struct {
+	// Listen is host:port; "off" disables the listener.
+	Listen string `yaml:"listen"`
+}
+
+// LogConfig selects the log format and level.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or text
+}
+
+// configError is a configuration the operator must fix; it exits 2.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// defaults fills every unset key.
+func (c *Config) defaults() {
+	c.Config.Defaults()
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:9325"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+}
+
+// validate checks what decoding could not: settings that depend on each
+// other, and values of free-form strings.
+func (c *Config) validate(file string) error {
+	bad := func(format string, args ...any) error {
+		return &configError{fmt.Errorf("%s: %s", file, fmt.Sprintf(format, args...))}
+	}
+	if err := c.Config.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	if c.HTTP.Listen != "off" {
+		if _, err := proxy.ParseHostPort(c.HTTP.Listen); err != nil {
+			return bad("http.listen: %v (or \"off\")", err)
+		}
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return bad("log.level: %v", err)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		return bad("log.format: %q is not json or text", c.Log.Format)
+	}
+	return nil
+}
+
+// loadConfig reads, decodes, completes and validates a configuration
+// file. path "" means the built-in default configuration.
+func loadConfig(path string) (*Config, error) {
+	var cfg Config
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, &configError{fmt.Errorf("config file %s: does not exist", path)}
+			}
+			return nil, &configError{fmt.Errorf("config file %s: %v", path, err)}
+		}
+		if err := strictyaml.Decode(path, data, &cfg); err != nil {
+			return nil, &configError{err}
+		}
+	}
+	cfg.defaults()
+	name := path
+	if name == "" {
+		name = "built-in default config"
+	}
+	if err := cfg.validate(name); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}

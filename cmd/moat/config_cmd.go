@@ -1,0 +1,60 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+const configUsage = `Usage:
+  moat config check FILE
+
+Reads FILE as moat's configuration and reports the first error with its
+file, line, column and key. Exits 0 when the file is valid, 2 when not.
+`
+
+func cmdConfig(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "check" {
+		if len(args) > 0 && isHelp(args[0]) {
+			fmt.Fprint(stdout, configUsage)
+			return 0
+		}
+		fmt.Fprint(stderr, configUsage)
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("moat config check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), configUsage) }
+	if err := fs.Parse(args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	path := fs.Arg(0)
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return exitCode(stderr, err)
+	}
+	fmt.Fprintf(stdout, "%s: ok (listen %s, upstream %s)\n", path, joinHostPorts(cfg), cfg.Upstream.Address)
+	return 0
+}
+
+func isHelp(s string) bool {
+	return s == "-h" || s == "-help" || s == "--help" || s == "help"
+}
+
+func joinHostPorts(cfg *Config) string {
+	s := make([]string, len(cfg.Listen))
+	for i, l := range cfg.Listen {
+		s[i] = string(l)
+	}
+	return strings.Join(s, ", ")
+}

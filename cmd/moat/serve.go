@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"moat/inspect"
+	"moat/proxy"
+)
+
+const serveUsage = `Usage:
+  moat serve [--config FILE]
+
+Runs the SMTP proxy. Without --config, moat listens on 127.0.0.1:2525,
+forwards to 127.0.0.1:25 and serves /metrics on 127.0.0.1:9325.
+SIGTERM or SIGINT stop it gracefully: idle sessions are closed with 421,
+messages in flight are finished.
+
+Flags:
+`
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("moat serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration `FILE` (default: built-in defaults)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), serveUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "moat serve: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitUsage
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return exitCode(stderr, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return exitCode(stderr, serve(ctx, cfg, stderr))
+}
+
+// serve runs moat until ctx is cancelled, then shuts down gracefully.
+func serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
+	log := newLogger(cfg.Log, logOut)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "moat_build_info", Help: "Always 1; labels carry moat's version.",
+		ConstLabels: prometheus.Labels{"version": version},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(buildInfo)
+
+	engine, err := inspect.New(inspect.Config{})
+	if err != nil {
+		return err
+	}
+	srv, err := proxy.New(cfg.Config, proxy.Deps{Engine: engine, Logger: log, Registerer: reg})
+	if err != nil {
+		return &configError{err}
+	}
+
+	// Learn the upstream's extensions before the first client asks; a
+	// down upstream is not fatal (the MTA may start after moat), it is
+	// probed again by the first transaction.
+	pctx, cancel := context.WithTimeout(ctx, cfg.Upstream.ConnectTimeout)
+	if err := srv.ProbeUpstream(pctx); err != nil {
+		log.Warn("upstream probe failed; SMTPUTF8 and DSN are not offered until it answers", "upstream", string(cfg.Upstream.Address), "err", err)
+	}
+	cancel()
+
+	lns, err := srv.Listen()
+	if err != nil {
+		return err
+	}
+	var httpSrv *http.Server
+	var httpLn net.Listener
+	if cfg.HTTP.Listen != "off" {
+		httpLn, err = net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
+		}
+		httpSrv = &http.Server{Handler: httpMux(reg), ReadHeaderTimeout: 10 * time.Second}
+	}
+
+	addrs := make([]string, len(lns))
+	for i, l := range lns {
+		addrs[i] = l.Addr().String()
+	}
+	httpAddr := "off"
+	if httpLn != nil {
+		httpAddr = httpLn.Addr().String()
+	}
+	log.Info("moat started", "version", version, "listen", addrs, "upstream", string(cfg.Upstream.Address), "http", httpAddr)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(lns)+1)
+	for _, l := range lns {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- srv.Serve(l) }()
+	}
+	if httpSrv != nil {
+		go func() {
+			if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http: %w", err)
+			}
+		}()
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			// Nothing is reloadable yet; say so rather than die (SIGHUP's
+			// default action) or pretend.
+			log.Warn("SIGHUP received: configuration reload is not supported yet, keeping the running configuration")
+		case err := <-errc:
+			if err != nil {
+				runErr = err
+				log.Error("listener failed", "err", err)
+				break loop
+			}
+		}
+	}
+
+	log.Info("moat shutting down", "grace", cfg.Timeouts.Shutdown.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Shutdown)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown grace period over, connections closed", "err", err)
+	}
+	if httpSrv != nil {
+		httpSrv.Shutdown(sctx)
+	}
+	wg.Wait()
+	log.Info("moat stopped")
+	return runErr
+}
+
+func httpMux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func newLogger(cfg LogConfig, out io.Writer) *slog.Logger {
+	level, _ := parseLevel(cfg.Level) // validated at load
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(out, opts))
+	}
+	return slog.New(slog.NewJSONHandler(out, opts))
+}

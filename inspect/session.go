@@ -1,0 +1,79 @@
+package inspect
+
+import (
+	"net/netip"
+	"time"
+
+	"moat/inspect/smtp"
+)
+
+// Session is everything known about one SMTP session, gathered stage by
+// stage by a front end. Fields are filled in as the session progresses; a
+// stage method of Engine may rely on every field of earlier stages.
+type Session struct {
+	// ID identifies the session in logs and reports.
+	ID string
+	// Start is when the connection was accepted (live) or first seen
+	// (offline).
+	Start time.Time
+	// Client and Server are the two ends of the connection as the client
+	// sees them. Client is the real client, after any PROXY or XCLIENT
+	// translation.
+	Client netip.AddrPort
+	Server netip.AddrPort
+
+	// HeloVerb is "HELO" or "EHLO"; Helo is its argument as sent.
+	HeloVerb string
+	Helo     string
+
+	// TLS is set once the session runs over TLS.
+	TLS *TLSInfo
+
+	// Transactions counts the transactions started in this session
+	// (MAIL commands that passed the mail stage).
+	Transactions int
+}
+
+// ESMTP reports whether the client greeted with EHLO.
+func (s *Session) ESMTP() bool { return s.HeloVerb == "EHLO" }
+
+// TLSInfo describes the TLS layer of a session.
+type TLSInfo struct {
+	Version string // "TLS1.2", "TLS1.3"
+	Cipher  string // IANA cipher suite name
+}
+
+// Transaction is one mail transaction: the envelope from MAIL to the end of
+// DATA.
+type Transaction struct {
+	From       smtp.Path
+	FromParams []smtp.Param
+	// Rcpts are the recipients accepted so far (by moat and by the
+	// upstream).
+	Rcpts []Recipient
+}
+
+// Recipient is one RCPT of a transaction.
+type Recipient struct {
+	Path   smtp.Path
+	Params []smtp.Param
+}
+
+// Message is the content of a transaction as received after DATA:
+// dot-unstuffed, line endings as the client sent them.
+type Message struct {
+	// Size is the length of the content in bytes.
+	Size int64
+	// Body reads the content; it is valid only during the Data call.
+	Body ReaderAt
+	// BareLF and BareCR record line endings other than CRLF inside the
+	// content, a protocol anomaly and the raw material of SMTP smuggling.
+	BareLF, BareCR bool
+}
+
+// ReaderAt is the random-access view of a message body. Both an in-memory
+// buffer and a spooled temp file satisfy it, so the engine never needs the
+// whole message in memory.
+type ReaderAt interface {
+	ReadAt(p []byte, off int64) (int, error)
+}

@@ -1,0 +1,103 @@
+package inspect
+
+import (
+	"fmt"
+
+	"moat/inspect/smtp"
+)
+
+// Stage is a point in an SMTP session at which the engine is asked for a
+// verdict.
+type Stage uint8
+
+// The stages, in the order every session passes through them.
+const (
+	StageConnect Stage = iota + 1
+	StageHelo
+	StageMail
+	StageRcpt
+	StageData
+)
+
+var stageNames = [...]string{"", "connect", "helo", "mail", "rcpt", "data"}
+
+func (s Stage) String() string {
+	if int(s) < len(stageNames) && s != 0 {
+		return stageNames[s]
+	}
+	return fmt.Sprintf("stage(%d)", uint8(s))
+}
+
+// ParseStage returns the stage named name ("connect", "helo", ...).
+func ParseStage(name string) (Stage, bool) {
+	for i, n := range stageNames {
+		if i > 0 && n == name {
+			return Stage(i), true
+		}
+	}
+	return 0, false
+}
+
+// Action is what a verdict asks the front end to do.
+type Action uint8
+
+// The actions, from mildest to harshest.
+const (
+	Accept   Action = iota // let the command or message through unchanged
+	Tag                    // let the message through with X-Spam-* headers
+	Tempfail               // refuse with a 4xx reply; the client retries
+	Reject                 // refuse with a 5xx reply
+)
+
+var actionNames = [...]string{"accept", "tag", "tempfail", "reject"}
+
+func (a Action) String() string {
+	if int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// Verdict is the engine's judgement at one stage.
+type Verdict struct {
+	Action Action
+	// Reply is the wire reply for Tempfail and Reject. A zero Code means
+	// the stage's default (see DefaultReply).
+	Reply smtp.Reply
+	// Reason is a stable, low-cardinality constant naming why (for logs
+	// and metrics); the client never sees it.
+	Reason string
+	// Score is the total score so far and Rules the names of the rules
+	// that matched, in evaluation order.
+	Score float64
+	Rules []string
+}
+
+// WireReply returns the reply to send for a Tempfail or Reject verdict at
+// stage: the verdict's own reply when it has one, else the stage default.
+func (v Verdict) WireReply(stage Stage) smtp.Reply {
+	if v.Reply.Code != 0 {
+		return v.Reply
+	}
+	return DefaultReply(stage, v.Action)
+}
+
+// DefaultReply is the reply for a refusal that names no reply of its own.
+// At connect a refusal is 554 (RFC 5321 §3.1) or 421 (§3.8), the codes a
+// greeting may carry; elsewhere 550/451 with a policy enhanced code
+// (RFC 3463 §3.8, X.7.1 "delivery not authorized").
+func DefaultReply(stage Stage, a Action) smtp.Reply {
+	switch {
+	case a == Reject && stage == StageConnect:
+		return smtp.Replyf(554, "5.7.1", "Service unavailable")
+	case a == Tempfail && stage == StageConnect:
+		return smtp.Replyf(421, "4.7.1", "Service temporarily unavailable, try again later")
+	case a == Reject && stage == StageData:
+		return smtp.Replyf(550, "5.7.1", "Message rejected")
+	case a == Reject:
+		return smtp.Replyf(550, "5.7.1", "Rejected by policy")
+	case a == Tempfail:
+		return smtp.Replyf(451, "4.7.1", "Temporarily rejected by policy, try again later")
+	}
+	return smtp.Replyf(250, "2.0.0", "Ok")
+}

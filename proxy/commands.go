@@ -1,0 +1,379 @@
+package proxy
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"moat/inspect"
+	"moat/inspect/smtp"
+)
+
+// cmdHelo answers HELO and EHLO (RFC 5321 §4.1.1.1). Either may come again
+// later in the session; it then resets any transaction (§4.1.4).
+func (c *conn) cmdHelo(cmd smtp.Command) bool {
+	if cmd.Arg == "" {
+		return c.refuse(smtp.Replyf(501, "5.5.4", "Syntax: %s hostname", cmd.Verb))
+	}
+	if c.state >= stateMail {
+		c.finishTx("aborted", smtp.Reply{})
+		c.rsetUpstream()
+	}
+	c.reset()
+	c.sess.HeloVerb, c.sess.Helo = cmd.Verb, cmd.Arg
+	if v := c.srv.engine.Helo(c.ctx, &c.sess); v.Action >= inspect.Tempfail {
+		c.logDecision(inspect.StageHelo, v)
+		c.sess.HeloVerb, c.sess.Helo = "", ""
+		c.state = stateGreeted
+		c.reply(v.WireReply(inspect.StageHelo))
+		return true
+	}
+	c.state = stateHelo
+	host := c.srv.cfg.Hostname
+	if cmd.Verb == "HELO" {
+		c.offer = upstreamCaps{}
+		c.reply(smtp.Replyf(250, "", "%s", host))
+		return true
+	}
+	c.offer = c.offerCaps()
+	lines := []string{host + " greets " + sanitizeHelo(cmd.Arg), "PIPELINING",
+		"SIZE " + strconv.FormatInt(int64(c.srv.cfg.Limits.MaxMessageSize), 10),
+		"8BITMIME", "ENHANCEDSTATUSCODES"}
+	if c.offer.smtputf8 {
+		lines = append(lines, "SMTPUTF8")
+	}
+	if c.offer.dsn {
+		lines = append(lines, "DSN")
+	}
+	c.reply(smtp.Reply{Code: 250, Lines: lines})
+	return true
+}
+
+// offerCaps decides what this session may use: what moat honours itself,
+// plus SMTPUTF8 and DSN only when the upstream advertised them, because
+// moat cannot downgrade a UTF-8 envelope or generate DSNs itself.
+func (c *conn) offerCaps() upstreamCaps {
+	o := upstreamCaps{esmtp: true, pipelining: true, size: true, eightBit: true}
+	if up := c.srv.caps.Load(); up != nil {
+		o.smtputf8 = up.smtputf8
+		o.dsn = up.dsn
+	}
+	return o
+}
+
+// cmdMail starts a transaction (RFC 5321 §4.1.1.2). The mail stage runs
+// first; only then does the upstream connection open, so junk refused at
+// connect, helo or mail never costs the upstream anything.
+func (c *conn) cmdMail(cmd smtp.Command) bool {
+	switch {
+	case c.state == stateGreeted:
+		return c.refuse(smtp.Replyf(503, "5.5.1", "Error: send HELO/EHLO first"))
+	case c.state >= stateMail:
+		return c.refuse(smtp.Replyf(503, "5.5.1", "Error: nested MAIL command"))
+	}
+	from, params, err := smtp.ParseMailArg(cmd.Arg)
+	if err != nil {
+		return c.refuse(smtp.Reply{Code: 501, Enhanced: "5.5.4", Lines: []string{"Syntax: MAIL FROM:<address>"}, Err: err})
+	}
+	if r, ok := c.checkMailParams(params); !ok {
+		return c.refuse(r)
+	}
+	c.tx = inspect.Transaction{From: from, FromParams: params}
+	c.txStart = time.Now()
+	if v := c.srv.engine.Mail(c.ctx, &c.sess, &c.tx); v.Action >= inspect.Tempfail {
+		c.logDecision(inspect.StageMail, v)
+		c.tx = inspect.Transaction{}
+		c.reply(v.WireReply(inspect.StageMail))
+		return true
+	}
+	if err := c.ensureUpstream(); err != nil {
+		c.tx = inspect.Transaction{}
+		c.upstreamFailed(err)
+		return true
+	}
+	rep, err := c.up.cmd(c.srv.cfg.Upstream.CommandTimeout, "MAIL FROM:"+smtp.FormatPathArg(from, c.upstreamParams(params)))
+	if err != nil {
+		c.tx = inspect.Transaction{}
+		c.upstreamFailed(err)
+		return true
+	}
+	c.srv.metrics.upstreamReply("mail", rep.Code)
+	if rep.Class() == 2 {
+		c.up.inTx = true
+		c.state = stateMail
+		c.sess.Transactions++
+	} else {
+		c.tx = inspect.Transaction{}
+	}
+	// The upstream's own answer, code, enhanced code and text, goes back
+	// unchanged: the sender policy of the shielded server still applies.
+	c.reply(rep)
+	return true
+}
+
+// checkMailParams accepts the MAIL parameters of the extensions offered
+// in this session's EHLO reply and nothing else (RFC 5321 §4.1.1.11: 555
+// for a parameter not recognised).
+func (c *conn) checkMailParams(params []smtp.Param) (smtp.Reply, bool) {
+	for _, p := range params {
+		switch p.Key {
+		case "SIZE":
+			if !c.offer.size {
+				break
+			}
+			n, err := strconv.ParseInt(p.Value, 10, 64)
+			if err != nil || n < 0 {
+				return smtp.Replyf(501, "5.5.4", "Bad SIZE parameter"), false
+			}
+			// RFC 1870 §6.2: 552 when the declared size is over the limit.
+			if n > int64(c.srv.cfg.Limits.MaxMessageSize) {
+				return smtp.Replyf(552, "5.3.4", "Message size exceeds fixed maximum message size"), false
+			}
+			continue
+		case "BODY":
+			if !c.offer.eightBit {
+				break
+			}
+			// RFC 6152 §2; BINARYMIME is not offered (no CHUNKING).
+			if v := strings.ToUpper(p.Value); v != "7BIT" && v != "8BITMIME" {
+				return smtp.Replyf(501, "5.5.4", "Unsupported BODY type"), false
+			}
+			continue
+		case "SMTPUTF8":
+			if !c.offer.smtputf8 {
+				break
+			}
+			if p.Value != "" {
+				return smtp.Replyf(501, "5.5.4", "SMTPUTF8 takes no value"), false
+			}
+			continue
+		case "RET":
+			if !c.offer.dsn {
+				break
+			}
+			// RFC 3461 §4.3.
+			if v := strings.ToUpper(p.Value); v != "FULL" && v != "HDRS" {
+				return smtp.Replyf(501, "5.5.4", "Bad RET parameter"), false
+			}
+			continue
+		case "ENVID":
+			if !c.offer.dsn {
+				break
+			}
+			if p.Value == "" || len(p.Value) > 100 {
+				return smtp.Replyf(501, "5.5.4", "Bad ENVID parameter"), false
+			}
+			continue
+		}
+		return smtp.Replyf(555, "5.5.4", "Unsupported option: %s", p.Key), false
+	}
+	return smtp.Reply{}, true
+}
+
+// upstreamParams are the MAIL parameters replayed to the upstream: those
+// it advertised. SIZE and BODY are dropped for an upstream without them
+// (RFC 1870, RFC 6152 allow that); SMTPUTF8 and DSN ones only reach here
+// when the upstream offered them.
+func (c *conn) upstreamParams(params []smtp.Param) []smtp.Param {
+	caps := c.up.caps
+	out := params[:0:0]
+	for _, p := range params {
+		switch {
+		case p.Key == "SIZE" && !caps.size, p.Key == "BODY" && !caps.eightBit:
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// cmdRcpt adds a recipient (RFC 5321 §4.1.1.3). The rcpt stage runs; then
+// the RCPT is relayed and the upstream's reply, code, enhanced code and
+// text, goes back unchanged — recipient validation stays the upstream's.
+func (c *conn) cmdRcpt(cmd smtp.Command) bool {
+	if c.state < stateMail || c.state == stateRefused {
+		return c.refuse(smtp.Replyf(503, "5.5.1", "Error: need MAIL command"))
+	}
+	to, params, err := smtp.ParseRcptArg(cmd.Arg)
+	if err != nil {
+		return c.refuse(smtp.Reply{Code: 501, Enhanced: "5.5.4", Lines: []string{"Syntax: RCPT TO:<address>"}, Err: err})
+	}
+	for _, p := range params {
+		if r, ok := c.checkRcptParam(p); !ok {
+			return c.refuse(r)
+		}
+	}
+	c.rcptTried++
+	if len(c.tx.Rcpts) >= c.srv.cfg.Limits.MaxRecipients {
+		// RFC 5321 §4.5.3.1.10: 452 so the client sends the rest later.
+		r := smtp.Replyf(452, "4.5.3", "Too many recipients")
+		c.logRcpt(to, r)
+		c.reply(r)
+		return true
+	}
+	rc := inspect.Recipient{Path: to, Params: params}
+	if v := c.srv.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc); v.Action >= inspect.Tempfail {
+		c.logDecision(inspect.StageRcpt, v)
+		r := v.WireReply(inspect.StageRcpt)
+		c.logRcpt(to, r)
+		c.reply(r)
+		return true
+	}
+	if c.up == nil || c.up.broken {
+		// The upstream transaction is gone; no recipient can be added
+		// to it. The client retries the whole message later.
+		r := (&upstreamError{"rcpt", errors.New("connection lost earlier in the transaction")}).reply()
+		c.logRcpt(to, r)
+		c.reply(r)
+		return true
+	}
+	rep, err := c.up.cmd(c.srv.cfg.Upstream.CommandTimeout, "RCPT TO:"+smtp.FormatPathArg(to, params))
+	if err != nil {
+		var ue *upstreamError
+		errors.As(err, &ue)
+		rep = ue.reply()
+		c.log.Warn("upstream failed", "stage", "rcpt", "err", err)
+	} else {
+		c.srv.metrics.upstreamReply("rcpt", rep.Code)
+	}
+	c.logRcpt(to, rep)
+	if err == nil && rep.Class() == 2 {
+		c.tx.Rcpts = append(c.tx.Rcpts, rc)
+		c.state = stateRcpt
+	}
+	c.reply(rep)
+	return true
+}
+
+// checkRcptParam accepts RFC 3461's NOTIFY and ORCPT when DSN is offered.
+func (c *conn) checkRcptParam(p smtp.Param) (smtp.Reply, bool) {
+	if c.offer.dsn {
+		switch p.Key {
+		case "NOTIFY":
+			if !validNotify(p.Value) {
+				return smtp.Replyf(501, "5.5.4", "Bad NOTIFY parameter"), false
+			}
+			return smtp.Reply{}, true
+		case "ORCPT":
+			// RFC 3461 §4.2: addr-type ";" xtext.
+			if t, a, ok := strings.Cut(p.Value, ";"); !ok || t == "" || a == "" {
+				return smtp.Replyf(501, "5.5.4", "Bad ORCPT parameter"), false
+			}
+			return smtp.Reply{}, true
+		}
+	}
+	return smtp.Replyf(555, "5.5.4", "Unsupported option: %s", p.Key), false
+}
+
+// validNotify checks RFC 3461 §4.1: NEVER alone, or a list of SUCCESS,
+// FAILURE and DELAY.
+func validNotify(v string) bool {
+	v = strings.ToUpper(v)
+	if v == "NEVER" {
+		return true
+	}
+	seen := map[string]bool{}
+	for _, k := range strings.Split(v, ",") {
+		if (k != "SUCCESS" && k != "FAILURE" && k != "DELAY") || seen[k] {
+			return false
+		}
+		seen[k] = true
+	}
+	return true
+}
+
+// cmdRset aborts the transaction here and upstream (RFC 5321 §4.1.1.5).
+func (c *conn) cmdRset(cmd smtp.Command) bool {
+	if c.state >= stateMail && c.state != stateRefused {
+		c.finishTx("aborted", smtp.Reply{})
+		c.rsetUpstream()
+	}
+	c.reset()
+	c.reply(smtp.Replyf(250, "2.0.0", "Ok"))
+	return true
+}
+
+// ensureUpstream makes sure a usable upstream connection is open,
+// replacing one that broke in an earlier transaction.
+func (c *conn) ensureUpstream() error {
+	if c.up != nil && !c.up.broken {
+		return nil
+	}
+	if c.up != nil {
+		c.up.quit()
+		c.up = nil
+	}
+	start := time.Now()
+	u, err := dialUpstream(c.ctx, &c.srv.cfg.Upstream)
+	c.srv.metrics.upstreamConnect(err, time.Since(start))
+	if err != nil {
+		return err
+	}
+	c.srv.caps.Store(&u.caps)
+	c.up = u
+	return nil
+}
+
+// rsetUpstream aborts the upstream's side of the transaction.
+func (c *conn) rsetUpstream() {
+	if c.up != nil {
+		c.up.rset()
+	}
+}
+
+// upstreamFailed answers a failed upstream round trip with a 4xx and
+// never anything else (end-to-end acknowledgement).
+func (c *conn) upstreamFailed(err error) {
+	var ue *upstreamError
+	if !errors.As(err, &ue) {
+		ue = &upstreamError{"command", err}
+	}
+	c.log.Warn("upstream failed", "err", err)
+	c.reply(ue.reply())
+}
+
+func (c *conn) logRcpt(to smtp.Path, r smtp.Reply) {
+	c.rcptLog = append(c.rcptLog, rcptResult{Rcpt: to.String(), Reply: replySummary(r)})
+}
+
+// logDecision writes the one line per refusing decision, with its stable
+// reason constant.
+func (c *conn) logDecision(stage inspect.Stage, v inspect.Verdict) {
+	c.log.Info("decision", "stage", stage.String(), "action", v.Action.String(),
+		"reason", v.Reason, "score", v.Score, "rules", v.Rules,
+		"client_ip", c.sess.Client.Addr().String())
+}
+
+// replySummary is a reply on one line, for logs.
+func replySummary(r smtp.Reply) string {
+	if r.Code == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(r.Code))
+	if r.Enhanced != "" {
+		b.WriteByte(' ')
+		b.WriteString(r.Enhanced)
+	}
+	for _, l := range r.Lines {
+		b.WriteByte(' ')
+		b.WriteString(l)
+	}
+	return b.String()
+}
+
+// sanitizeHelo makes a client-chosen name safe to echo in replies and
+// headers: printable ASCII only, bounded length.
+func sanitizeHelo(s string) string {
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	b := []byte(s)
+	for i, ch := range b {
+		if ch <= ' ' || ch >= 0x7f || ch == '(' || ch == ')' || ch == ';' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,328 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"moat/inspect"
+	"moat/inspect/smtp"
+)
+
+// state is where a session stands in the RFC 5321 command sequence
+// (§4.1.4: HELO/EHLO, then MAIL, RCPT..., DATA).
+type state uint8
+
+const (
+	stateGreeted state = iota // greeting sent, waiting for HELO/EHLO
+	stateHelo                 // greeted by the client, no transaction
+	stateMail                 // MAIL accepted, no recipient yet
+	stateRcpt                 // at least one recipient accepted
+	stateRefused              // connect stage refused the session: only QUIT
+)
+
+var stateNames = [...]string{"greeted", "helo", "mail", "rcpt", "refused"}
+
+func (s state) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "state(?)"
+}
+
+// conn is one client session. It is served by one goroutine; only the
+// idle flag is shared, with Shutdown.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	rd  *deadlineReader
+	r   *bufio.Reader
+	w   *bufio.Writer
+	log *slog.Logger
+	ctx context.Context
+
+	mu   sync.Mutex // guards idle against Shutdown
+	idle bool       // blocked waiting for a new command
+
+	// Session: lives as long as the connection.
+	sess    inspect.Session
+	state   state
+	offer   upstreamCaps // what the EHLO reply offered this client
+	errors  int          // bad commands so far
+	scratch []byte       // ReadLine's buffer for lines that span reads
+	up      *upstream    // nil until a transaction passes the mail stage
+
+	// Transaction: cleared by reset.
+	tx        inspect.Transaction
+	txStart   time.Time
+	rcptTried int
+	rcptLog   []rcptResult
+	spool     spool
+}
+
+// rcptResult is one RCPT and the reply it got, for the transaction log.
+type rcptResult struct {
+	Rcpt  string `json:"rcpt"`
+	Reply string `json:"reply"`
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{srv: s, nc: nc}
+	c.rd = &deadlineReader{c: c, timeout: s.cfg.Timeouts.Command}
+	c.r = bufio.NewReaderSize(c.rd, 4096)
+	c.w = bufio.NewWriterSize(nc, 4096)
+	c.spool = spool{memLimit: int64(s.cfg.Data.SpoolMemory), dir: s.cfg.Data.SpoolDir}
+	c.sess.ID = newID()
+	c.sess.Start = time.Now()
+	c.sess.Client = addrPort(nc.RemoteAddr())
+	c.sess.Server = addrPort(nc.LocalAddr())
+	c.log = s.log.With("session", c.sess.ID)
+	return c
+}
+
+// serve runs the session to its end.
+func (c *conn) serve() {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.ctx = ctx
+	c.srv.metrics.connOpened()
+	defer func() {
+		if c.state >= stateMail {
+			c.finishTx("aborted", smtp.Reply{})
+		}
+		if c.up != nil {
+			c.up.quit()
+		}
+		cancel()
+		c.srv.engine.End(&c.sess)
+		c.spool.reset()
+		c.nc.Close()
+		c.srv.metrics.connClosed()
+		c.srv.forget(c)
+	}()
+
+	if !c.greet() {
+		return
+	}
+	for {
+		// RFC 2920 §3.1: replies to a pipelined batch may be held back,
+		// but must be flushed before the server blocks waiting for more
+		// input.
+		if c.r.Buffered() == 0 {
+			if err := c.w.Flush(); err != nil {
+				return
+			}
+		}
+		if c.srv.closing.Load() {
+			c.reply(smtp.Replyf(421, "4.3.2", "%s Service shutting down, try again later", c.srv.cfg.Hostname))
+			c.w.Flush()
+			return
+		}
+		c.setIdle(true)
+		line, _, err := smtp.ReadLine(c.r, &c.scratch, c.srv.cfg.Limits.MaxLineLength)
+		c.setIdle(false)
+		if err != nil {
+			if errors.Is(err, smtp.ErrLineTooLong) {
+				// RFC 5321 §4.5.3.1.4, and §4.2.4's 500 for a line too long.
+				if !c.refuse(smtp.Replyf(500, "5.5.6", "Line too long")) {
+					return
+				}
+				continue
+			}
+			c.readFailed(err)
+			return
+		}
+		cmd, err := smtp.ParseCommand(line)
+		if err != nil {
+			if !c.refuse(smtp.Replyf(500, "5.5.2", "Syntax error, command unrecognized")) {
+				return
+			}
+			continue
+		}
+		if !c.dispatch(cmd) {
+			c.w.Flush()
+			return
+		}
+	}
+}
+
+// greet runs the connect stage and sends the greeting (RFC 5321 §4.3.1):
+// 220 to proceed, 554 to refuse the session (then only QUIT is honoured,
+// §3.1), 421 to ask the client to come back later.
+func (c *conn) greet() bool {
+	v := c.srv.engine.Connect(c.ctx, &c.sess)
+	switch v.Action {
+	case inspect.Tempfail:
+		c.logDecision(inspect.StageConnect, v)
+		c.reply(v.WireReply(inspect.StageConnect))
+		c.w.Flush()
+		return false
+	case inspect.Reject:
+		c.logDecision(inspect.StageConnect, v)
+		c.reply(v.WireReply(inspect.StageConnect))
+		c.state = stateRefused
+	default:
+		c.reply(smtp.Replyf(220, "", "%s ESMTP moat", c.srv.cfg.Hostname))
+	}
+	return c.w.Flush() == nil
+}
+
+// dispatch runs one command. It returns false when the session is over.
+func (c *conn) dispatch(cmd smtp.Command) bool {
+	if c.state == stateRefused && cmd.Verb != "QUIT" {
+		return c.refuse(smtp.Replyf(503, "5.5.1", "Bad sequence of commands"))
+	}
+	switch cmd.Verb {
+	case "HELO", "EHLO":
+		return c.cmdHelo(cmd)
+	case "MAIL":
+		return c.cmdMail(cmd)
+	case "RCPT":
+		return c.cmdRcpt(cmd)
+	case "DATA":
+		return c.cmdData(cmd)
+	case "RSET":
+		return c.cmdRset(cmd)
+	case "NOOP":
+		// RFC 5321 §4.1.1.9: any argument is ignored.
+		c.reply(smtp.Replyf(250, "2.0.0", "Ok"))
+	case "HELP":
+		c.reply(smtp.Replyf(214, "2.0.0", "See RFC 5321"))
+	case "VRFY", "EXPN":
+		// RFC 5321 §3.5.3: 252 when we will not verify but will accept
+		// mail; recipient validation is the upstream's, and asking it
+		// would let anyone harvest addresses through moat.
+		c.reply(smtp.Replyf(252, "2.0.0", "Cannot verify user, but will accept message and attempt delivery"))
+	case "QUIT":
+		c.reply(smtp.Replyf(221, "2.0.0", "Bye"))
+		return false
+	case "STARTTLS", "AUTH", "BDAT", "ETRN", "TURN", "ATRN", "XCLIENT", "XFORWARD", "SEND", "SOML", "SAML":
+		// Known commands moat does not offer (not in the EHLO reply).
+		return c.refuse(smtp.Replyf(502, "5.5.1", "Command not implemented"))
+	default:
+		return c.refuse(smtp.Replyf(500, "5.5.2", "Syntax error, command unrecognized"))
+	}
+	return true
+}
+
+// reset clears the transaction (RFC 5321 §4.1.1.5), keeping the session.
+func (c *conn) reset() {
+	c.tx = inspect.Transaction{}
+	c.rcptTried = 0
+	c.rcptLog = c.rcptLog[:0]
+	c.spool.reset()
+	if c.state > stateHelo && c.state != stateRefused {
+		c.state = stateHelo
+	}
+}
+
+// reply queues a reply; it reaches the client at the next flush.
+func (c *conn) reply(r smtp.Reply) {
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Timeouts.Command))
+	r.WriteTo(c.w)
+}
+
+// refuse queues an error reply and counts it against the session's error
+// budget; past the budget the session ends with 421 (RFC 5321 §4.2.2's
+// 421 "closing transmission channel"). It returns false when the session
+// is over.
+func (c *conn) refuse(r smtp.Reply) bool {
+	c.errors++
+	c.reply(r)
+	if c.errors >= c.srv.cfg.Limits.MaxErrors {
+		c.reply(smtp.Replyf(421, "4.7.0", "%s Too many errors, closing connection", c.srv.cfg.Hostname))
+		c.log.Info("session closed", "reason", "too_many_errors", "errors", c.errors)
+		return false
+	}
+	return true
+}
+
+// readFailed ends the session after a read error: a timeout or a
+// shutdown gets a 421, a vanished client nothing.
+func (c *conn) readFailed(err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errShuttingDown):
+		c.reply(smtp.Replyf(421, "4.3.2", "%s Service shutting down, try again later", c.srv.cfg.Hostname))
+	case errors.As(err, &ne) && ne.Timeout():
+		c.reply(smtp.Replyf(421, "4.4.2", "%s Timeout exceeded, closing connection", c.srv.cfg.Hostname))
+		c.log.Info("session closed", "reason", "timeout", "state", c.state.String())
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return
+	default:
+		c.log.Debug("session read failed", "err", err)
+		return
+	}
+	c.w.Flush()
+}
+
+func (c *conn) setIdle(idle bool) {
+	c.mu.Lock()
+	c.idle = idle
+	c.mu.Unlock()
+}
+
+// interruptIdle wakes a session blocked waiting for a command so that it
+// notices the shutdown; a session inside a command is left to finish it.
+func (c *conn) interruptIdle() {
+	c.mu.Lock()
+	if c.idle {
+		c.nc.SetReadDeadline(time.Now())
+	}
+	c.mu.Unlock()
+}
+
+var errShuttingDown = errors.New("server shutting down")
+
+// deadlineReader reads from the client with a fresh deadline per read:
+// the command timeout between commands, the data timeout inside DATA
+// (RFC 5321 §4.5.3.2).
+type deadlineReader struct {
+	c       *conn
+	timeout time.Duration
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	c := d.c
+	c.mu.Lock()
+	if c.idle && c.srv.closing.Load() {
+		c.mu.Unlock()
+		return 0, errShuttingDown
+	}
+	c.nc.SetReadDeadline(time.Now().Add(d.timeout))
+	c.mu.Unlock()
+	n, err := c.nc.Read(p)
+	if err != nil && c.srv.closing.Load() {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			err = errShuttingDown
+		}
+	}
+	return n, err
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+var idEncoding = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
+
+// newID returns a random session ID, short enough for log lines and the
+// Received header.
+func newID() string {
+	var b [10]byte
+	rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	return idEncoding.EncodeToString(b[:])
+}
