@@ -6,11 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"moat/inspect"
@@ -94,6 +97,14 @@ func (c *conn) serve() {
 	c.ctx = ctx
 	c.srv.metrics.connOpened()
 	defer func() {
+		if v := recover(); v != nil {
+			// One session's bug must not take down every other session;
+			// the client gets a 4xx, so nothing is acknowledged or lost.
+			panicsRecovered.Add(1)
+			c.log.Error("session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			c.reply(smtp.Replyf(421, "4.3.0", "%s Internal error, closing connection", c.srv.cfg.Hostname))
+			c.w.Flush()
+		}
 		if c.state >= stateMail {
 			c.finishTx("aborted", smtp.Reply{})
 		}
@@ -201,6 +212,10 @@ func (c *conn) dispatch(cmd smtp.Command) bool {
 		// would let anyone harvest addresses through moat.
 		c.reply(smtp.Replyf(252, "2.0.0", "Cannot verify user, but will accept message and attempt delivery"))
 	case "QUIT":
+		if c.state >= stateMail && c.state != stateRefused {
+			c.finishTx("aborted", smtp.Reply{})
+			c.reset()
+		}
 		c.reply(smtp.Replyf(221, "2.0.0", "Bye"))
 		return false
 	case "STARTTLS", "AUTH", "BDAT", "ETRN", "TURN", "ATRN", "XCLIENT", "XFORWARD", "SEND", "SOML", "SAML":
@@ -278,6 +293,10 @@ func (c *conn) interruptIdle() {
 	}
 	c.mu.Unlock()
 }
+
+// panicsRecovered counts sessions ended by a recovered panic; tests fail
+// when it is not zero.
+var panicsRecovered atomic.Int64
 
 var errShuttingDown = errors.New("server shutting down")
 
