@@ -114,6 +114,7 @@ func (c *conn) serve() {
 		cancel()
 		c.srv.engine.End(&c.sess)
 		c.spool.reset()
+		c.w.Flush() // a last 421 or 221 may still be queued
 		c.nc.Close()
 		c.srv.metrics.connClosed()
 		c.srv.forget(c)

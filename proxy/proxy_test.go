@@ -181,3 +181,7 @@ func transactionLogs(h *harness) []string {
 }
 
 func newTextproto(nc net.Conn) *textproto.Conn { return textproto.NewConn(nc) }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

@@ -26,7 +26,9 @@ func versionString() string {
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("moat version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), "Usage:\n  moat version\n\nPrints moat's version, Go version and platform.\n") }
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage:\n  moat version\n\nPrints moat's version, Go version and platform.\n")
+	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			fs.SetOutput(stdout)

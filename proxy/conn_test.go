@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// deadUpstream returns a loopback address nothing listens on.
+func deadUpstream(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// Commands moat answers itself, and commands out of sequence, each get the
+// RFC 5321 reply. No upstream is involved (the one configured is down).
+func TestCommandReplies(t *testing.T) {
+	h := startProxy(t, deadUpstream(t), nil)
+	tests := []struct {
+		name  string
+		setup []string // commands sent first, each expected to succeed
+		line  string
+		code  int
+		enh   string // enhanced code the reply must start with, if any
+	}{
+		{"MAIL before HELO", nil, "MAIL FROM:<a@b.test>", 503, "5.5.1"},
+		{"RCPT before MAIL", []string{"EHLO c.test"}, "RCPT TO:<a@b.test>", 503, "5.5.1"},
+		{"DATA before MAIL", []string{"EHLO c.test"}, "DATA", 503, "5.5.1"},
+		{"unknown command", nil, "FROBNICATE now", 500, "5.5.2"},
+		{"empty line", nil, "", 500, "5.5.2"},
+		{"VRFY", nil, "VRFY postmaster", 252, "2.0.0"},
+		{"EXPN", nil, "EXPN staff", 252, "2.0.0"},
+		{"NOOP", nil, "NOOP", 250, "2.0.0"},
+		{"NOOP with argument", nil, "NOOP whatever", 250, "2.0.0"},
+		{"HELP", nil, "HELP", 214, "2.0.0"},
+		{"RSET", nil, "RSET", 250, "2.0.0"},
+		{"lower case", nil, "noop", 250, "2.0.0"},
+		{"STARTTLS not offered", []string{"EHLO c.test"}, "STARTTLS", 502, "5.5.1"},
+		{"AUTH not offered", []string{"EHLO c.test"}, "AUTH PLAIN AGFiAGM=", 502, "5.5.1"},
+		{"HELO without name", nil, "HELO", 501, "5.5.4"},
+		{"EHLO without name", nil, "EHLO", 501, "5.5.4"},
+		{"MAIL bad syntax", []string{"EHLO c.test"}, "MAIL FROM:a@b.test", 501, "5.5.4"},
+		{"MAIL unknown parameter", []string{"EHLO c.test"}, "MAIL FROM:<a@b.test> FOO=bar", 555, "5.5.4"},
+		{"MAIL AUTH parameter not offered", []string{"EHLO c.test"}, "MAIL FROM:<a@b.test> AUTH=<>", 555, "5.5.4"},
+		{"MAIL SIZE over limit", []string{"EHLO c.test"}, "MAIL FROM:<a@b.test> SIZE=999999999999", 552, "5.3.4"},
+		{"MAIL bad BODY", []string{"EHLO c.test"}, "MAIL FROM:<a@b.test> BODY=BINARYMIME", 501, "5.5.4"},
+		{"MAIL params after HELO", []string{"HELO c.test"}, "MAIL FROM:<a@b.test> SIZE=10", 555, "5.5.4"},
+		{"SMTPUTF8 not offered", []string{"EHLO c.test"}, "MAIL FROM:<a@b.test> SMTPUTF8", 555, "5.5.4"},
+		{"line too long", nil, "NOOP " + strings.Repeat("a", 3000), 500, "5.5.6"},
+		{"NUL in command", nil, "NOOP \x00", 500, "5.5.2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := greeted(t, h.addr)
+			for _, s := range tt.setup {
+				c.cmd(250, s)
+			}
+			msg := c.cmd(tt.code, tt.line)
+			if !strings.HasPrefix(msg, tt.enh) {
+				t.Fatalf("%q: reply %d %q, want enhanced code %s", tt.line, tt.code, msg, tt.enh)
+			}
+			// The session is still in step: the next command works.
+			c.cmd(250, "NOOP")
+			c.cmd(221, "QUIT")
+		})
+	}
+}
+
+// The EHLO reply offers what moat honours end to end. Without a probed
+// upstream, SMTPUTF8 and DSN are not offered.
+func TestEHLOReply(t *testing.T) {
+	h := startProxy(t, deadUpstream(t), func(c *Config) { c.Limits.MaxMessageSize = 12345 })
+	c := greeted(t, h.addr)
+	msg := c.cmd(250, "EHLO client.test")
+	lines := strings.Split(msg, "\n")
+	if lines[0] != "moat.test greets client.test" {
+		t.Errorf("first line %q", lines[0])
+	}
+	want := []string{"PIPELINING", "SIZE 12345", "8BITMIME", "ENHANCEDSTATUSCODES"}
+	if strings.Join(lines[1:], ",") != strings.Join(want, ",") {
+		t.Errorf("extensions %q, want %q", lines[1:], want)
+	}
+	// A second EHLO is allowed and answered the same way (RFC 5321 §4.1.4).
+	c.cmd(250, "EHLO client.test")
+	c.cmd(250, "HELO client.test")
+}
+
+// A client that keeps sending bad commands is cut off with 421.
+func TestTooManyErrors(t *testing.T) {
+	h := startProxy(t, deadUpstream(t), func(c *Config) { c.Limits.MaxErrors = 3 })
+	c := greeted(t, h.addr)
+	c.cmd(500, "BAD1")
+	c.cmd(500, "BAD2")
+	c.send("BAD3\r\n")
+	c.expect(500)
+	c.expect(421)
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.nc.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection still open after 421")
+	}
+}
+
+// A client that says nothing is timed out with 421 4.4.2.
+func TestCommandTimeout(t *testing.T) {
+	h := startProxy(t, deadUpstream(t), func(c *Config) { c.Timeouts.Command = 200 * time.Millisecond })
+	c := greeted(t, h.addr)
+	msg := c.expect(421)
+	if !strings.HasPrefix(msg, "4.4.2 ") {
+		t.Fatalf("timeout reply %q", msg)
+	}
+}
+
+// Shutdown says 421 to idle sessions and closes them.
+func TestShutdownClosesIdleSessions(t *testing.T) {
+	h := startProxy(t, deadUpstream(t), nil)
+	c := ehloed(t, h.addr)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := contextWithTimeout(5 * time.Second)
+		defer cancel()
+		done <- h.srv.Shutdown(ctx)
+	}()
+	msg := c.expect(421)
+	if !strings.HasPrefix(msg, "4.3.2 ") {
+		t.Fatalf("shutdown reply %q", msg)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

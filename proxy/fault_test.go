@@ -1,0 +1,216 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Faults a real Postfix cannot be made to produce on demand — a hang after
+// the message, a close without a reply, a 421 mid-transaction — come from
+// this scripted upstream. It answers like a minimal MTA and misbehaves at
+// the point named by fail.
+type fakeUpstream struct {
+	addr string
+	mu   sync.Mutex
+	got  []string // commands received
+}
+
+// Failure points for fakeUpstream.
+const (
+	failNone        = ""
+	failGreeting554 = "greeting554" // refuses every connection
+	failRcpt421     = "rcpt421"     // 421 to RCPT, then close
+	failCloseAtDot  = "closeAtDot"  // reads the message, closes without a reply
+	failHangAtDot   = "hangAtDot"   // reads the message, never answers
+	failData452     = "data452"     // reads the message, answers 452
+	failCloseInData = "closeInData" // closes after 354 without reading the message
+)
+
+func startFakeUpstream(t *testing.T, fail string) *fakeUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeUpstream{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				nc.SetDeadline(time.Now().Add(30 * time.Second))
+				f.serve(nc, fail)
+			}()
+		}
+	}()
+	return f
+}
+
+func (f *fakeUpstream) serve(nc net.Conn, fail string) {
+	r := bufio.NewReader(nc)
+	say := func(s string) { nc.Write([]byte(s + "\r\n")) }
+	if fail == failGreeting554 {
+		say("554 5.3.2 go away")
+		return
+	}
+	say("220 fake.test ESMTP")
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		f.mu.Lock()
+		f.got = append(f.got, line)
+		f.mu.Unlock()
+		verb := strings.ToUpper(strings.SplitN(line, " ", 2)[0])
+		switch {
+		case verb == "EHLO":
+			say("250-fake.test\r\n250-PIPELINING\r\n250-SIZE 100000\r\n250 8BITMIME")
+		case verb == "RCPT" && fail == failRcpt421:
+			say("421 4.3.0 fake.test closing")
+			return
+		case verb == "MAIL", verb == "RCPT", verb == "RSET", verb == "NOOP":
+			say("250 2.0.0 ok")
+		case verb == "DATA":
+			say("354 go ahead")
+			if fail == failCloseInData {
+				return
+			}
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+			}
+			switch fail {
+			case failCloseAtDot:
+				return
+			case failHangAtDot:
+				io.Copy(io.Discard, r) // until moat gives up and closes
+				return
+			case failData452:
+				say("452 4.3.1 fake.test out of space")
+			default:
+				say("250 2.0.0 queued as FAKE")
+			}
+		case verb == "QUIT":
+			say("221 bye")
+			return
+		default:
+			say("502 5.5.1 no")
+		}
+	}
+}
+
+// sendOne runs one transaction through the proxy and returns the final
+// reply to the message (or the first refusal before it).
+func sendOne(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	c := ehloed(t, addr)
+	c.send("MAIL FROM:<a@client.test>\r\n")
+	if code, msg := c.reply(); code != 250 {
+		return code, msg
+	}
+	c.send("RCPT TO:<b@example.net>\r\n")
+	if code, msg := c.reply(); code != 250 {
+		return code, msg
+	}
+	c.cmd(354, "DATA")
+	c.send("Subject: x\r\n\r\nbody\r\n.\r\n")
+	return c.reply()
+}
+
+// Whatever the upstream does wrong, the client gets a 4xx — never a 250 —
+// for a message the upstream did not accept.
+func TestUpstreamFaults(t *testing.T) {
+	tests := []struct {
+		fail string
+		code int
+		enh  string
+	}{
+		{failNone, 250, "2.0.0"},
+		{failGreeting554, 451, "4.4.1"},
+		{failRcpt421, 451, "4.4.2"},
+		{failCloseAtDot, 451, "4.4.2"},
+		{failHangAtDot, 451, "4.4.2"},
+		{failCloseInData, 451, "4.4.2"},
+		{failData452, 452, "4.3.1"}, // the upstream's own 4xx, verbatim
+	}
+	for _, tt := range tests {
+		name := tt.fail
+		if name == "" {
+			name = "healthy"
+		}
+		t.Run(name, func(t *testing.T) {
+			up := startFakeUpstream(t, tt.fail)
+			h := startProxy(t, up.addr, func(c *Config) { c.Upstream.DataTimeout = 300 * time.Millisecond })
+			code, msg := sendOne(t, h.addr)
+			if code != tt.code || !strings.HasPrefix(msg, tt.enh) {
+				t.Fatalf("got %d %q, want %d %s", code, msg, tt.code, tt.enh)
+			}
+		})
+	}
+}
+
+// After an upstream failure the next transaction in the same session gets
+// a fresh upstream connection.
+func TestUpstreamReconnectsAfterFailure(t *testing.T) {
+	up := startFakeUpstream(t, failData452)
+	h := startProxy(t, up.addr, nil)
+	c := ehloed(t, h.addr)
+	for range 2 {
+		c.cmd(250, "MAIL FROM:<a@client.test>")
+		c.cmd(250, "RCPT TO:<b@example.net>")
+		c.cmd(354, "DATA")
+		c.send("Subject: x\r\n\r\nbody\r\n.\r\n")
+		c.expect(452)
+	}
+	c.cmd(221, "QUIT")
+
+	hang := startFakeUpstream(t, failCloseAtDot)
+	h2 := startProxy(t, hang.addr, nil)
+	c2 := ehloed(t, h2.addr)
+	for range 2 {
+		c2.cmd(250, "MAIL FROM:<a@client.test>")
+		c2.cmd(250, "RCPT TO:<b@example.net>")
+		c2.cmd(354, "DATA")
+		c2.send("Subject: x\r\n\r\nbody\r\n.\r\n")
+		c2.expect(451)
+	}
+	hang.mu.Lock()
+	defer hang.mu.Unlock()
+	if n := strings.Count(strings.Join(hang.got, "\n"), "EHLO"); n != 2 {
+		t.Fatalf("upstream saw %d EHLOs, want a new connection per failed transaction: %q", n, hang.got)
+	}
+}
