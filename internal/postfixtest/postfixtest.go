@@ -1,0 +1,724 @@
+// Package postfixtest starts a throwaway real Postfix for integration tests.
+//
+// moat's end-to-end tests put a real MTA behind the proxy, because the
+// behaviour that matters — how an unpatched server frames DATA, what it logs
+// about the client, how it answers XCLIENT or a PROXY header — cannot be
+// faked convincingly. Start runs a private Postfix instance (Debian 12's
+// postfix 3.7, as root) with its own configuration, queue, data and mail
+// directories under a short temp dir in /tmp, listening on a free loopback
+// port. Every recipient of the domain example.net is delivered by virtual(8)
+// into one Maildir the test can read; mail to any other domain bounces
+// through the error transport, so nothing ever leaves the machine. Logging
+// goes to a plain file (maillog_file), not syslog.
+//
+// The instance deliberately keeps Postfix's legacy defaults where they
+// matter to moat's tests: smtpd_forbid_bare_newline stays "no", so this
+// Postfix accepts <LF>.<CR><LF> and friends as end of DATA and is exactly the
+// vulnerable server the SMTP smuggling tests need behind the proxy.
+//
+// Delivery is asynchronous (smtpd queues, qmgr schedules, virtual writes the
+// file), so tests wait for messages and log lines with WaitMessages and
+// WaitLog instead of sleeping.
+package postfixtest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Domain is the only domain the instance delivers; every recipient in it
+// lands in the one Maildir.
+const Domain = "example.net"
+
+// Hostname is the instance's myhostname; it appears in the greeting
+// ("220 upstream.test ESMTP") and in the Received: header Postfix adds.
+const Hostname = "upstream.test"
+
+// nobody is the uid and gid virtual(8) delivers as (nobody/nogroup on Debian).
+const nobody = 65534
+
+// pollInterval is how often the Wait functions look again.
+const pollInterval = 20 * time.Millisecond
+
+// Options selects the optional features of an instance.
+type Options struct {
+	// XClient lets loopback clients send XCLIENT
+	// (smtpd_authorized_xclient_hosts = 127.0.0.0/8). Postfix answers a
+	// successful XCLIENT with a fresh 220 greeting, after which the client
+	// must send EHLO again.
+	XClient bool
+	// ProxyProtocol makes smtpd expect a HAProxy PROXY v1 header on every
+	// connection (smtpd_upstream_proxy_protocol = haproxy); clients that do
+	// not send one get no greeting.
+	ProxyProtocol bool
+	// MessageSizeLimit sets message_size_limit in bytes (advertised as
+	// SIZE); 0 keeps Postfix's default of 10240000.
+	MessageSizeLimit int64
+	// ExtraMainCF holds extra "key = value" lines for main.cf. A key given
+	// here replaces postfixtest's own setting of that key; lines that start
+	// with white space continue the previous line, as in main.cf.
+	ExtraMainCF []string
+}
+
+// Postfix is one running instance. Its methods may be called from several
+// goroutines.
+type Postfix struct {
+	// Addr is the "127.0.0.1:PORT" address of its smtpd.
+	Addr string
+	// Dir is the instance's temp root; it holds conf/, spool/, data/, mail/
+	// and the maillog, and is removed when the test ends.
+	Dir string
+	// MailDir is the Maildir every example.net recipient is delivered to;
+	// finished messages appear in MailDir/new. virtual(8) writes one file per
+	// recipient, with LF line endings and Return-Path:, X-Original-To:,
+	// Delivered-To: and Postfix's Received: prepended. For clients at
+	// 127.0.0.1 (local_header_rewrite_clients) cleanup also adds a missing
+	// Message-Id: and Date:, and rewrites unqualified addresses.
+	MailDir string
+
+	bin     string // the postfix command
+	confDir string
+	logFile string
+
+	mu      sync.Mutex
+	pid     int  // master process id, also its process group id; 0 before start
+	stopped bool // Stop has run
+}
+
+// Start starts a Postfix instance for the test on a free loopback port and
+// stops it (and removes its directories) when the test ends. It fails the
+// test with Postfix's own error output when the instance cannot start or does
+// not greet within a few seconds. Start needs root and an installed Postfix
+// (scripts/install-test-deps.sh installs it).
+//
+// When Start returns, smtpd has already answered one connection with 220 (the
+// readiness probe), so the maillog begins with a connect/disconnect from
+// 127.0.0.1 that carries no transaction.
+func Start(t testing.TB, opts Options) *Postfix {
+	t.Helper()
+	bin := postfixCommand(t)
+	// A free port is found by binding :0 and closing it; someone else may
+	// take it before master binds it, so a bind failure is retried with a
+	// fresh port and directory.
+	const attempts = 3
+	for i := 1; ; i++ {
+		p, err := start(bin, opts)
+		if err == nil {
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("postfixtest: last lines of %s:\n%s", p.logFile, lastLines(p.readLog(), 40))
+				}
+				p.Stop(t)
+				if err := removeAll(p.Dir); err != nil {
+					t.Errorf("postfixtest: %v", err)
+				}
+			})
+			return p
+		}
+		if i < attempts && errors.Is(err, errPortTaken) {
+			t.Logf("postfixtest: %v; retrying with another port", err)
+			continue
+		}
+		t.Fatalf("postfixtest: %v", err)
+	}
+}
+
+// errPortTaken marks a start that failed only because the chosen port was
+// taken in the meantime.
+var errPortTaken = errors.New("port taken")
+
+// postfixCommand returns the postfix command, failing the test when Postfix
+// is missing or the test does not run as root.
+func postfixCommand(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("postfix")
+	if err != nil {
+		// /usr/sbin is often missing from a non-login PATH.
+		bin = "/usr/sbin/postfix"
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatal("postfixtest: postfix is not installed; run scripts/install-test-deps.sh")
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("postfixtest: a private Postfix instance must be started as root")
+	}
+	return bin
+}
+
+// start creates the directories and configuration of one instance, starts it
+// and waits for its greeting. On error nothing of the instance is left.
+func start(bin string, opts Options) (p *Postfix, err error) {
+	postfixUID, err := lookupUID("postfix")
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	// Not t.TempDir: its path can exceed the 108 bytes a Unix socket path
+	// (spool/private/…, spool/public/…) may have.
+	root, err := os.MkdirTemp("/tmp", "pf")
+	if err != nil {
+		return nil, err
+	}
+	p = &Postfix{
+		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Dir:     root,
+		MailDir: filepath.Join(root, "mail", "all"),
+		bin:     bin,
+		confDir: filepath.Join(root, "conf"),
+		logFile: filepath.Join(root, "maillog"),
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, p.shutdown(), removeAll(root))
+		}
+	}()
+
+	// Daemons running as postfix and nobody must be able to reach their
+	// directories below the root.
+	if err := os.Chmod(root, 0o755); err != nil {
+		return p, err
+	}
+	dirs := []struct {
+		name     string
+		uid, gid int // -1: keep root
+	}{
+		{"conf", -1, -1},
+		{"spool", -1, -1}, // queue_directory; postfix start creates its subdirectories
+		{"data", postfixUID, -1},
+		{"mail", nobody, nobody},
+	}
+	for _, d := range dirs {
+		dir := filepath.Join(root, d.name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return p, err
+		}
+		if err := os.Chown(dir, d.uid, d.gid); err != nil {
+			return p, err
+		}
+	}
+	if err := writeConfig(filepath.Join(p.confDir, "main.cf"), mainCF(root, opts)); err != nil {
+		return p, err
+	}
+	if err := writeConfig(filepath.Join(p.confDir, "master.cf"), masterCF(p.Addr)); err != nil {
+		return p, err
+	}
+
+	if out, err := p.command("start"); err != nil {
+		log := p.readLog()
+		if strings.Contains(log, "Address already in use") {
+			return p, fmt.Errorf("postfix start on %s: %w", p.Addr, errPortTaken)
+		}
+		return p, fmt.Errorf("postfix -c %s start: %v\n%s\nmaillog:\n%s", p.confDir, err, out, log)
+	}
+	pid, err := readPid(filepath.Join(root, "spool", "pid", "master.pid"))
+	if err != nil {
+		return p, fmt.Errorf("postfix started but %v\nmaillog:\n%s", err, p.readLog())
+	}
+	p.mu.Lock()
+	p.pid = pid
+	p.mu.Unlock()
+
+	if err := p.awaitGreeting(opts.ProxyProtocol, 10*time.Second); err != nil {
+		return p, fmt.Errorf("postfix on %s does not greet: %v\nmaillog:\n%s", p.Addr, err, p.readLog())
+	}
+	return p, nil
+}
+
+// writeConfig writes a configuration file dated one hour back. Postfix
+// distrusts a file modified within the last second or so — it may still be
+// being written — and re-reads it every 300ms until its mtime is old enough,
+// which would cost every command and daemon about two seconds.
+func writeConfig(path, text string) error {
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return err
+	}
+	old := time.Now().Add(-time.Hour)
+	return os.Chtimes(path, old, old)
+}
+
+// mainCF returns the instance's main.cf.
+func mainCF(root string, opts Options) string {
+	params := [][2]string{
+		{"compatibility_level", "3.6"},
+		{"config_directory", filepath.Join(root, "conf")},
+		{"queue_directory", filepath.Join(root, "spool")},
+		{"data_directory", filepath.Join(root, "data")},
+		{"myhostname", Hostname},
+		{"smtpd_banner", "$myhostname ESMTP"},
+		{"inet_interfaces", "127.0.0.1"},
+		{"inet_protocols", "ipv4"},
+		{"mynetworks", "127.0.0.0/8"},
+		// Nothing is local and nothing is relayed: example.net goes to the
+		// Maildir, everything else bounces without touching the network.
+		{"mydestination", ""},
+		{"relayhost", ""},
+		{"default_transport", "error"},
+		{"relay_transport", "error"},
+		{"smtp_dns_support_level", "disabled"},
+		{"smtpd_peername_lookup", "no"},
+		// The Debian default (hash:/etc/aliases, nis:mail.aliases) only
+		// produces NIS warnings here.
+		{"alias_maps", ""},
+		{"alias_database", ""},
+		{"virtual_mailbox_domains", Domain},
+		{"virtual_mailbox_base", filepath.Join(root, "mail")},
+		// Every recipient → Maildir all/ (a regexp map with $1 is refused by
+		// virtual(8)).
+		{"virtual_mailbox_maps", "static:all/"},
+		{"virtual_uid_maps", "static:" + strconv.Itoa(nobody)},
+		{"virtual_gid_maps", "static:" + strconv.Itoa(nobody)},
+		// virtual(8) refuses to run when this is below message_size_limit;
+		// a test Maildir needs no quota.
+		{"virtual_mailbox_limit", "0"},
+		// Without this, cleanup pauses up to 1s per message when tests send
+		// faster than the queue manager delivers.
+		{"in_flow_delay", "0s"},
+		{"maillog_file", filepath.Join(root, "maillog")},
+		{"maillog_file_prefixes", root},
+	}
+	if opts.XClient {
+		params = append(params, [2]string{"smtpd_authorized_xclient_hosts", "127.0.0.0/8"})
+	}
+	if opts.ProxyProtocol {
+		params = append(params, [2]string{"smtpd_upstream_proxy_protocol", "haproxy"})
+	}
+	if opts.MessageSizeLimit != 0 {
+		params = append(params, [2]string{"message_size_limit", strconv.FormatInt(opts.MessageSizeLimit, 10)})
+	}
+
+	// Postfix would take the last of two settings but warns about the
+	// first; drop ours instead.
+	overridden := map[string]bool{}
+	for _, line := range opts.ExtraMainCF {
+		if m := mainCFKey.FindStringSubmatch(line); m != nil {
+			overridden[m[1]] = true
+		}
+	}
+	var b strings.Builder
+	b.WriteString("# Written by moat/internal/postfixtest.\n")
+	for _, kv := range params {
+		if !overridden[kv[0]] {
+			fmt.Fprintf(&b, "%s = %s\n", kv[0], kv[1])
+		}
+	}
+	for _, line := range opts.ExtraMainCF {
+		b.WriteString(strings.TrimRight(line, "\n"))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// mainCFKey matches the start of a main.cf "key = value" line.
+var mainCFKey = regexp.MustCompile(`^([A-Za-z0-9_]+)\s*=`)
+
+// masterCF returns the instance's master.cf: Debian's services without
+// chroot (the temp dirs are not a chroot jail), without the SMTP client and
+// local delivery, with the smtpd listener bound to addr, the virtual delivery
+// agent and the postlog service that maillog_file needs.
+func masterCF(addr string) string {
+	return addr + ` inet n - n - - smtpd
+pickup     unix  n - n 60    1 pickup
+cleanup    unix  n - n -     0 cleanup
+qmgr       unix  n - n 300   1 qmgr
+rewrite    unix  - - n -     - trivial-rewrite
+bounce     unix  - - n -     0 bounce
+defer      unix  - - n -     0 bounce
+trace      unix  - - n -     0 bounce
+verify     unix  - - n -     1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n -     - proxymap
+proxywrite unix  - - n -     1 proxymap
+showq      unix  n - n -     - showq
+error      unix  - - n -     - error
+retry      unix  - - n -     - error
+discard    unix  - - n -     - discard
+anvil      unix  - - n -     1 anvil
+scache     unix  - - n -     1 scache
+virtual    unix  - n n -     - virtual
+postlog    unix-dgram n - n - 1 postlogd
+`
+}
+
+// command runs "postfix -c CONF verb" and returns its output. postfix and
+// postfix-script print errors to stderr only when it is a terminal (otherwise
+// only to the log), so the command runs under script(1) when that exists.
+func (p *Postfix) command(verb string) (string, error) {
+	args := []string{p.bin, "-c", p.confDir, verb}
+	var cmd *exec.Cmd
+	if script, err := exec.LookPath("script"); err == nil {
+		quoted := make([]string, len(args))
+		for i, a := range args {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		cmd = exec.Command(script, "-eqc", strings.Join(quoted, " "), "/dev/null")
+	} else {
+		cmd = exec.Command(args[0], args[1:]...)
+	}
+	// A file, not a pipe: the master daemon that start leaves behind must not
+	// hold our end open and keep Wait from returning.
+	out, err := os.CreateTemp(p.Dir, "postfix-"+verb+"-*.out")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(out.Name())
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	runErr := cmd.Run()
+	text, err := os.ReadFile(out.Name())
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(strings.ReplaceAll(string(text), "\r", "")), runErr
+}
+
+// awaitGreeting connects until smtpd answers with 220, or the timeout ends.
+// master binds the port before postfix start returns, but smtpd is spawned
+// only for the first connection.
+func (p *Postfix) awaitGreeting(proxy bool, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := p.probe(proxy, deadline)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// probe makes one connection, reads the 220 greeting and says QUIT.
+func (p *Postfix) probe(proxy bool, deadline time.Time) error {
+	c, err := net.DialTimeout("tcp", p.Addr, time.Until(deadline))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(deadline); err != nil {
+		return err
+	}
+	if proxy {
+		local := c.LocalAddr().(*net.TCPAddr)
+		remote := c.RemoteAddr().(*net.TCPAddr)
+		if _, err := fmt.Fprintf(c, "PROXY TCP4 %s %s %d %d\r\n", local.IP, remote.IP, local.Port, remote.Port); err != nil {
+			return err
+		}
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("reading greeting: %v", err)
+	}
+	if !strings.HasPrefix(line, "220") {
+		return fmt.Errorf("greeting %q", strings.TrimSpace(line))
+	}
+	// Skip the rest of a multi-line greeting, then leave politely so the
+	// log shows no lost connection.
+	for len(line) > 3 && line[3] == '-' {
+		if line, err = r.ReadString('\n'); err != nil {
+			return nil
+		}
+	}
+	if _, err := c.Write([]byte("QUIT\r\n")); err == nil {
+		_, _ = r.ReadString('\n')
+	}
+	return nil
+}
+
+// Stop stops the instance now: SIGTERM to master through "postfix abort",
+// then, if master or any process of its process group is still alive after
+// 5s, SIGKILL to the group. Open
+// SMTP sessions are cut. The maillog's last line is postfix-script's
+// "aborting the Postfix mail system". Stop is idempotent; the test's cleanup
+// calls it too.
+// Messages and Log keep working after Stop until the test ends.
+func (p *Postfix) Stop(t testing.TB) {
+	t.Helper()
+	if err := p.shutdown(); err != nil {
+		t.Errorf("postfixtest: stopping %s: %v", p.Addr, err)
+	}
+}
+
+// shutdown is Stop without a testing.TB.
+func (p *Postfix) shutdown() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return nil
+	}
+	p.stopped = true
+	if p.pid == 0 {
+		// start failed before it read the pid file. A master that got as
+		// far as writing one may still be running.
+		pid, err := readPid(filepath.Join(p.Dir, "spool", "pid", "master.pid"))
+		if err != nil {
+			return nil
+		}
+		p.pid = pid
+	}
+	pid := p.pid
+	if !groupAlive(pid) {
+		return nil
+	}
+	// "postfix abort" sends master the same SIGTERM as "postfix stop", and
+	// master passes it on to its process group, but it does not then wait:
+	// stop checks for the master once right after the signal and, losing
+	// that race as often as not, sleeps a whole second before checking
+	// again. We poll instead. Its error (for one, "not running" when master
+	// died on its own) is not ours to report.
+	_, _ = p.command("abort")
+	if waitFor(5*time.Second, func() bool { return !groupAlive(pid) }) {
+		return nil
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	if waitFor(5*time.Second, func() bool { return !groupAlive(pid) }) {
+		return nil
+	}
+	return fmt.Errorf("processes of master %d still alive after SIGKILL", pid)
+}
+
+// groupAlive reports whether any process of the process group pgid — the
+// master, which calls setsid, and every daemon it spawned — is still running. Zombies do not count: master
+// was orphaned at start, so its exit status goes to init, which may reap late.
+func groupAlive(pgid int) bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		// No procfs: fall back to signal 0, which counts zombies.
+		return syscall.Kill(-pgid, 0) == nil
+	}
+	want := strconv.Itoa(pgid)
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		// Only the group counts, not the bare pid: should the pid of a dead
+		// master be reused, the newcomer is almost never a group leader.
+		if f[2] == want {
+			return true
+		}
+	}
+	return false
+}
+
+// Messages returns the full contents of the messages delivered so far, in
+// delivery order (file modification time, then file name).
+func (p *Postfix) Messages(t testing.TB) [][]byte {
+	t.Helper()
+	msgs, err := p.messages()
+	if err != nil {
+		t.Fatalf("postfixtest: %v", err)
+	}
+	return msgs
+}
+
+func (p *Postfix) messages() ([][]byte, error) {
+	dir := filepath.Join(p.MailDir, "new")
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // virtual creates the Maildir on first delivery
+	}
+	if err != nil {
+		return nil, err
+	}
+	type file struct {
+		name  string
+		mtime time.Time
+	}
+	files := make([]file, 0, len(entries))
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, file{e.Name(), info.ModTime()})
+	}
+	slices.SortFunc(files, func(a, b file) int {
+		if c := a.mtime.Compare(b.mtime); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	msgs := make([][]byte, 0, len(files))
+	for _, f := range files {
+		// Files in new/ are complete: virtual writes in tmp/ and renames.
+		b, err := os.ReadFile(filepath.Join(dir, f.name))
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, b)
+	}
+	return msgs, nil
+}
+
+// WaitMessages waits until at least n messages have been delivered and
+// returns all delivered messages as Messages does. It fails the test, with
+// what it found and the end of the maillog, if that takes longer than
+// timeout.
+func (p *Postfix) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]byte {
+	t.Helper()
+	var msgs [][]byte
+	var err error
+	if waitFor(timeout, func() bool {
+		msgs, err = p.messages()
+		return err != nil || len(msgs) >= n
+	}) && err == nil {
+		return msgs
+	}
+	if err != nil {
+		t.Fatalf("postfixtest: %v", err)
+	}
+	var found strings.Builder
+	for i, m := range msgs {
+		fmt.Fprintf(&found, "  message %d: %d bytes, %s\n", i+1, len(m), headerLine(m, "Subject"))
+	}
+	t.Fatalf("postfixtest: %d of %d messages delivered to %s after %v:\n%smaillog ends:\n%s",
+		len(msgs), n, p.MailDir, timeout, found.String(), lastLines(p.readLog(), 30))
+	return nil
+}
+
+// Log returns the instance's maillog as it is now.
+func (p *Postfix) Log(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(p.logFile)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("postfixtest: %v", err)
+	}
+	return string(b)
+}
+
+// WaitLog waits until the maillog contains substr and returns the whole log.
+// Daemons log through postlogd asynchronously, so a line can appear a moment
+// after the SMTP reply it belongs to. It fails the test with the log if
+// substr does not appear within timeout.
+func (p *Postfix) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
+	t.Helper()
+	var log string
+	if waitFor(timeout, func() bool {
+		log = p.readLog()
+		return strings.Contains(log, substr)
+	}) {
+		return log
+	}
+	t.Fatalf("postfixtest: maillog lacks %q after %v:\n%s", substr, timeout, log)
+	return ""
+}
+
+// readLog returns the maillog, or "" when it cannot be read.
+func (p *Postfix) readLog() string {
+	b, _ := os.ReadFile(p.logFile)
+	return string(b)
+}
+
+// waitFor polls cond every pollInterval until it holds or timeout passes,
+// and reports whether it held. cond is evaluated at least once and once more
+// after the deadline.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lookupUID returns the uid of a system user.
+func lookupUID(name string) (int, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, fmt.Errorf("user %s: %v (is Postfix installed?)", name, err)
+	}
+	return strconv.Atoi(u.Uid)
+}
+
+// readPid reads a Postfix pid file (the number padded with spaces).
+func readPid(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0, fmt.Errorf("bad pid file %s: %q", path, b)
+	}
+	return pid, nil
+}
+
+// removeAll removes dir, retrying briefly: a daemon killed a moment ago may
+// still have been creating a file in it.
+func removeAll(dir string) error {
+	var err error
+	for range 5 {
+		if err = os.RemoveAll(dir); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return err
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.SplitAfter(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "")
+}
+
+// headerLine returns the first "Name: value" line of msg's header, or
+// "no Name".
+func headerLine(msg []byte, name string) string {
+	for line := range strings.Lines(string(msg)) {
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			break
+		}
+		if len(line) > len(name) && line[len(name)] == ':' && strings.EqualFold(line[:len(name)], name) {
+			return line
+		}
+	}
+	return "no " + name
+}
