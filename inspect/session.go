@@ -29,6 +29,12 @@ type Session struct {
 	// TLS is set once the session runs over TLS.
 	TLS *TLSInfo
 
+	// EarlyTalker records a client that sent before the greeting
+	// (RFC 5321 §4.3.1 says it must wait), the mark of many spam bots.
+	EarlyTalker bool
+	// Anomalies are the protocol violations seen so far.
+	Anomalies Anomalies
+
 	// Transactions counts the transactions started in this session
 	// (MAIL commands that passed the mail stage).
 	Transactions int
@@ -36,6 +42,18 @@ type Session struct {
 
 // ESMTP reports whether the client greeted with EHLO.
 func (s *Session) ESMTP() bool { return s.HeloVerb == "EHLO" }
+
+// Anomalies are protocol violations a client committed. None of them is a
+// reason to refuse by itself; rules may score them.
+type Anomalies struct {
+	// BareLFCommand: a command line ended in LF without CR.
+	BareLFCommand bool
+	// InvalidCommands counts command lines that did not parse.
+	InvalidCommands int
+	// STARTTLSInjection: commands were pipelined after STARTTLS, before
+	// the TLS handshake (CVE-2011-0411); they were discarded.
+	STARTTLSInjection bool
+}
 
 // TLSInfo describes the TLS layer of a session.
 type TLSInfo struct {

@@ -16,13 +16,13 @@ func (c *conn) cmdHelo(cmd smtp.Command) bool {
 	if cmd.Arg == "" {
 		return c.refuse(smtp.Replyf(501, "5.5.4", "Syntax: %s hostname", cmd.Verb))
 	}
-	if c.state >= stateMail {
+	if c.state >= stateMail && c.state != stateRefused {
 		c.finishTx("aborted", smtp.Reply{})
 		c.rsetUpstream()
 	}
 	c.reset()
 	c.sess.HeloVerb, c.sess.Helo = cmd.Verb, cmd.Arg
-	if v := c.srv.engine.Helo(c.ctx, &c.sess); v.Action >= inspect.Tempfail {
+	if v := c.engine.Helo(c.ctx, &c.sess); v.Action >= inspect.Tempfail {
 		c.logDecision(inspect.StageHelo, v)
 		c.sess.HeloVerb, c.sess.Helo = "", ""
 		c.state = stateGreeted
@@ -30,7 +30,7 @@ func (c *conn) cmdHelo(cmd smtp.Command) bool {
 		return true
 	}
 	c.state = stateHelo
-	host := c.srv.cfg.Hostname
+	host := c.cfg.Hostname
 	if cmd.Verb == "HELO" {
 		c.offer = upstreamCaps{}
 		c.reply(smtp.Replyf(250, "", "%s", host))
@@ -38,8 +38,12 @@ func (c *conn) cmdHelo(cmd smtp.Command) bool {
 	}
 	c.offer = c.offerCaps()
 	lines := []string{host + " greets " + sanitizeHelo(cmd.Arg), "PIPELINING",
-		"SIZE " + strconv.FormatInt(int64(c.srv.cfg.Limits.MaxMessageSize), 10),
+		"SIZE " + strconv.FormatInt(int64(c.cfg.Limits.MaxMessageSize), 10),
 		"8BITMIME", "ENHANCEDSTATUSCODES"}
+	if c.offer.starttls {
+		lines = append(lines, "STARTTLS")
+	}
+	lines = append(lines, "CHUNKING")
 	if c.offer.smtputf8 {
 		lines = append(lines, "SMTPUTF8")
 	}
@@ -54,7 +58,8 @@ func (c *conn) cmdHelo(cmd smtp.Command) bool {
 // plus SMTPUTF8 and DSN only when the upstream advertised them, because
 // moat cannot downgrade a UTF-8 envelope or generate DSNs itself.
 func (c *conn) offerCaps() upstreamCaps {
-	o := upstreamCaps{esmtp: true, pipelining: true, size: true, eightBit: true}
+	o := upstreamCaps{esmtp: true, pipelining: true, size: true, eightBit: true, chunking: true,
+		starttls: *c.cfg.TLS.STARTTLS && c.sess.TLS == nil}
 	if up := c.srv.caps.Load(); up != nil {
 		o.smtputf8 = up.smtputf8
 		o.dsn = up.dsn
@@ -81,7 +86,7 @@ func (c *conn) cmdMail(cmd smtp.Command) bool {
 	}
 	c.tx = inspect.Transaction{From: from, FromParams: params}
 	c.txStart = time.Now()
-	if v := c.srv.engine.Mail(c.ctx, &c.sess, &c.tx); v.Action >= inspect.Tempfail {
+	if v := c.engine.Mail(c.ctx, &c.sess, &c.tx); v.Action >= inspect.Tempfail {
 		c.logDecision(inspect.StageMail, v)
 		c.tx = inspect.Transaction{}
 		c.reply(v.WireReply(inspect.StageMail))
@@ -92,7 +97,7 @@ func (c *conn) cmdMail(cmd smtp.Command) bool {
 		c.upstreamFailed(err)
 		return true
 	}
-	rep, err := c.up.cmd(c.srv.cfg.Upstream.CommandTimeout, "MAIL FROM:"+smtp.FormatPathArg(from, c.upstreamParams(params)))
+	rep, err := c.up.cmd(c.cfg.Upstream.CommandTimeout, "MAIL FROM:"+smtp.FormatPathArg(from, c.upstreamParams(params)))
 	if err != nil {
 		c.tx = inspect.Transaction{}
 		c.upstreamFailed(err)
@@ -127,7 +132,7 @@ func (c *conn) checkMailParams(params []smtp.Param) (smtp.Reply, bool) {
 				return smtp.Replyf(501, "5.5.4", "Bad SIZE parameter"), false
 			}
 			// RFC 1870 §6.2: 552 when the declared size is over the limit.
-			if n > int64(c.srv.cfg.Limits.MaxMessageSize) {
+			if n > int64(c.cfg.Limits.MaxMessageSize) {
 				return smtp.Replyf(552, "5.3.4", "Message size exceeds fixed maximum message size"), false
 			}
 			continue
@@ -205,7 +210,7 @@ func (c *conn) cmdRcpt(cmd smtp.Command) bool {
 		}
 	}
 	c.rcptTried++
-	if len(c.tx.Rcpts) >= c.srv.cfg.Limits.MaxRecipients {
+	if len(c.tx.Rcpts) >= c.cfg.Limits.MaxRecipients {
 		// RFC 5321 §4.5.3.1.10: 452 so the client sends the rest later.
 		r := smtp.Replyf(452, "4.5.3", "Too many recipients")
 		c.logRcpt(to, r)
@@ -213,7 +218,7 @@ func (c *conn) cmdRcpt(cmd smtp.Command) bool {
 		return true
 	}
 	rc := inspect.Recipient{Path: to, Params: params}
-	if v := c.srv.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc); v.Action >= inspect.Tempfail {
+	if v := c.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc); v.Action >= inspect.Tempfail {
 		c.logDecision(inspect.StageRcpt, v)
 		r := v.WireReply(inspect.StageRcpt)
 		c.logRcpt(to, r)
@@ -228,7 +233,7 @@ func (c *conn) cmdRcpt(cmd smtp.Command) bool {
 		c.reply(r)
 		return true
 	}
-	rep, err := c.up.cmd(c.srv.cfg.Upstream.CommandTimeout, "RCPT TO:"+smtp.FormatPathArg(to, params))
+	rep, err := c.up.cmd(c.cfg.Upstream.CommandTimeout, "RCPT TO:"+smtp.FormatPathArg(to, params))
 	if err != nil {
 		var ue *upstreamError
 		errors.As(err, &ue)
@@ -283,6 +288,39 @@ func validNotify(v string) bool {
 	return true
 }
 
+// cmdStartTLS upgrades the session to TLS (RFC 3207).
+func (c *conn) cmdStartTLS(cmd smtp.Command) bool {
+	switch {
+	case !c.offer.starttls:
+		return c.refuse(smtp.Replyf(502, "5.5.1", "Command not implemented"))
+	case cmd.Arg != "":
+		return c.refuse(smtp.Replyf(501, "5.5.4", "Syntax: STARTTLS"))
+	case c.state >= stateMail:
+		return c.refuse(smtp.Replyf(503, "5.5.1", "Error: MAIL transaction in progress"))
+	}
+	c.reply(smtp.Replyf(220, "2.0.0", "Ready to start TLS"))
+	if err := c.w.Flush(); err != nil {
+		return false
+	}
+	if n := c.r.Buffered(); n > 0 {
+		// Commands pipelined behind STARTTLS arrived in plaintext and
+		// must not be executed inside the TLS session (CVE-2011-0411).
+		c.sess.Anomalies.STARTTLSInjection = true
+		c.log.Warn("discarded commands pipelined after STARTTLS", "bytes", n, "client_ip", c.sess.Client.Addr().String())
+		c.r.Discard(n)
+	}
+	if !c.handshake() {
+		return false
+	}
+	// RFC 3207 §4.2: forget everything learnt before TLS; the client
+	// starts over with EHLO.
+	c.reset()
+	c.sess.HeloVerb, c.sess.Helo = "", ""
+	c.state = stateGreeted
+	c.offer = upstreamCaps{}
+	return true
+}
+
 // cmdRset aborts the transaction here and upstream (RFC 5321 §4.1.1.5).
 func (c *conn) cmdRset(cmd smtp.Command) bool {
 	if c.state >= stateMail && c.state != stateRefused {
@@ -305,8 +343,9 @@ func (c *conn) ensureUpstream() error {
 		c.up = nil
 	}
 	start := time.Now()
-	u, err := dialUpstream(c.ctx, &c.srv.cfg.Upstream)
+	u, err := dialUpstream(c.ctx, c.cfg, &c.sess)
 	c.srv.metrics.upstreamConnect(err, time.Since(start))
+	c.srv.ready.Store(err == nil)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -18,14 +20,48 @@ import (
 type Config struct {
 	// Listen are the SMTP listeners ("host:port").
 	Listen []HostPort `yaml:"listen"`
+	// ListenTLS are implicit-TLS listeners (RFC 8314, port 465 style):
+	// the TLS handshake comes before the greeting.
+	ListenTLS []HostPort `yaml:"listen_tls"`
+	// ListenProxyProtocol names the networks of trusted load balancers.
+	// A connection from one of them must start with a HAProxy PROXY
+	// header (v1 or v2), whose source address then is the client's.
+	ListenProxyProtocol []Prefix `yaml:"listen_proxy_protocol"`
 	// Hostname is moat's name in the greeting, the EHLO reply and the
 	// Received header. Default: the machine's host name.
 	Hostname string `yaml:"hostname"`
 
+	TLS      TLSConfig      `yaml:"tls"`
 	Upstream UpstreamConfig `yaml:"upstream"`
 	Limits   Limits         `yaml:"limits"`
 	Timeouts Timeouts       `yaml:"timeouts"`
+	Greeting GreetingConfig `yaml:"greeting"`
 	Data     DataConfig     `yaml:"data"`
+
+	upstreamTLS *tls.Config // built from Upstream by Server.Reload
+}
+
+// TLSConfig is moat's server side of TLS: STARTTLS (RFC 3207) and the
+// implicit-TLS listeners.
+type TLSConfig struct {
+	// CertFile and KeyFile are PEM files, re-read on reload. With neither
+	// set, moat generates a self-signed certificate at startup.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// STARTTLS offers STARTTLS to clients. Default true; set false to
+	// leave TLS to a load balancer.
+	STARTTLS *bool `yaml:"starttls"`
+}
+
+// GreetingConfig controls the start of a session.
+type GreetingConfig struct {
+	// Delay holds the 220 greeting back this long. A client that talks
+	// before the greeting (RFC 5321 §4.3.1 forbids it) is an early
+	// talker, typical of spam bots; 0 disables the check.
+	Delay time.Duration `yaml:"delay"`
+	// EarlyTalker is what happens to an early talker: "log" records it as
+	// a session fact for the rules, "reject" refuses the session with 554.
+	EarlyTalker string `yaml:"early_talker"`
 }
 
 // UpstreamConfig describes the mail server moat shields.
@@ -44,6 +80,27 @@ type UpstreamConfig struct {
 	// DataTimeout bounds the final reply after the message was sent
 	// (RFC 5321 §4.5.3.2.6: 10 minutes).
 	DataTimeout time.Duration `yaml:"data_timeout"`
+	// ProbeInterval is how often the upstream is probed for /readyz and
+	// its capabilities.
+	ProbeInterval time.Duration `yaml:"probe_interval"`
+
+	// XClient sends Postfix's XCLIENT (ADDR, PORT, NAME, HELO, PROTO)
+	// before MAIL, so the upstream sees the real client. The upstream
+	// must authorise moat (Postfix: smtpd_authorized_xclient_hosts).
+	XClient bool `yaml:"xclient"`
+	// ProxyProtocol sends a HAProxy PROXY header, "v1" or "v2", on
+	// connect (Postfix: smtpd_upstream_proxy_protocol = haproxy).
+	ProxyProtocol string `yaml:"proxy_protocol"`
+
+	// TLS to the upstream: "off", "opportunistic" (STARTTLS when
+	// offered, unverified, plaintext if it fails) or "required"
+	// (STARTTLS with a verified certificate, or no delivery).
+	TLS string `yaml:"tls"`
+	// TLSCAFile verifies the upstream's certificate (PEM). Default: the
+	// system roots.
+	TLSCAFile string `yaml:"tls_ca_file"`
+	// TLSServerName is the name verified. Default: the host of Address.
+	TLSServerName string `yaml:"tls_server_name"`
 }
 
 // Limits bound what one client can make moat hold.
@@ -61,6 +118,15 @@ type Limits struct {
 	// MaxErrors is how many bad commands a session may send before moat
 	// answers 421 and closes it.
 	MaxErrors int `yaml:"max_errors"`
+	// MaxCommands bounds the commands of one session.
+	MaxCommands int `yaml:"max_commands"`
+	// MaxHeaderSize bounds the header section of a message.
+	MaxHeaderSize ByteSize `yaml:"max_header_size"`
+	// MaxConnections bounds concurrent client connections in all;
+	// MaxConnectionsPerIP those from one client address. Past either,
+	// a new client gets 421 4.7.0.
+	MaxConnections      int `yaml:"max_connections"`
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 }
 
 // Timeouts bound how long moat waits for a client.
@@ -71,6 +137,9 @@ type Timeouts struct {
 	// Data is the wait for each block of message data (RFC 5321
 	// §4.5.3.2.5 gives the sender 3 minutes per block).
 	Data time.Duration `yaml:"data"`
+	// Session bounds a whole session, however active: the answer to a
+	// slowloris client that trickles a byte at a time.
+	Session time.Duration `yaml:"session"`
 	// Shutdown is how long a stopping moat waits for messages in flight
 	// before it closes the remaining connections.
 	Shutdown time.Duration `yaml:"shutdown"`
@@ -85,6 +154,13 @@ type DataConfig struct {
 	// SpoolDir is where spilled messages go. Default: the system temp
 	// directory.
 	SpoolDir string `yaml:"spool_dir"`
+	// BareLF and BareCR say what to do with a line ending other than
+	// CRLF inside a message, the raw material of SMTP smuggling:
+	// "normalize" turns it into CRLF (and dot-stuffs what follows), so
+	// the upstream sees exactly the framing moat saw; "reject" refuses
+	// the message with 550 5.5.2.
+	BareLF string `yaml:"bare_lf"`
+	BareCR string `yaml:"bare_cr"`
 }
 
 // Defaults fills every unset field with its default.
@@ -108,6 +184,17 @@ func (c *Config) Defaults() {
 	setDuration(&u.ConnectTimeout, 30*time.Second)
 	setDuration(&u.CommandTimeout, 2*time.Minute)
 	setDuration(&u.DataTimeout, 10*time.Minute)
+	setDuration(&u.ProbeInterval, 30*time.Second)
+	if u.TLS == "" {
+		u.TLS = "off"
+	}
+	if c.TLS.STARTTLS == nil {
+		on := true
+		c.TLS.STARTTLS = &on
+	}
+	if c.Greeting.EarlyTalker == "" {
+		c.Greeting.EarlyTalker = "log"
+	}
 
 	l := &c.Limits
 	if l.MaxMessageSize == 0 {
@@ -122,11 +209,30 @@ func (c *Config) Defaults() {
 	if l.MaxErrors == 0 {
 		l.MaxErrors = 20
 	}
+	if l.MaxCommands == 0 {
+		l.MaxCommands = 10000
+	}
+	if l.MaxHeaderSize == 0 {
+		l.MaxHeaderSize = 1 << 20
+	}
+	if l.MaxConnections == 0 {
+		l.MaxConnections = 2000
+	}
+	if l.MaxConnectionsPerIP == 0 {
+		l.MaxConnectionsPerIP = 50
+	}
 	setDuration(&c.Timeouts.Command, 5*time.Minute)
 	setDuration(&c.Timeouts.Data, 3*time.Minute)
+	setDuration(&c.Timeouts.Session, 30*time.Minute)
 	setDuration(&c.Timeouts.Shutdown, time.Minute)
 	if c.Data.SpoolMemory == 0 {
 		c.Data.SpoolMemory = 1 << 20
+	}
+	if c.Data.BareLF == "" {
+		c.Data.BareLF = "normalize"
+	}
+	if c.Data.BareCR == "" {
+		c.Data.BareCR = "normalize"
 	}
 }
 
@@ -149,6 +255,20 @@ func (c *Config) Validate() error {
 		return errors.New("limits.max_errors: must be at least 1")
 	case c.Data.SpoolMemory < 0:
 		return errors.New("data.spool_memory: must be positive")
+	case c.Limits.MaxCommands < 1, c.Limits.MaxConnections < 1, c.Limits.MaxConnectionsPerIP < 1, c.Limits.MaxHeaderSize < 1:
+		return errors.New("limits: max_commands, max_connections, max_connections_per_ip and max_header_size must be positive")
+	case c.Data.BareLF != "normalize" && c.Data.BareLF != "reject":
+		return fmt.Errorf("data.bare_lf: %q is not normalize or reject", c.Data.BareLF)
+	case c.Data.BareCR != "normalize" && c.Data.BareCR != "reject":
+		return fmt.Errorf("data.bare_cr: %q is not normalize or reject", c.Data.BareCR)
+	case c.Greeting.EarlyTalker != "log" && c.Greeting.EarlyTalker != "reject":
+		return fmt.Errorf("greeting.early_talker: %q is not log or reject", c.Greeting.EarlyTalker)
+	case c.Upstream.ProxyProtocol != "" && c.Upstream.ProxyProtocol != "v1" && c.Upstream.ProxyProtocol != "v2":
+		return fmt.Errorf("upstream.proxy_protocol: %q is not v1 or v2", c.Upstream.ProxyProtocol)
+	case c.Upstream.TLS != "off" && c.Upstream.TLS != "opportunistic" && c.Upstream.TLS != "required":
+		return fmt.Errorf("upstream.tls: %q is not off, opportunistic or required", c.Upstream.TLS)
+	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):
+		return errors.New("tls: cert_file and key_file go together")
 	}
 	for _, d := range []struct {
 		key string
@@ -159,6 +279,9 @@ func (c *Config) Validate() error {
 		{"upstream.data_timeout", c.Upstream.DataTimeout},
 		{"timeouts.command", c.Timeouts.Command},
 		{"timeouts.data", c.Timeouts.Data},
+		{"timeouts.session", c.Timeouts.Session},
+		{"greeting.delay", c.Greeting.Delay},
+		{"upstream.probe_interval", c.Upstream.ProbeInterval},
 		{"timeouts.shutdown", c.Timeouts.Shutdown},
 	} {
 		if d.v < 0 {
@@ -240,5 +363,27 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 		return err
 	}
 	*b = v
+	return nil
+}
+
+// Prefix is an IP network ("10.0.0.0/8", "2001:db8::/32") or a single
+// address, checked when it is decoded.
+type Prefix struct{ netip.Prefix }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		p.Prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		return nil
+	}
+	pf, err := netip.ParsePrefix(s)
+	if err != nil {
+		return fmt.Errorf("%q is not an IP network (like 10.0.0.0/8) or address", s)
+	}
+	p.Prefix = pf.Masked()
 	return nil
 }

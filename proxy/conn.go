@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -44,24 +45,30 @@ func (s state) String() string {
 // conn is one client session. It is served by one goroutine; only the
 // idle flag is shared, with Shutdown.
 type conn struct {
-	srv *Server
-	nc  net.Conn
-	rd  *deadlineReader
-	r   *bufio.Reader
-	w   *bufio.Writer
-	log *slog.Logger
-	ctx context.Context
+	srv    *Server
+	cfg    *Config         // the configuration the session started with
+	engine *inspect.Engine // likewise the engine
+	nc     net.Conn        // the client connection; a *tls.Conn after STARTTLS
+	rd     *deadlineReader
+	r      *bufio.Reader
+	w      *bufio.Writer
+	log    *slog.Logger
+	ctx    context.Context
 
 	mu   sync.Mutex // guards idle against Shutdown
 	idle bool       // blocked waiting for a new command
 
 	// Session: lives as long as the connection.
-	sess    inspect.Session
-	state   state
-	offer   upstreamCaps // what the EHLO reply offered this client
-	errors  int          // bad commands so far
-	scratch []byte       // ReadLine's buffer for lines that span reads
-	up      *upstream    // nil until a transaction passes the mail stage
+	sess        inspect.Session
+	state       state
+	implicitTLS bool         // accepted on an implicit-TLS listener
+	admitted    bool         // counted against its client IP's limit
+	deadline    time.Time    // the whole session ends here (slowloris bound)
+	offer       upstreamCaps // what the EHLO reply offered this client
+	errors      int          // bad commands so far
+	commands    int          // commands so far
+	scratch     []byte       // ReadLine's buffer for lines that span reads
+	up          *upstream    // nil until a transaction passes the mail stage
 
 	// Transaction: cleared by reset.
 	tx        inspect.Transaction
@@ -69,6 +76,7 @@ type conn struct {
 	rcptTried int
 	rcptLog   []rcptResult
 	spool     spool
+	bdat      *bdatState // a BDAT transfer in progress
 }
 
 // rcptResult is one RCPT and the reply it got, for the transaction log.
@@ -77,14 +85,15 @@ type rcptResult struct {
 	Reply string `json:"reply"`
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc}
-	c.rd = &deadlineReader{c: c, timeout: s.cfg.Timeouts.Command}
+func newConn(s *Server, cfg *Config, nc net.Conn, implicitTLS bool) *conn {
+	c := &conn{srv: s, cfg: cfg, engine: s.engine.Load(), nc: nc, implicitTLS: implicitTLS}
+	c.rd = &deadlineReader{c: c, timeout: cfg.Timeouts.Command}
 	c.r = bufio.NewReaderSize(c.rd, 4096)
 	c.w = bufio.NewWriterSize(nc, 4096)
-	c.spool = spool{memLimit: int64(s.cfg.Data.SpoolMemory), dir: s.cfg.Data.SpoolDir}
+	c.spool = spool{memLimit: int64(cfg.Data.SpoolMemory), dir: cfg.Data.SpoolDir}
 	c.sess.ID = newID()
 	c.sess.Start = time.Now()
+	c.deadline = c.sess.Start.Add(cfg.Timeouts.Session)
 	c.sess.Client = addrPort(nc.RemoteAddr())
 	c.sess.Server = addrPort(nc.LocalAddr())
 	c.log = s.log.With("session", c.sess.ID)
@@ -102,25 +111,27 @@ func (c *conn) serve() {
 			// the client gets a 4xx, so nothing is acknowledged or lost.
 			panicsRecovered.Add(1)
 			c.log.Error("session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			c.reply(smtp.Replyf(421, "4.3.0", "%s Internal error, closing connection", c.srv.cfg.Hostname))
-			c.w.Flush()
+			c.reply(smtp.Replyf(421, "4.3.0", "%s Internal error, closing connection", c.cfg.Hostname))
 		}
-		if c.state >= stateMail {
+		if c.state >= stateMail && c.state != stateRefused {
 			c.finishTx("aborted", smtp.Reply{})
 		}
 		if c.up != nil {
 			c.up.quit()
 		}
 		cancel()
-		c.srv.engine.End(&c.sess)
+		c.engine.End(&c.sess)
 		c.spool.reset()
 		c.w.Flush() // a last 421 or 221 may still be queued
 		c.nc.Close()
+		if c.admitted {
+			c.srv.releaseIP(c.sess.Client.Addr())
+		}
 		c.srv.metrics.connClosed()
 		c.srv.forget(c)
 	}()
 
-	if !c.greet() {
+	if !c.setup() || !c.greet() {
 		return
 	}
 	for {
@@ -133,12 +144,11 @@ func (c *conn) serve() {
 			}
 		}
 		if c.srv.closing.Load() {
-			c.reply(smtp.Replyf(421, "4.3.2", "%s Service shutting down, try again later", c.srv.cfg.Hostname))
-			c.w.Flush()
+			c.reply(smtp.Replyf(421, "4.3.2", "%s Service shutting down, try again later", c.cfg.Hostname))
 			return
 		}
 		c.setIdle(true)
-		line, _, err := smtp.ReadLine(c.r, &c.scratch, c.srv.cfg.Limits.MaxLineLength)
+		line, bareLF, err := smtp.ReadLine(c.r, &c.scratch, c.cfg.Limits.MaxLineLength)
 		c.setIdle(false)
 		if err != nil {
 			if errors.Is(err, smtp.ErrLineTooLong) {
@@ -151,37 +161,146 @@ func (c *conn) serve() {
 			c.readFailed(err)
 			return
 		}
+		if bareLF {
+			c.sess.Anomalies.BareLFCommand = true
+		}
+		if c.commands++; c.commands > c.cfg.Limits.MaxCommands {
+			c.reply(smtp.Replyf(421, "4.7.0", "%s Too many commands, closing connection", c.cfg.Hostname))
+			c.log.Info("session closed", "reason", "too_many_commands")
+			return
+		}
 		cmd, err := smtp.ParseCommand(line)
 		if err != nil {
+			c.sess.Anomalies.InvalidCommands++
 			if !c.refuse(smtp.Replyf(500, "5.5.2", "Syntax error, command unrecognized")) {
 				return
 			}
 			continue
 		}
 		if !c.dispatch(cmd) {
-			c.w.Flush()
 			return
 		}
 	}
 }
 
+// setup establishes who the client is before anything is said: the
+// implicit TLS handshake, the PROXY header of a trusted load balancer, and
+// the per-address connection limit.
+func (c *conn) setup() bool {
+	if c.trustedProxy() {
+		c.rd.timeout = c.cfg.Upstream.ConnectTimeout
+		h, err := ReadProxyHeader(c.r)
+		c.rd.timeout = c.cfg.Timeouts.Command
+		if err != nil {
+			// A trusted balancer that sends no valid header is
+			// misconfigured; guessing would attribute its traffic to it.
+			c.log.Warn("PROXY header missing or invalid", "peer", c.sess.Client.String(), "err", err)
+			return false
+		}
+		if !h.Local {
+			c.sess.Client, c.sess.Server = h.Source, h.Dest
+		}
+	}
+	if c.implicitTLS && !c.handshake() {
+		return false
+	}
+	if !c.srv.admitIP(c.sess.Client.Addr(), c.cfg.Limits.MaxConnectionsPerIP) {
+		c.srv.metrics.connRefused("max_connections_per_ip")
+		c.reply(smtp.Replyf(421, "4.7.0", "%s Too many connections from your address, try again later", c.cfg.Hostname))
+		c.log.Info("session refused", "reason", "max_connections_per_ip", "client_ip", c.sess.Client.Addr().String())
+		return false
+	}
+	c.admitted = true
+	return true
+}
+
+// trustedProxy reports whether the peer is a load balancer that must send
+// a PROXY header.
+func (c *conn) trustedProxy() bool {
+	a := c.sess.Client.Addr()
+	for _, p := range c.cfg.ListenProxyProtocol {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// handshake runs the server side of a TLS handshake on the connection,
+// for STARTTLS or an implicit-TLS listener.
+func (c *conn) handshake() bool {
+	// Bytes already buffered (after a PROXY header on an implicit-TLS
+	// listener) are the start of the ClientHello.
+	pending, _ := c.r.Peek(c.r.Buffered())
+	tc := tls.Server(&prefixConn{Conn: c.nc, pending: append([]byte(nil), pending...)}, c.srv.serverTLSConfig())
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeouts.Command)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		c.log.Info("TLS handshake failed", "err", err, "client_ip", c.sess.Client.Addr().String())
+		return false
+	}
+	st := tc.ConnectionState()
+	c.sess.TLS = &inspect.TLSInfo{Version: tlsVersionName(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite)}
+	c.srv.metrics.tlsSession(c.sess.TLS.Version)
+	c.nc = tc
+	c.r.Reset(c.rd)
+	c.w.Reset(tc)
+	return true
+}
+
+// prefixConn is a connection with some of its input already read: the TLS
+// layer reads pending first, then the connection.
+type prefixConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pending) > 0 {
+		n := copy(b, p.pending)
+		p.pending = p.pending[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
 // greet runs the connect stage and sends the greeting (RFC 5321 §4.3.1):
 // 220 to proceed, 554 to refuse the session (then only QUIT is honoured,
-// §3.1), 421 to ask the client to come back later.
+// §3.1), 421 to ask the client to come back later. With a greeting delay,
+// a client that talks first is recorded as an early talker.
 func (c *conn) greet() bool {
-	v := c.srv.engine.Connect(c.ctx, &c.sess)
+	if d := c.cfg.Greeting.Delay; d > 0 {
+		c.rd.timeout = d
+		_, err := c.r.Peek(1)
+		c.rd.timeout = c.cfg.Timeouts.Command
+		var ne net.Error
+		switch {
+		case err == nil:
+			c.sess.EarlyTalker = true
+			c.log.Info("early talker", "client_ip", c.sess.Client.Addr().String(), "bytes", c.r.Buffered())
+		case errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, errShuttingDown):
+			// Silence: the polite behaviour.
+		default:
+			return false
+		}
+	}
+	v := c.engine.Connect(c.ctx, &c.sess)
+	if c.sess.EarlyTalker && c.cfg.Greeting.EarlyTalker == "reject" && v.Action < inspect.Reject {
+		v = inspect.Verdict{Action: inspect.Reject, Reason: "early_talker",
+			Reply: smtp.Replyf(554, "5.5.1", "Protocol error: talking before the greeting")}
+	}
 	switch v.Action {
 	case inspect.Tempfail:
 		c.logDecision(inspect.StageConnect, v)
 		c.reply(v.WireReply(inspect.StageConnect))
-		c.w.Flush()
 		return false
 	case inspect.Reject:
 		c.logDecision(inspect.StageConnect, v)
 		c.reply(v.WireReply(inspect.StageConnect))
 		c.state = stateRefused
 	default:
-		c.reply(smtp.Replyf(220, "", "%s ESMTP moat", c.srv.cfg.Hostname))
+		c.reply(smtp.Replyf(220, "", "%s ESMTP moat", c.cfg.Hostname))
 	}
 	return c.w.Flush() == nil
 }
@@ -219,7 +338,11 @@ func (c *conn) dispatch(cmd smtp.Command) bool {
 		}
 		c.reply(smtp.Replyf(221, "2.0.0", "Bye"))
 		return false
-	case "STARTTLS", "AUTH", "BDAT", "ETRN", "TURN", "ATRN", "XCLIENT", "XFORWARD", "SEND", "SOML", "SAML":
+	case "STARTTLS":
+		return c.cmdStartTLS(cmd)
+	case "BDAT":
+		return c.cmdBdat(cmd)
+	case "AUTH", "ETRN", "TURN", "ATRN", "XCLIENT", "XFORWARD", "SEND", "SOML", "SAML":
 		// Known commands moat does not offer (not in the EHLO reply).
 		return c.refuse(smtp.Replyf(502, "5.5.1", "Command not implemented"))
 	default:
@@ -234,6 +357,7 @@ func (c *conn) reset() {
 	c.rcptTried = 0
 	c.rcptLog = c.rcptLog[:0]
 	c.spool.reset()
+	c.bdat = nil
 	if c.state > stateHelo && c.state != stateRefused {
 		c.state = stateHelo
 	}
@@ -241,7 +365,7 @@ func (c *conn) reset() {
 
 // reply queues a reply; it reaches the client at the next flush.
 func (c *conn) reply(r smtp.Reply) {
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Timeouts.Command))
+	c.nc.SetWriteDeadline(time.Now().Add(c.cfg.Timeouts.Command))
 	r.WriteTo(c.w)
 }
 
@@ -252,8 +376,8 @@ func (c *conn) reply(r smtp.Reply) {
 func (c *conn) refuse(r smtp.Reply) bool {
 	c.errors++
 	c.reply(r)
-	if c.errors >= c.srv.cfg.Limits.MaxErrors {
-		c.reply(smtp.Replyf(421, "4.7.0", "%s Too many errors, closing connection", c.srv.cfg.Hostname))
+	if c.errors >= c.cfg.Limits.MaxErrors {
+		c.reply(smtp.Replyf(421, "4.7.0", "%s Too many errors, closing connection", c.cfg.Hostname))
 		c.log.Info("session closed", "reason", "too_many_errors", "errors", c.errors)
 		return false
 	}
@@ -266,9 +390,12 @@ func (c *conn) readFailed(err error) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, errShuttingDown):
-		c.reply(smtp.Replyf(421, "4.3.2", "%s Service shutting down, try again later", c.srv.cfg.Hostname))
+		c.reply(smtp.Replyf(421, "4.3.2", "%s Service shutting down, try again later", c.cfg.Hostname))
+	case errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(c.deadline):
+		c.reply(smtp.Replyf(421, "4.4.2", "%s Session time limit exceeded, closing connection", c.cfg.Hostname))
+		c.log.Info("session closed", "reason", "session_timeout", "state", c.state.String())
 	case errors.As(err, &ne) && ne.Timeout():
-		c.reply(smtp.Replyf(421, "4.4.2", "%s Timeout exceeded, closing connection", c.srv.cfg.Hostname))
+		c.reply(smtp.Replyf(421, "4.4.2", "%s Timeout exceeded, closing connection", c.cfg.Hostname))
 		c.log.Info("session closed", "reason", "timeout", "state", c.state.String())
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return
@@ -316,7 +443,13 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, errShuttingDown
 	}
-	c.nc.SetReadDeadline(time.Now().Add(d.timeout))
+	// The per-read timeout, but never past the session's end: a client
+	// trickling one byte a minute still meets the session deadline.
+	dl := time.Now().Add(d.timeout)
+	if c.deadline.Before(dl) {
+		dl = c.deadline
+	}
+	c.nc.SetReadDeadline(dl)
 	c.mu.Unlock()
 	n, err := c.nc.Read(p)
 	if err != nil && c.srv.closing.Load() {

@@ -42,7 +42,8 @@ func TestCommandReplies(t *testing.T) {
 		{"HELP", nil, "HELP", 214, "2.0.0"},
 		{"RSET", nil, "RSET", 250, "2.0.0"},
 		{"lower case", nil, "noop", 250, "2.0.0"},
-		{"STARTTLS not offered", []string{"EHLO c.test"}, "STARTTLS", 502, "5.5.1"},
+		{"STARTTLS with argument", []string{"EHLO c.test"}, "STARTTLS now", 501, "5.5.4"},
+		{"BDAT without transaction", []string{"EHLO c.test"}, "BDAT 0 LAST", 503, "5.5.1"},
 		{"AUTH not offered", []string{"EHLO c.test"}, "AUTH PLAIN AGFiAGM=", 502, "5.5.1"},
 		{"HELO without name", nil, "HELO", 501, "5.5.4"},
 		{"EHLO without name", nil, "EHLO", 501, "5.5.4"},
@@ -83,13 +84,22 @@ func TestEHLOReply(t *testing.T) {
 	if lines[0] != "moat.test greets client.test" {
 		t.Errorf("first line %q", lines[0])
 	}
-	want := []string{"PIPELINING", "SIZE 12345", "8BITMIME", "ENHANCEDSTATUSCODES"}
+	want := []string{"PIPELINING", "SIZE 12345", "8BITMIME", "ENHANCEDSTATUSCODES", "STARTTLS", "CHUNKING"}
 	if strings.Join(lines[1:], ",") != strings.Join(want, ",") {
 		t.Errorf("extensions %q, want %q", lines[1:], want)
 	}
 	// A second EHLO is allowed and answered the same way (RFC 5321 §4.1.4).
 	c.cmd(250, "EHLO client.test")
 	c.cmd(250, "HELO client.test")
+
+	// With STARTTLS switched off it is neither offered nor accepted.
+	off := false
+	h2 := startProxy(t, deadUpstream(t), func(c *Config) { c.TLS.STARTTLS = &off })
+	c2 := greeted(t, h2.addr)
+	if msg := c2.cmd(250, "EHLO client.test"); strings.Contains(msg, "STARTTLS") {
+		t.Errorf("STARTTLS offered although switched off: %q", msg)
+	}
+	c2.cmd(502, "STARTTLS")
 }
 
 // A client that keeps sending bad commands is cut off with 421.

@@ -16,23 +16,24 @@ import (
 // upstream's 250: moat acknowledges nothing the upstream has not accepted.
 func (c *conn) cmdData(cmd smtp.Command) bool {
 	switch {
-	case c.state < stateMail || c.state == stateRefused:
-		return c.refuse(smtp.Replyf(503, "5.5.1", "Error: need MAIL command"))
-	case c.state == stateMail && c.rcptTried > 0:
-		// RFC 5321 §3.3 and RFC 2920 §3.1: with every RCPT refused, a
-		// pipelined DATA gets 554, not 354, and no data follows.
-		return c.refuse(smtp.Replyf(554, "5.5.1", "Error: no valid recipients"))
-	case c.state == stateMail:
-		return c.refuse(smtp.Replyf(503, "5.5.1", "Error: need RCPT command"))
+	case c.bdat != nil:
+		// RFC 3030 §2: DATA may not follow BDAT in one transaction.
+		return c.refuse(smtp.Replyf(503, "5.5.1", "Error: DATA after BDAT"))
 	case cmd.Arg != "":
 		return c.refuse(smtp.Replyf(501, "5.5.4", "Syntax: DATA"))
+	}
+	if r, ok := c.readyForData(); !ok {
+		return c.refuse(r)
 	}
 	c.reply(smtp.Replyf(354, "", "End data with <CR><LF>.<CR><LF>"))
 	if err := c.w.Flush(); err != nil {
 		return false
 	}
 
-	msg, tooBig, err := c.readData()
+	c.rd.timeout = c.cfg.Timeouts.Data
+	sink := c.newSink()
+	_, err := io.Copy(sink, smtp.NewDataReader(c.r))
+	c.rd.timeout = c.cfg.Timeouts.Command
 	if err != nil {
 		// The client vanished or stalled mid-message: nothing was
 		// acknowledged, so nothing is lost; the upstream transaction is
@@ -41,18 +42,134 @@ func (c *conn) cmdData(cmd smtp.Command) bool {
 		c.readFailed(err)
 		return false
 	}
-	if tooBig {
-		// RFC 1870 §6.3 / RFC 5321 §4.5.3.1.10: 552 after the data was
-		// drained, so the conversation stays in step.
-		r := smtp.Replyf(552, "5.3.4", "Message size exceeds fixed maximum message size")
-		c.finishTx("rejected", r)
-		c.rsetUpstream()
-		c.reset()
-		c.reply(r)
+	c.deliver(sink)
+	return true
+}
+
+// readyForData checks that a transaction can take a message: a MAIL and
+// at least one accepted recipient.
+func (c *conn) readyForData() (smtp.Reply, bool) {
+	switch {
+	case c.state < stateMail || c.state == stateRefused:
+		return smtp.Replyf(503, "5.5.1", "Error: need MAIL command"), false
+	case c.state == stateMail && c.rcptTried > 0:
+		// RFC 5321 §3.3 and RFC 2920 §3.1: with every RCPT refused, a
+		// pipelined DATA gets 554, not 354, and no data follows.
+		return smtp.Replyf(554, "5.5.1", "Error: no valid recipients"), false
+	case c.state == stateMail:
+		return smtp.Replyf(503, "5.5.1", "Error: need RCPT command"), false
+	}
+	return smtp.Reply{}, true
+}
+
+// bdatState is a BDAT transfer in progress (RFC 3030).
+type bdatState struct {
+	sink *sink
+}
+
+// cmdBdat receives one chunk of a message (RFC 3030 §2). Whatever moat
+// answers, the chunk's octets follow the command on the wire and are read
+// (or drained), so the conversation stays in step. The message goes to the
+// upstream as DATA, re-serialised like any other.
+func (c *conn) cmdBdat(cmd smtp.Command) bool {
+	size, last, err := smtp.ParseBDATArg(cmd.Arg)
+	if err != nil {
+		// Without a size there is no telling where the chunk ends and the
+		// next command starts: the session cannot continue in step.
+		c.reply(smtp.Reply{Code: 501, Enhanced: "5.5.4", Lines: []string{"Syntax: BDAT size [LAST]"}, Err: err})
+		c.reply(smtp.Replyf(421, "4.5.0", "%s Lost synchronisation, closing connection", c.cfg.Hostname))
+		return false
+	}
+	var refusal smtp.Reply
+	if !c.offer.chunking {
+		refusal = smtp.Replyf(503, "5.5.1", "Error: BDAT without CHUNKING in EHLO")
+	} else if r, ok := c.readyForData(); !ok {
+		refusal = r
+	}
+	if refusal.Code != 0 {
+		if !c.drainChunk(size) {
+			return false
+		}
+		if c.bdat != nil {
+			// RFC 3030 §2: after a failed chunk the transaction is over.
+			c.finishTx("aborted", refusal)
+			c.rsetUpstream()
+			c.reset()
+		}
+		return c.refuse(refusal)
+	}
+	if c.bdat == nil {
+		c.bdat = &bdatState{sink: c.newSink()}
+	}
+	c.rd.timeout = c.cfg.Timeouts.Data
+	_, err = io.CopyN(c.bdat.sink, c.r, size)
+	c.rd.timeout = c.cfg.Timeouts.Command
+	if err != nil {
+		c.log.Info("BDAT chunk read failed", "err", err)
+		c.readFailed(err)
+		return false
+	}
+	if !last {
+		c.reply(smtp.Replyf(250, "2.0.0", "%d octets received", size))
 		return true
 	}
+	c.deliver(c.bdat.sink)
+	return true
+}
 
-	v := c.srv.engine.Data(c.ctx, &c.sess, &c.tx, msg)
+// drainChunk reads and drops a refused chunk, up to a bound: a client
+// announcing more than twice the size limit is not worth reading and the
+// session ends.
+func (c *conn) drainChunk(size int64) bool {
+	if size > 2*int64(c.cfg.Limits.MaxMessageSize) {
+		c.reply(smtp.Replyf(552, "5.3.4", "Message size exceeds fixed maximum message size"))
+		c.reply(smtp.Replyf(421, "4.5.0", "%s Closing connection", c.cfg.Hostname))
+		return false
+	}
+	c.rd.timeout = c.cfg.Timeouts.Data
+	_, err := io.CopyN(io.Discard, c.r, size)
+	c.rd.timeout = c.cfg.Timeouts.Command
+	if err != nil {
+		c.readFailed(err)
+		return false
+	}
+	return true
+}
+
+// deliver finishes a received message: the size, header and line-ending
+// policies, the data stage, then the relay. It always ends the
+// transaction and queues exactly one reply.
+func (c *conn) deliver(sink *sink) {
+	sink.ends.Close()
+	var refusal smtp.Reply
+	switch {
+	case sink.over:
+		// RFC 1870 §6.3 / RFC 5321 §4.5.3.1.10: 552 after the data was
+		// drained, so the conversation stays in step.
+		refusal = smtp.Replyf(552, "5.3.4", "Message size exceeds fixed maximum message size")
+	case sink.header.over:
+		refusal = smtp.Replyf(552, "5.3.4", "Message header size exceeds limit")
+	case sink.err != nil:
+		// The spool failed (disk full): the message cannot be judged.
+		c.log.Error("spool failed", "err", sink.err)
+		refusal = smtp.Replyf(451, "4.3.1", "Insufficient system storage, try again later")
+	case sink.ends.BareLF && c.cfg.Data.BareLF == "reject",
+		sink.ends.BareCR && c.cfg.Data.BareCR == "reject":
+		// The line endings of SMTP smuggling; Postfix's
+		// smtpd_forbid_bare_newline answers the same way.
+		refusal = smtp.Replyf(550, "5.5.2", "Message contains bare CR or LF line endings, use CRLF")
+	}
+	c.srv.metrics.bareLineEndings(sink.ends.BareLF, sink.ends.BareCR, refusal.Code == 550)
+	if refusal.Code != 0 {
+		c.finishTx("rejected", refusal)
+		c.rsetUpstream()
+		c.reset()
+		c.reply(refusal)
+		return
+	}
+
+	msg := &inspect.Message{Size: c.spool.size, Body: &c.spool, BareLF: sink.ends.BareLF, BareCR: sink.ends.BareCR}
+	v := c.engine.Data(c.ctx, &c.sess, &c.tx, msg)
 	if v.Action >= inspect.Tempfail {
 		c.logDecision(inspect.StageData, v)
 		r := v.WireReply(inspect.StageData)
@@ -60,7 +177,7 @@ func (c *conn) cmdData(cmd smtp.Command) bool {
 		c.rsetUpstream()
 		c.reset()
 		c.reply(r)
-		return true
+		return
 	}
 
 	rep := c.relay()
@@ -74,27 +191,73 @@ func (c *conn) cmdData(cmd smtp.Command) bool {
 	c.finishTx(outcome, rep)
 	c.reset()
 	c.reply(rep)
-	return true
 }
 
-// readData reads the message into the spool. Past the size limit the rest
-// is drained, not stored, and tooBig reported. err is set only when the
-// client could not finish sending.
-func (c *conn) readData() (msg *inspect.Message, tooBig bool, err error) {
-	c.rd.timeout = c.srv.cfg.Timeouts.Data
-	defer func() { c.rd.timeout = c.srv.cfg.Timeouts.Command }()
+// sink is where message bytes go while they are read: the spool, up to
+// the size limit (the rest is drained, not kept), with the header section
+// measured and line endings watched on the way.
+type sink struct {
+	spool  *spool
+	room   int64 // bytes the size limit still allows
+	over   bool  // the message exceeded the size limit
+	err    error // the spool failed
+	header headerScan
+	ends   smtp.LineEndings
+}
 
-	dr := smtp.NewDataReader(c.r)
-	lw := limitWriter{w: &c.spool, n: int64(c.srv.cfg.Limits.MaxMessageSize)}
-	_, err = io.Copy(&lw, dr)
-	if err != nil {
-		return nil, false, err
+func (c *conn) newSink() *sink {
+	return &sink{spool: &c.spool, room: int64(c.cfg.Limits.MaxMessageSize),
+		header: headerScan{limit: int64(c.cfg.Limits.MaxHeaderSize), lineStart: true}}
+}
+
+func (s *sink) Write(p []byte) (int, error) {
+	if s.over || s.err != nil {
+		return len(p), nil
 	}
-	if lw.err != nil {
-		// The spool failed (disk full): the message cannot be judged.
-		return nil, false, lw.err
+	if int64(len(p)) > s.room {
+		s.over = true
+		return len(p), nil
 	}
-	return &inspect.Message{Size: c.spool.size, Body: &c.spool, BareLF: dr.BareLF(), BareCR: dr.BareCR()}, lw.over, nil
+	s.room -= int64(len(p))
+	s.header.scan(p)
+	s.ends.Write(p)
+	if _, err := s.spool.Write(p); err != nil {
+		s.err = err
+	}
+	return len(p), nil
+}
+
+// headerScan measures the header section (RFC 5322 §2.1: up to the first
+// empty line) as the message streams past.
+type headerScan struct {
+	limit, n  int64
+	lineStart bool // the next byte starts a line
+	done      bool // the empty line was seen, or the limit passed
+	over      bool // the header section exceeded the limit
+}
+
+func (h *headerScan) scan(p []byte) {
+	for _, b := range p {
+		if h.done {
+			return
+		}
+		if h.n++; h.n > h.limit {
+			h.over, h.done = true, true
+			return
+		}
+		switch b {
+		case '\r':
+			// A CR keeps the line start: CR LF at a line start is the
+			// empty line.
+		case '\n':
+			if h.lineStart {
+				h.done = true
+			}
+			h.lineStart = true
+		default:
+			h.lineStart = false
+		}
+	}
 }
 
 // relay sends the spooled message to the upstream and returns the reply
@@ -139,9 +302,16 @@ func (c *conn) receivedHeader() string {
 	b.WriteString(" (")
 	b.WriteString(addressLiteral(c.sess.Client.Addr()))
 	b.WriteString(")\r\n\tby ")
-	b.WriteString(c.srv.cfg.Hostname)
+	b.WriteString(c.cfg.Hostname)
 	b.WriteString(" (moat) with ")
 	b.WriteString(c.protocol())
+	if t := c.sess.TLS; t != nil {
+		b.WriteString(" (")
+		b.WriteString(t.Version)
+		b.WriteString(" ")
+		b.WriteString(t.Cipher)
+		b.WriteString(")")
+	}
 	b.WriteString(" id ")
 	b.WriteString(c.sess.ID)
 	if len(c.tx.Rcpts) == 1 {
@@ -189,30 +359,16 @@ func (c *conn) finishTx(outcome string, final smtp.Reply) {
 		"verdict", outcome,
 		"upstream_reply", replySummary(final),
 		"duration_s", time.Since(c.txStart).Seconds(),
+		"tls", c.tlsSummary(),
 	)
 	c.srv.metrics.transaction(outcome)
 }
 
-// limitWriter stores up to n bytes and swallows the rest, so that an
-// oversized message is drained from the client without being kept.
-type limitWriter struct {
-	w    io.Writer
-	n    int64
-	over bool
-	err  error
-}
-
-func (l *limitWriter) Write(p []byte) (int, error) {
-	if l.over || l.err != nil {
-		return len(p), nil
+// tlsSummary is the session's TLS version and cipher for logs, "" without
+// TLS.
+func (c *conn) tlsSummary() string {
+	if c.sess.TLS == nil {
+		return ""
 	}
-	if int64(len(p)) > l.n {
-		l.over = true
-		return len(p), nil
-	}
-	l.n -= int64(len(p))
-	if _, err := l.w.Write(p); err != nil {
-		l.err = err
-	}
-	return len(p), nil
+	return c.sess.TLS.Version + " " + c.sess.TLS.Cipher
 }

@@ -15,6 +15,9 @@ type metrics struct {
 	upstreamReplies *prometheus.CounterVec
 	upstreamConns   *prometheus.CounterVec
 	upstreamLatency *prometheus.HistogramVec
+	connsRefused    *prometheus.CounterVec
+	tlsSessions     *prometheus.CounterVec
+	bareEndings     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,9 +41,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "moat_proxy_upstream_duration_seconds", Help: "Upstream connect and message transfer time.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}, []string{"op"}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_proxy_connections_refused_total", Help: "Client connections turned away by a limit.",
+		}, []string{"limit"}),
+		tlsSessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_proxy_tls_sessions_total", Help: "Client TLS handshakes completed, by TLS version.",
+		}, []string{"version"}),
+		bareEndings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_proxy_bare_line_endings_total", Help: "Messages with bare CR or LF line endings (SMTP smuggling material), by kind and what was done.",
+		}, []string{"kind", "action"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.connsCurrent, m.connsTotal, m.transactions, m.upstreamReplies, m.upstreamConns, m.upstreamLatency} {
+		for _, c := range []prometheus.Collector{m.connsCurrent, m.connsTotal, m.transactions, m.upstreamReplies, m.upstreamConns, m.upstreamLatency, m.connsRefused, m.tlsSessions, m.bareEndings} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -70,5 +82,22 @@ func (m *metrics) upstreamConnect(err error, d time.Duration) {
 func (m *metrics) upstreamData(err error, d time.Duration) {
 	if err == nil {
 		m.upstreamLatency.WithLabelValues("data").Observe(d.Seconds())
+	}
+}
+
+func (m *metrics) connRefused(limit string) { m.connsRefused.WithLabelValues(limit).Inc() }
+
+func (m *metrics) tlsSession(version string) { m.tlsSessions.WithLabelValues(version).Inc() }
+
+func (m *metrics) bareLineEndings(lf, cr, rejected bool) {
+	action := "normalized"
+	if rejected {
+		action = "rejected"
+	}
+	if lf {
+		m.bareEndings.WithLabelValues("lf", action).Inc()
+	}
+	if cr {
+		m.bareEndings.WithLabelValues("cr", action).Inc()
 	}
 }

@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"moat/inspect"
+	"moat/inspect/smtp"
 )
 
 // Deps are what a Server needs from the rest of moat.
@@ -29,28 +33,32 @@ type Deps struct {
 // Server is moat's SMTP front end: it accepts clients, runs each session
 // through the engine and relays accepted mail to the upstream MTA.
 type Server struct {
-	cfg     Config
-	engine  *inspect.Engine
 	log     *slog.Logger
 	metrics *metrics
+
+	// cfg and engine are swapped whole by Reload; a session keeps the
+	// ones it started with, so no session ever sees half of a reload.
+	cfg    atomic.Pointer[Config]
+	engine atomic.Pointer[inspect.Engine]
+	cert   atomic.Pointer[tls.Certificate]
 
 	// caps caches what the upstream advertised in its last EHLO reply;
 	// nil until the first successful probe or connection.
 	caps atomic.Pointer[upstreamCaps]
+	// ready reports whether the upstream answered its last probe or
+	// connection attempt.
+	ready atomic.Bool
 
 	closing   atomic.Bool
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	perIP     map[netip.Addr]int
 	wg        sync.WaitGroup
 }
 
 // New builds a Server. cfg is completed with Defaults and validated.
 func New(cfg Config, deps Deps) (*Server, error) {
-	cfg.Defaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if deps.Engine == nil {
 		return nil, errors.New("proxy: no inspect engine")
 	}
@@ -62,24 +70,67 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{
-		cfg:       cfg,
-		engine:    deps.Engine,
+	s := &Server{
 		log:       log,
 		metrics:   m,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
-	}, nil
+		perIP:     make(map[netip.Addr]int),
+	}
+	if err := s.Reload(cfg, deps.Engine); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// Config returns the server's configuration with defaults filled in.
-func (s *Server) Config() Config { return s.cfg }
+// Reload switches to a new configuration and engine. Sessions already
+// running finish with the old ones. On error nothing changes. Listener
+// addresses are fixed at Listen: changing them needs a restart.
+func (s *Server) Reload(cfg Config, engine *inspect.Engine) error {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cert, selfSigned, err := loadCertificate(cfg.TLS, cfg.Hostname)
+	if err != nil {
+		return err
+	}
+	if cfg.Upstream.TLS != "off" {
+		if cfg.upstreamTLS, err = upstreamTLSConfig(&cfg.Upstream); err != nil {
+			return err
+		}
+	}
+	if old := s.cfg.Load(); old != nil {
+		if !slices.Equal(old.Listen, cfg.Listen) || !slices.Equal(old.ListenTLS, cfg.ListenTLS) {
+			s.log.Warn("listener addresses changed: they take effect at the next restart")
+			cfg.Listen, cfg.ListenTLS = old.Listen, old.ListenTLS
+		}
+	}
+	if selfSigned && s.cert.Load() == nil {
+		s.log.Info("no tls.cert_file configured: using a self-signed certificate generated at startup", "hostname", cfg.Hostname)
+	}
+	if engine != nil {
+		s.engine.Store(engine)
+	}
+	s.cert.Store(cert)
+	s.cfg.Store(&cfg)
+	return nil
+}
+
+// Config returns the configuration in force, with defaults filled in.
+func (s *Server) Config() Config { return *s.cfg.Load() }
+
+// Ready reports whether the upstream answered the last probe or
+// connection attempt: what /readyz serves.
+func (s *Server) Ready() bool { return s.ready.Load() }
 
 // ProbeUpstream connects to the upstream, reads its EHLO capabilities and
-// caches them, so that the EHLO reply to clients offers SMTPUTF8 and DSN
-// only when the upstream can honour them end to end.
+// caches them, so that the EHLO reply to clients offers SMTPUTF8, DSN and
+// CHUNKING passthrough only when the upstream can honour them.
 func (s *Server) ProbeUpstream(ctx context.Context) error {
-	u, err := dialUpstream(ctx, &s.cfg.Upstream)
+	cfg := s.cfg.Load()
+	u, err := dialUpstream(ctx, cfg, nil)
+	s.ready.Store(err == nil)
 	if err != nil {
 		return err
 	}
@@ -88,25 +139,63 @@ func (s *Server) ProbeUpstream(ctx context.Context) error {
 	return nil
 }
 
-// Listen opens every configured listener. Serve them with Serve.
-func (s *Server) Listen() ([]net.Listener, error) {
-	var lns []net.Listener
-	for _, a := range s.cfg.Listen {
-		ln, err := net.Listen("tcp", string(a))
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return nil, fmt.Errorf("listen %s: %w", a, err)
+// ProbeLoop probes the upstream every upstream.probe_interval until ctx
+// ends, logging changes of readiness.
+func (s *Server) ProbeLoop(ctx context.Context) {
+	for {
+		t := time.NewTimer(s.cfg.Load().Upstream.ProbeInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
 		}
-		lns = append(lns, ln)
+		was := s.ready.Load()
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.Load().Upstream.ConnectTimeout)
+		err := s.ProbeUpstream(pctx)
+		cancel()
+		if now := err == nil; now != was {
+			if now {
+				s.log.Info("upstream answers again", "upstream", string(s.cfg.Load().Upstream.Address))
+			} else {
+				s.log.Warn("upstream probe failed", "upstream", string(s.cfg.Load().Upstream.Address), "err", err)
+			}
+		}
+	}
+}
+
+// Listener is an open SMTP listener and whether it speaks implicit TLS.
+type Listener struct {
+	net.Listener
+	ImplicitTLS bool
+}
+
+// Listen opens every configured listener. Serve them with Serve.
+func (s *Server) Listen() ([]Listener, error) {
+	cfg := s.cfg.Load()
+	var lns []Listener
+	for _, group := range []struct {
+		addrs    []HostPort
+		implicit bool
+	}{{cfg.Listen, false}, {cfg.ListenTLS, true}} {
+		for _, a := range group.addrs {
+			ln, err := net.Listen("tcp", string(a))
+			if err != nil {
+				for _, l := range lns {
+					l.Close()
+				}
+				return nil, fmt.Errorf("listen %s: %w", a, err)
+			}
+			lns = append(lns, Listener{ln, group.implicit})
+		}
 	}
 	return lns, nil
 }
 
 // Serve accepts connections on ln until ln is closed or Shutdown is called.
-// It returns nil after Shutdown.
-func (s *Server) Serve(ln net.Listener) error {
+// It returns nil after Shutdown. With implicitTLS, every connection does a
+// TLS handshake before the greeting (RFC 8314 §3.3).
+func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -140,7 +229,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		c := s.newConn(nc)
+		c := s.newConn(nc, implicitTLS)
 		if c == nil {
 			continue
 		}
@@ -148,18 +237,56 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// newConn registers a connection, or closes it when shutting down.
-func (s *Server) newConn(nc net.Conn) *conn {
+// newConn registers a connection, or turns it away when shutting down or
+// over the connection limit.
+func (s *Server) newConn(nc net.Conn, implicitTLS bool) *conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	cfg := s.cfg.Load()
 	if s.closing.Load() {
 		nc.Close()
 		return nil
 	}
-	c := newConn(s, nc)
+	if len(s.conns) >= cfg.Limits.MaxConnections {
+		s.metrics.connRefused("max_connections")
+		go turnAway(nc, implicitTLS, smtp.Replyf(421, "4.7.0", "%s Too many connections, try again later", cfg.Hostname))
+		return nil
+	}
+	c := newConn(s, cfg, nc, implicitTLS)
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return c
+}
+
+// turnAway answers a connection that will not be served with a 421 and
+// closes it, bounded in time so a stuck client cannot hold the goroutine.
+func turnAway(nc net.Conn, implicitTLS bool, r smtp.Reply) {
+	defer nc.Close()
+	if implicitTLS {
+		return // no TLS session to say it in
+	}
+	nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	r.WriteTo(nc)
+}
+
+// admitIP counts a session against its client address; false when the
+// address is over its limit.
+func (s *Server) admitIP(a netip.Addr, limit int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perIP[a] >= limit {
+		return false
+	}
+	s.perIP[a]++
+	return true
+}
+
+func (s *Server) releaseIP(a netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perIP[a]--; s.perIP[a] <= 0 {
+		delete(s.perIP, a)
+	}
 }
 
 func (s *Server) forget(c *conn) {

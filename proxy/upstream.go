@@ -3,13 +3,16 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
+	"moat/inspect"
 	"moat/inspect/smtp"
 )
 
@@ -25,6 +28,8 @@ type upstreamCaps struct {
 	chunking   bool // RFC 3030
 	starttls   bool
 	xclient    bool
+	// xclientAttrs are the XCLIENT attributes the upstream accepts.
+	xclientAttrs map[string]bool
 }
 
 func parseCaps(r smtp.Reply) upstreamCaps {
@@ -49,6 +54,10 @@ func parseCaps(r smtp.Reply) upstreamCaps {
 			c.starttls = true
 		case "XCLIENT":
 			c.xclient = true
+			c.xclientAttrs = map[string]bool{}
+			for _, a := range strings.Fields(l)[1:] {
+				c.xclientAttrs[strings.ToUpper(a)] = true
+			}
 		}
 	}
 	return c
@@ -62,6 +71,7 @@ type upstream struct {
 	r       *bufio.Reader
 	w       *bufio.Writer
 	caps    upstreamCaps
+	tls     bool // the connection runs over STARTTLS
 	inTx    bool // a MAIL was accepted and no RSET or final reply since
 	broken  bool // an I/O error or 421 happened; the connection is unusable
 	scratch []byte
@@ -79,56 +89,186 @@ func (e *upstreamError) Error() string { return "upstream " + e.op + ": " + e.er
 func (e *upstreamError) Unwrap() error { return e.err }
 
 // reply translates an upstream failure into the reply for the client.
-// RFC 3463: X.4.1 no answer from host, X.4.2 bad connection, X.4.7
-// delivery time expired.
+// RFC 3463: X.4.1 no answer from host, X.4.2 bad connection, X.7.10
+// encryption needed, X.3.5 system incorrectly configured.
 func (e *upstreamError) reply() smtp.Reply {
 	var ne net.Error
 	switch {
 	case e.op == "connect":
 		return smtp.Reply{Code: 451, Enhanced: "4.4.1", Lines: []string{"Upstream mail server unavailable, try again later"}, Err: e}
+	case e.op == "tls":
+		return smtp.Reply{Code: 451, Enhanced: "4.7.10", Lines: []string{"Upstream mail server TLS unavailable, try again later"}, Err: e}
+	case e.op == "xclient":
+		return smtp.Reply{Code: 451, Enhanced: "4.3.5", Lines: []string{"Upstream mail server refused moat's session setup, try again later"}, Err: e}
 	case errors.As(e.err, &ne) && ne.Timeout():
 		return smtp.Reply{Code: 451, Enhanced: "4.4.2", Lines: []string{"Upstream mail server timed out, try again later"}, Err: e}
 	}
 	return smtp.Reply{Code: 451, Enhanced: "4.4.2", Lines: []string{"Upstream mail server connection lost, try again later"}, Err: e}
 }
 
-// dialUpstream connects, reads the greeting and says EHLO (HELO if EHLO is
-// refused, RFC 5321 §4.1.1.1).
-func dialUpstream(ctx context.Context, cfg *UpstreamConfig) (*upstream, error) {
-	d := net.Dialer{Timeout: cfg.ConnectTimeout}
-	nc, err := d.DialContext(ctx, "tcp", string(cfg.Address))
+// dialUpstream connects and sets the session up: PROXY header, greeting,
+// EHLO (HELO if EHLO is refused, RFC 5321 §4.1.1.1), STARTTLS and XCLIENT
+// as configured. sess is the client's session; nil for a probe, which
+// then identifies itself as moat (PROXY LOCAL, no XCLIENT).
+func dialUpstream(ctx context.Context, cfg *Config, sess *inspect.Session) (*upstream, error) {
+	u, err := dialUpstreamTLS(ctx, cfg, sess, cfg.Upstream.TLS != "off")
+	var ue *upstreamError
+	if err != nil && cfg.Upstream.TLS == "opportunistic" && errors.As(err, &ue) && ue.op == "tls" {
+		// RFC 7435 §3: opportunistic security falls back to what the
+		// peer can do, which is plaintext.
+		return dialUpstreamTLS(ctx, cfg, sess, false)
+	}
+	return u, err
+}
+
+func dialUpstreamTLS(ctx context.Context, cfg *Config, sess *inspect.Session, useTLS bool) (*upstream, error) {
+	ucfg := &cfg.Upstream
+	d := net.Dialer{Timeout: ucfg.ConnectTimeout}
+	nc, err := d.DialContext(ctx, "tcp", string(ucfg.Address))
 	if err != nil {
 		return nil, &upstreamError{"connect", err}
 	}
-	u := &upstream{cfg: cfg, nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 4096)}
-	greet, err := u.read(cfg.ConnectTimeout)
+	u := &upstream{cfg: ucfg, nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 4096)}
+	fail := func(op string, err error) (*upstream, error) {
+		u.nc.Close()
+		return nil, &upstreamError{op, err}
+	}
+	if ucfg.ProxyProtocol != "" {
+		h := ProxyHeader{Local: true}
+		if sess != nil {
+			h = ProxyHeader{Source: sess.Client, Dest: sess.Server}
+		}
+		var b []byte
+		if ucfg.ProxyProtocol == "v1" {
+			b = h.AppendV1(nil)
+		} else {
+			b = h.AppendV2(nil)
+		}
+		nc.SetWriteDeadline(time.Now().Add(ucfg.ConnectTimeout))
+		if _, err := nc.Write(b); err != nil {
+			return fail("connect", err)
+		}
+	}
+	greet, err := u.read(ucfg.ConnectTimeout)
 	if err != nil {
-		nc.Close()
-		return nil, &upstreamError{"connect", err}
+		return fail("connect", err)
 	}
 	if greet.Code != 220 {
 		u.quit()
 		return nil, &upstreamError{"connect", fmt.Errorf("greeting %v", greet)}
 	}
-	rep, err := u.cmd(cfg.CommandTimeout, "EHLO "+cfg.Helo)
-	if err != nil {
-		nc.Close()
-		return nil, &upstreamError{"connect", err}
+	if err := u.hello(); err != nil {
+		return fail("connect", err)
 	}
-	if rep.Code == 250 {
-		u.caps = parseCaps(rep)
-	} else {
-		rep, err = u.cmd(cfg.CommandTimeout, "HELO "+cfg.Helo)
-		if err != nil {
-			nc.Close()
-			return nil, &upstreamError{"connect", err}
+	if useTLS {
+		if !u.caps.starttls {
+			return fail("tls", errors.New("STARTTLS not offered"))
 		}
-		if rep.Code != 250 {
-			u.quit()
-			return nil, &upstreamError{"connect", fmt.Errorf("HELO refused: %v", rep)}
+		rep, err := u.cmd(ucfg.CommandTimeout, "STARTTLS")
+		if err != nil {
+			return fail("tls", err)
+		}
+		if rep.Code != 220 {
+			return fail("tls", fmt.Errorf("STARTTLS refused: %v", rep))
+		}
+		tc := tls.Client(nc, cfg.upstreamTLS)
+		hctx, cancel := context.WithTimeout(ctx, ucfg.ConnectTimeout)
+		err = tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			return fail("tls", err)
+		}
+		u.nc, u.tls = tc, true
+		u.r.Reset(tc)
+		u.w.Reset(tc)
+		// RFC 3207 §4.2: forget what was learnt before TLS; EHLO again.
+		if err := u.hello(); err != nil {
+			return fail("tls", err)
+		}
+	}
+	if ucfg.XClient && sess != nil {
+		if err := u.xclient(sess); err != nil {
+			return fail("xclient", err)
 		}
 	}
 	return u, nil
+}
+
+// hello sends EHLO, or HELO if EHLO is refused, and records capabilities.
+func (u *upstream) hello() error {
+	rep, err := u.cmd(u.cfg.CommandTimeout, "EHLO "+u.cfg.Helo)
+	if err != nil {
+		return err
+	}
+	if rep.Code == 250 {
+		u.caps = parseCaps(rep)
+		return nil
+	}
+	rep, err = u.cmd(u.cfg.CommandTimeout, "HELO "+u.cfg.Helo)
+	if err != nil {
+		return err
+	}
+	if rep.Code != 250 {
+		return fmt.Errorf("HELO refused: %v", rep)
+	}
+	u.caps = upstreamCaps{}
+	return nil
+}
+
+// xclient hands the upstream the real client's identity with Postfix's
+// XCLIENT (XCLIENT_README): the upstream answers with a new 220 greeting
+// and a fresh session, so EHLO follows again. Only attributes the
+// upstream announced are sent.
+func (u *upstream) xclient(sess *inspect.Session) error {
+	if !u.caps.xclient {
+		return errors.New("upstream does not offer XCLIENT (Postfix: smtpd_authorized_xclient_hosts)")
+	}
+	addr := sess.Client.Addr()
+	ip := addr.String()
+	if addr.Is6() {
+		ip = "IPV6:" + ip
+	}
+	proto := "SMTP"
+	if sess.ESMTP() {
+		proto = "ESMTP"
+	}
+	var b strings.Builder
+	b.WriteString("XCLIENT")
+	for _, kv := range [][2]string{
+		{"ADDR", ip},
+		{"PORT", strconv.Itoa(int(sess.Client.Port()))},
+		{"NAME", "[UNAVAILABLE]"},
+		{"HELO", sess.Helo},
+		{"PROTO", proto},
+	} {
+		if !u.caps.xclientAttrs[kv[0]] || kv[1] == "" {
+			continue
+		}
+		b.WriteString(" " + kv[0] + "=" + encodeXtext(kv[1]))
+	}
+	rep, err := u.cmd(u.cfg.CommandTimeout, b.String())
+	if err != nil {
+		return err
+	}
+	if rep.Code != 220 {
+		return fmt.Errorf("XCLIENT refused: %v", rep)
+	}
+	return u.hello()
+}
+
+// encodeXtext encodes s as RFC 3461 §4 xtext: "+" followed by two hex
+// digits for "+", "=", and anything outside "!".."~".
+func encodeXtext(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch < '!' || ch > '~' || ch == '+' || ch == '=' {
+			fmt.Fprintf(&b, "+%02X", ch)
+			continue
+		}
+		b.WriteByte(ch)
+	}
+	return b.String()
 }
 
 // cmd sends one command line and reads its reply. An I/O error marks the

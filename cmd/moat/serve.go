@@ -62,11 +62,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return exitCode(stderr, serve(ctx, cfg, stderr))
+	return exitCode(stderr, serve(ctx, *configPath, cfg, stderr))
 }
 
 // serve runs moat until ctx is cancelled, then shuts down gracefully.
-func serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
+// SIGHUP re-reads the config file at path.
+func serve(ctx context.Context, path string, cfg *Config, logOut io.Writer) error {
 	log := newLogger(cfg.Log, logOut)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -79,7 +80,10 @@ func serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		ConstLabels: prometheus.Labels{"version": version},
 	})
 	buildInfo.Set(1)
-	reg.MustRegister(buildInfo)
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "moat_config_reloads_total", Help: "Configuration reloads by result.",
+	}, []string{"result"})
+	reg.MustRegister(buildInfo, reloads)
 
 	engine, err := inspect.New(inspect.Config{})
 	if err != nil {
@@ -113,25 +117,34 @@ func serve(ctx context.Context, cfg *Config, logOut io.Writer) error {
 			}
 			return fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
 		}
-		httpSrv = &http.Server{Handler: httpMux(reg), ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: httpMux(reg, srv), ReadHeaderTimeout: 10 * time.Second}
 	}
 
-	addrs := make([]string, len(lns))
-	for i, l := range lns {
-		addrs[i] = l.Addr().String()
+	addrs := make([]string, 0, len(lns))
+	var tlsAddrs []string
+	for _, l := range lns {
+		if l.ImplicitTLS {
+			tlsAddrs = append(tlsAddrs, l.Addr().String())
+		} else {
+			addrs = append(addrs, l.Addr().String())
+		}
 	}
 	httpAddr := "off"
 	if httpLn != nil {
 		httpAddr = httpLn.Addr().String()
 	}
-	log.Info("moat started", "version", version, "listen", addrs, "upstream", string(cfg.Upstream.Address), "http", httpAddr)
+	log.Info("moat started", "version", version, "listen", addrs, "listen_tls", tlsAddrs,
+		"upstream", string(cfg.Upstream.Address), "http", httpAddr, "config", configName(path))
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns)+1)
 	for _, l := range lns {
 		wg.Add(1)
-		go func() { defer wg.Done(); errc <- srv.Serve(l) }()
+		go func() { defer wg.Done(); errc <- srv.Serve(l.Listener, l.ImplicitTLS) }()
 	}
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go srv.ProbeLoop(probeCtx)
 	if httpSrv != nil {
 		go func() {
 			if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -151,9 +164,7 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-hup:
-			// Nothing is reloadable yet; say so rather than die (SIGHUP's
-			// default action) or pretend.
-			log.Warn("SIGHUP received: configuration reload is not supported yet, keeping the running configuration")
+			reload(log, path, srv, reloads)
 		case err := <-errc:
 			if err != nil {
 				runErr = err
@@ -177,11 +188,48 @@ loop:
 	return runErr
 }
 
-func httpMux(reg *prometheus.Registry) *http.ServeMux {
+// reload re-reads the configuration on SIGHUP. A file that does not load
+// or validate is refused whole, logged, and the running configuration
+// stays; a good one takes effect for every session that starts after it.
+func reload(log *slog.Logger, path string, srv *proxy.Server, reloads *prometheus.CounterVec) {
+	if path == "" {
+		log.Info("SIGHUP: running on the built-in default config, nothing to reload")
+		return
+	}
+	cfg, err := loadConfig(path)
+	if err == nil {
+		err = srv.Reload(cfg.Config, nil)
+	}
+	if err != nil {
+		reloads.WithLabelValues("error").Inc()
+		log.Error("config reload failed, keeping the running configuration", "config", path, "err", err)
+		return
+	}
+	reloads.WithLabelValues("ok").Inc()
+	log.Info("config reloaded", "config", path)
+}
+
+func configName(path string) string {
+	if path == "" {
+		return "built-in default"
+	}
+	return path
+}
+
+func httpMux(reg *prometheus.Registry, srv *proxy.Server) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// Alive: the process serves HTTP.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
+	})
+	// Ready: the upstream answered its last probe, so mail can flow.
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !srv.Ready() {
+			http.Error(w, "upstream not answering", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
