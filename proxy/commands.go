@@ -291,6 +291,8 @@ func validNotify(v string) bool {
 // cmdStartTLS upgrades the session to TLS (RFC 3207).
 func (c *conn) cmdStartTLS(cmd smtp.Command) bool {
 	switch {
+	case c.sess.TLS != nil:
+		return c.refuse(smtp.Replyf(503, "5.5.1", "Error: TLS already active"))
 	case !c.offer.starttls:
 		return c.refuse(smtp.Replyf(502, "5.5.1", "Command not implemented"))
 	case cmd.Arg != "":

@@ -134,7 +134,9 @@ func dialUpstreamTLS(ctx context.Context, cfg *Config, sess *inspect.Session, us
 		return nil, &upstreamError{op, err}
 	}
 	if ucfg.ProxyProtocol != "" {
-		h := ProxyHeader{Local: true}
+		// A probe speaks for moat itself: its own connection's ends.
+		// (Postfix refuses v1's "UNKNOWN" form, so LOCAL is not used.)
+		h := ProxyHeader{Source: addrPort(nc.LocalAddr()), Dest: addrPort(nc.RemoteAddr())}
 		if sess != nil {
 			h = ProxyHeader{Source: sess.Client, Dest: sess.Server}
 		}
@@ -157,7 +159,7 @@ func dialUpstreamTLS(ctx context.Context, cfg *Config, sess *inspect.Session, us
 		u.quit()
 		return nil, &upstreamError{"connect", fmt.Errorf("greeting %v", greet)}
 	}
-	if err := u.hello(); err != nil {
+	if err := u.hello(u.cfg.Helo); err != nil {
 		return fail("connect", err)
 	}
 	if useTLS {
@@ -182,7 +184,7 @@ func dialUpstreamTLS(ctx context.Context, cfg *Config, sess *inspect.Session, us
 		u.r.Reset(tc)
 		u.w.Reset(tc)
 		// RFC 3207 §4.2: forget what was learnt before TLS; EHLO again.
-		if err := u.hello(); err != nil {
+		if err := u.hello(u.cfg.Helo); err != nil {
 			return fail("tls", err)
 		}
 	}
@@ -195,8 +197,8 @@ func dialUpstreamTLS(ctx context.Context, cfg *Config, sess *inspect.Session, us
 }
 
 // hello sends EHLO, or HELO if EHLO is refused, and records capabilities.
-func (u *upstream) hello() error {
-	rep, err := u.cmd(u.cfg.CommandTimeout, "EHLO "+u.cfg.Helo)
+func (u *upstream) hello(name string) error {
+	rep, err := u.cmd(u.cfg.CommandTimeout, "EHLO "+name)
 	if err != nil {
 		return err
 	}
@@ -204,7 +206,7 @@ func (u *upstream) hello() error {
 		u.caps = parseCaps(rep)
 		return nil
 	}
-	rep, err = u.cmd(u.cfg.CommandTimeout, "HELO "+u.cfg.Helo)
+	rep, err = u.cmd(u.cfg.CommandTimeout, "HELO "+name)
 	if err != nil {
 		return err
 	}
@@ -253,7 +255,14 @@ func (u *upstream) xclient(sess *inspect.Session) error {
 	if rep.Code != 220 {
 		return fmt.Errorf("XCLIENT refused: %v", rep)
 	}
-	return u.hello()
+	// The new session's EHLO is the client's own name: Postfix takes the
+	// HELO of its trace header and policy checks from this EHLO, not
+	// from XCLIENT's HELO attribute.
+	name := sanitizeHelo(sess.Helo)
+	if name == "" {
+		name = u.cfg.Helo
+	}
+	return u.hello(name)
 }
 
 // encodeXtext encodes s as RFC 3461 §4 xtext: "+" followed by two hex

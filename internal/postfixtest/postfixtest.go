@@ -344,6 +344,7 @@ defer      unix  - - n -     0 bounce
 trace      unix  - - n -     0 bounce
 verify     unix  - - n -     1 verify
 flush      unix  n - n 1000? 0 flush
+tlsmgr     unix  - - n 1000? 1 tlsmgr
 proxymap   unix  - - n -     - proxymap
 proxywrite unix  - - n -     1 proxymap
 showq      unix  n - n -     - showq
