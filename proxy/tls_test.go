@@ -279,4 +279,3 @@ func (ca *testCA) issue(t *testing.T, dir, base, name string) (certFile, keyFile
 	}
 	return certFile, keyFile
 }
-
