@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -122,7 +123,7 @@ func startMoat(t *testing.T, args ...string) *moatProc {
 func configFor(t *testing.T, upstream string, extra string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "moat.yaml")
-	cfg := fmt.Sprintf("listen: [\"127.0.0.1:0\"]\nhostname: moat.test\nupstream:\n  address: %q\nhttp:\n  listen: \"127.0.0.1:0\"\n%s", upstream, extra)
+	cfg := fmt.Sprintf("listen: [\"127.0.0.1:0\"]\nhostname: moat.test\nhttp:\n  listen: \"127.0.0.1:0\"\nupstream:\n  address: %q\n%s", upstream, extra)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -315,4 +316,182 @@ func runMoat(t *testing.T, args ...string) (code int, stdout, stderr string) {
 		t.Fatal(err)
 	}
 	return 0, o.String(), e.String()
+}
+
+// Python's smtplib upgrades to TLS with STARTTLS against moat's
+// self-signed certificate and sends a message.
+func TestPythonSTARTTLS(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	m := startMoat(t, "--config", configFor(t, pf.Addr, ""))
+	host, port := hostPort(t, m.smtp)
+	script := `
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), local_hostname="py.test", timeout=30) as s:
+    s.ehlo()
+    assert s.has_extn("starttls"), s.esmtp_features
+    s.starttls(context=ctx)
+    s.ehlo()
+    assert not s.has_extn("starttls")
+    print("tls", s.sock.version())
+    s.sendmail("ana@client.test", ["bo@example.net"], b"Subject: py tls\r\n\r\nsecret\r\n")
+print("ok")
+`
+	out, err := exec.Command("python3", "-c", script, host, port).CombinedOutput()
+	if err != nil || !strings.HasSuffix(string(out), "ok\n") {
+		t.Fatalf("python starttls: %v\n%s", err, out)
+	}
+	msg := pf.WaitMessages(t, 1, 20*time.Second)[0]
+	if !bytes.Contains(msg, []byte("with ESMTPS (TLS1.")) {
+		t.Fatalf("delivered:\n%s", msg)
+	}
+}
+
+// SIGHUP reloads the config file; a broken one is refused, logged, and the
+// running configuration kept.
+func TestSIGHUPReload(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	path := configFor(t, pf.Addr, "")
+	m := startMoat(t, "--config", path)
+	greeting := func() string {
+		c, err := net.DialTimeout("tcp", m.smtp, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return line
+	}
+	hup := func(wantLog string) {
+		t.Helper()
+		before := strings.Count(m.log.String(), wantLog)
+		m.cmd.Process.Signal(syscall.SIGHUP)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if strings.Count(m.log.String(), wantLog) > before {
+				return
+			}
+		}
+		t.Fatalf("no %q in the log after SIGHUP:\n%s", wantLog, m.log.String())
+	}
+	if g := greeting(); !strings.HasPrefix(g, "220 moat.test ") {
+		t.Fatalf("greeting %q", g)
+	}
+	if err := os.WriteFile(path, []byte("upstream:\n  adress: oops\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup("config reload failed, keeping the running configuration")
+	if !strings.Contains(m.log.String(), "upstream.adress: unknown key") {
+		t.Fatalf("reload error not explained:\n%s", m.log.String())
+	}
+	if g := greeting(); !strings.HasPrefix(g, "220 moat.test ") {
+		t.Fatalf("after a bad reload: greeting %q", g)
+	}
+	good := fmt.Sprintf("listen: [\"127.0.0.1:0\"]\nhostname: reloaded.test\nupstream:\n  address: %q\nhttp:\n  listen: \"127.0.0.1:0\"\n", pf.Addr)
+	if err := os.WriteFile(path, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup(`"msg":"config reloaded"`)
+	if g := greeting(); !strings.HasPrefix(g, "220 reloaded.test ") {
+		t.Fatalf("after a good reload: greeting %q", g)
+	}
+}
+
+// SIGTERM lets a message being sent finish: the client completes its DATA
+// and gets the upstream's 250, the message is delivered, then moat exits.
+func TestSIGTERMDrainsInFlightData(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	m := startMoat(t, "--config", configFor(t, pf.Addr, ""))
+	c, err := net.DialTimeout("tcp", m.smtp, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(c)
+	expect := func(code string) {
+		t.Helper()
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading %s: %v", code, err)
+			}
+			if !strings.HasPrefix(line, code) {
+				t.Fatalf("got %q, want %s", line, code)
+			}
+			if len(line) < 4 || line[3] != '-' {
+				return
+			}
+		}
+	}
+	send := func(s string) {
+		if _, err := c.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect("220")
+	send("EHLO client.test\r\n")
+	expect("250")
+	send("MAIL FROM:<a@client.test>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+	expect("250")
+	expect("250")
+	expect("354")
+	send("Subject: in flight\r\n\r\nfirst half\r\n")
+
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	// Give moat time to act on the signal: it must not cut this session.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(m.log.String(), "moat shutting down"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no shutdown logged")
+		}
+	}
+	// New connections are refused now.
+	if nc, err := net.DialTimeout("tcp", m.smtp, time.Second); err == nil {
+		nc.Close()
+		t.Error("moat still accepts connections while shutting down")
+	}
+	send("second half\r\n.\r\n")
+	expect("250")
+	send("QUIT\r\n")
+	// Having finished the command, the session is told about the shutdown
+	// or closed; either way the message was acknowledged and delivered.
+	msg := pf.WaitMessages(t, 1, 20*time.Second)[0]
+	if !bytes.Contains(msg, []byte("first half\nsecond half\n")) {
+		t.Fatalf("delivered:\n%s", msg)
+	}
+	done := make(chan struct{})
+	go func() { m.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("moat did not exit after draining")
+	}
+	if code := m.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+}
+
+// /readyz reports whether the upstream answers.
+func TestReadyz(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	m := startMoat(t, "--config", configFor(t, pf.Addr, "  probe_interval: 200ms\n"))
+	status := func() int {
+		resp, err := http.Get("http://" + m.http + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := status(); s != 200 {
+		t.Fatalf("with the upstream up: %d", s)
+	}
+	pf.Stop(t)
+	for deadline := time.Now().Add(10 * time.Second); status() != 503; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still ready with the upstream down")
+		}
+	}
 }

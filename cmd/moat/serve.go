@@ -56,18 +56,23 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
+	// Catch SIGHUP before anything else: its default action would kill a
+	// moat that is still starting up.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		return exitCode(stderr, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return exitCode(stderr, serve(ctx, *configPath, cfg, stderr))
+	return exitCode(stderr, serve(ctx, hup, *configPath, cfg, stderr))
 }
 
 // serve runs moat until ctx is cancelled, then shuts down gracefully.
-// SIGHUP re-reads the config file at path.
-func serve(ctx context.Context, path string, cfg *Config, logOut io.Writer) error {
+// Every value on hup (SIGHUP) re-reads the config file at path.
+func serve(ctx context.Context, hup <-chan os.Signal, path string, cfg *Config, logOut io.Writer) error {
 	log := newLogger(cfg.Log, logOut)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -152,10 +157,6 @@ func serve(ctx context.Context, path string, cfg *Config, logOut io.Writer) erro
 			}
 		}()
 	}
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	var runErr error
 loop:
