@@ -14,7 +14,7 @@ set -euo pipefail
 # The packages, as "package:command" (the command that proves it is
 # installed) or a bare "package" (checked with dpkg -s). Add rbldnsd,
 # prometheus and tshark here as the tests come to need them.
-TEST_PACKAGES="postfix:postfix swaks:swaks python3:python3 ca-certificates"
+TEST_PACKAGES="postfix:postfix swaks:swaks python3:python3 ca-certificates rbldnsd:rbldnsd tshark:tshark prometheus:prometheus"
 TEST_PACKAGES="${MOAT_TEST_PACKAGES:-$TEST_PACKAGES}"
 
 # postfix lives in /usr/sbin, which a non-root PATH often lacks.
