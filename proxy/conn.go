@@ -68,6 +68,7 @@ type conn struct {
 	errors      int          // bad commands so far
 	commands    int          // commands so far
 	scratch     []byte       // ReadLine's buffer for lines that span reads
+	copyBuf     []byte       // message copy buffer, reused across messages
 	up          *upstream    // nil until a transaction passes the mail stage
 
 	// Transaction: cleared by reset.

@@ -32,7 +32,10 @@ func (c *conn) cmdData(cmd smtp.Command) bool {
 
 	c.rd.timeout = c.cfg.Timeouts.Data
 	sink := c.newSink()
-	_, err := io.Copy(sink, smtp.NewDataReader(c.r))
+	if c.copyBuf == nil {
+		c.copyBuf = make([]byte, 32<<10)
+	}
+	_, err := io.CopyBuffer(sink, smtp.NewDataReader(c.r), c.copyBuf)
 	c.rd.timeout = c.cfg.Timeouts.Command
 	if err != nil {
 		// The client vanished or stalled mid-message: nothing was
@@ -102,7 +105,13 @@ func (c *conn) cmdBdat(cmd smtp.Command) bool {
 		c.bdat = &bdatState{sink: c.newSink()}
 	}
 	c.rd.timeout = c.cfg.Timeouts.Data
-	_, err = io.CopyN(c.bdat.sink, c.r, size)
+	if c.copyBuf == nil {
+		c.copyBuf = make([]byte, 32<<10)
+	}
+	n, err := io.CopyBuffer(c.bdat.sink, io.LimitReader(c.r, size), c.copyBuf)
+	if err == nil && n < size {
+		err = io.ErrUnexpectedEOF // the client closed inside the chunk
+	}
 	c.rd.timeout = c.cfg.Timeouts.Command
 	if err != nil {
 		c.log.Info("BDAT chunk read failed", "err", err)

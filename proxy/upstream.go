@@ -75,6 +75,7 @@ type upstream struct {
 	inTx    bool // a MAIL was accepted and no RSET or final reply since
 	broken  bool // an I/O error or 421 happened; the connection is unusable
 	scratch []byte
+	dw      *smtp.DataWriter
 }
 
 // upstreamError is an upstream failure that is not an SMTP reply: the
@@ -323,8 +324,15 @@ func (u *upstream) data(write func(w io.Writer) error) (smtp.Reply, error) {
 		return rep, err
 	}
 	// The whole message may take a while on a slow link; the deadline is
-	// per write, refreshed by the deadline writer.
-	dw := smtp.NewDataWriter(deadlineWriter{u.nc, u.w, u.cfg.DataTimeout})
+	// per write, refreshed by the deadline writer. The encoder is reused
+	// for every message of the connection.
+	dst := deadlineWriter{u.nc, u.w, u.cfg.DataTimeout}
+	if u.dw == nil {
+		u.dw = smtp.NewDataWriter(dst)
+	} else {
+		u.dw.Reset(dst)
+	}
+	dw := u.dw
 	if err := write(dw); err != nil {
 		u.broken = true
 		return smtp.Reply{}, &upstreamError{"write", err}

@@ -207,6 +207,12 @@ func NewDataWriter(w io.Writer) *DataWriter {
 	return &DataWriter{w: w, bol: true}
 }
 
+// Reset makes d write a new message to w, keeping its buffer, so one
+// DataWriter serves every message of a connection without allocating.
+func (d *DataWriter) Reset(w io.Writer) {
+	*d = DataWriter{w: w, buf: d.buf[:0], bol: true}
+}
+
 // Write encodes p and writes it to the underlying writer.
 func (d *DataWriter) Write(p []byte) (int, error) {
 	if d.err != nil {
