@@ -2,54 +2,238 @@ package inspect
 
 import (
 	"context"
+	"log/slog"
+	"net/netip"
+
+	"time"
 )
 
-// Engine judges sessions stage by stage. It is safe for concurrent use by
-// any number of sessions.
+// Judge turns the facts of a stage into a verdict. The rules package
+// implements it; the Engine never knows rule syntax.
+type Judge interface {
+	// Needs reports what the rules of a stage look at, so the engine
+	// parses and looks up only that.
+	Needs(stage Stage) Needs
+	// Evaluate judges one stage. It must be safe for concurrent use.
+	Evaluate(stage Stage, f *Facts) Verdict
+}
+
+// Needs is what a stage's rules require beyond the session facts.
+type Needs struct {
+	Depth Depth // how deep to parse the message (data stage)
+	RDNS  bool  // the client's reverse DNS
+}
+
+// Resolver answers the DNS questions behind the rDNS facts. moat's
+// implementation goes to the configured resolver; tests inject their own
+// server, never the system's.
+type Resolver interface {
+	LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error)
+	LookupAddr(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// Engine judges sessions stage by stage. It is immutable and safe for
+// concurrent use by any number of sessions; a reload builds a new Engine.
 //
 // Call order for one session: Connect, then Helo (again for every HELO or
 // EHLO), then for each transaction Mail, Rcpt once per recipient, Data;
-// finally End. The methods of one session are called from one goroutine;
-// different sessions run concurrently.
-//
-// For now the engine accepts every stage; the rules language and the DNS
-// blocklists plug in here, so that the proxy and the capture analyser share
-// exactly one judgement.
-type Engine struct{}
+// finally End. The methods of one session are called from one goroutine.
+// Lookups a session needs start as early as their inputs are known and
+// run concurrently with the conversation; a stage waits only for the
+// answers its rules use.
+type Engine struct {
+	judge    Judge
+	resolver Resolver
+	blocks   Blocklists
+	limits   ContentLimits
+	log      *slog.Logger
+	now      func() time.Time
+}
 
-// Config configures an Engine. It is empty until rules and blocklists join.
-type Config struct{}
+// Config wires an Engine.
+type Config struct {
+	// Judge evaluates rules; nil accepts everything.
+	Judge Judge
+	// Resolver serves the rDNS facts; nil leaves them unknown.
+	Resolver Resolver
+	// Blocklists serves the DNSBL facts; nil means no lists.
+	Blocklists Blocklists
+	// ContentLimits bound message parsing; zero means the defaults.
+	ContentLimits ContentLimits
+	Logger        *slog.Logger
+}
 
 // New builds an Engine from cfg.
 func New(cfg Config) (*Engine, error) {
-	return &Engine{}, nil
+	e := &Engine{judge: cfg.Judge, resolver: cfg.Resolver, blocks: cfg.Blocklists,
+		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now}
+	if e.limits == (ContentLimits{}) {
+		e.limits = DefaultContentLimits()
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	return e, nil
 }
 
-// Connect judges a new connection: s.Client and s.Start are set.
+// sessionState is the engine's per-session memory: lookups in flight and
+// their answers. It lives in Session so that the engine stays stateless.
+type sessionState struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	rdns   *rdnsLookup
+	lists  map[listKey]*pendingList
+}
+
+func (e *Engine) state(s *Session) *sessionState {
+	if s.engine == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.engine = &sessionState{ctx: ctx, cancel: cancel}
+	}
+	return s.engine
+}
+
+// Connect judges a new connection: s.Client and s.Start are set. Lookups
+// about the client address start here.
 func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
-	return Verdict{Action: Accept}
+	st := e.state(s)
+	if e.resolver != nil && s.Client.Addr().IsValid() {
+		st.rdns = startRDNS(st.ctx, e.resolver, s.Client.Addr())
+	}
+	e.startLists(s, KindIP, s.Client.Addr().String())
+	return e.evaluate(ctx, StageConnect, &Facts{Session: s})
 }
 
 // Helo judges the HELO/EHLO greeting: s.HeloVerb and s.Helo are set.
 func (e *Engine) Helo(ctx context.Context, s *Session) Verdict {
-	return Verdict{Action: Accept}
+	e.startLists(s, KindDomain, heloDomain(s.Helo))
+	return e.evaluate(ctx, StageHelo, &Facts{Session: s})
 }
 
 // Mail judges the envelope sender of a new transaction.
 func (e *Engine) Mail(ctx context.Context, s *Session, t *Transaction) Verdict {
-	return Verdict{Action: Accept}
+	if !t.From.IsNull() {
+		e.startLists(s, KindDomain, lowerASCII(t.From.Domain))
+	}
+	return e.evaluate(ctx, StageMail, &Facts{Session: s, Tx: t})
 }
 
 // Rcpt judges one recipient before it is added to t.Rcpts.
 func (e *Engine) Rcpt(ctx context.Context, s *Session, t *Transaction, r Recipient) Verdict {
-	return Verdict{Action: Accept}
+	return e.evaluate(ctx, StageRcpt, &Facts{Session: s, Tx: t, Rcpt: &r})
 }
 
-// Data judges the message of a transaction.
+// Data judges the message of a transaction. The message is parsed only as
+// deep as the data stage's rules need.
 func (e *Engine) Data(ctx context.Context, s *Session, t *Transaction, m *Message) Verdict {
-	return Verdict{Action: Accept}
+	f := &Facts{Session: s, Tx: t, Message: m}
+	if e.judge != nil {
+		if d := e.judge.Needs(StageData).Depth; d > DepthNone {
+			f.Content = ParseContent(m.Body, m.Size, d, e.limits)
+			if len(f.Content.From) > 0 {
+				e.startLists(s, KindDomain, f.Content.From[0].Domain)
+			}
+			for _, u := range f.Content.URLs {
+				e.startLists(s, KindURI, u.Host)
+			}
+		}
+	}
+	return e.evaluate(ctx, StageData, f)
 }
 
-// End releases what the engine holds for session s. It is called once,
-// when the session is over.
-func (e *Engine) End(s *Session) {}
+// End releases what the engine holds for session s: lookups still in
+// flight are cancelled.
+func (e *Engine) End(s *Session) {
+	if s.engine != nil {
+		s.engine.cancel()
+	}
+}
+
+func (e *Engine) evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
+	if e.judge == nil {
+		return Verdict{Action: Accept}
+	}
+	f.Stage = stage
+	f.ctx = ctx
+	f.engine = e
+	f.Now = e.now()
+	return e.judge.Evaluate(stage, f)
+}
+
+// rdnsLookup is the client's reverse DNS, resolved in the background.
+type rdnsLookup struct {
+	done      chan struct{}
+	name      string
+	confirmed bool
+	err       error
+}
+
+// startRDNS resolves the PTR of ip and confirms it forward (FCrDNS: one
+// PTR name whose A/AAAA records include ip).
+func startRDNS(ctx context.Context, r Resolver, ip netip.Addr) *rdnsLookup {
+	l := &rdnsLookup{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		names, err := r.LookupPTR(ctx, ip)
+		if err != nil {
+			l.err = err
+			return
+		}
+		for i, n := range names {
+			if i >= 5 {
+				break // bound the forward lookups
+			}
+			addrs, err := r.LookupAddr(ctx, n)
+			if err != nil {
+				continue
+			}
+			for _, a := range addrs {
+				if a.Unmap() == ip.Unmap() {
+					l.name, l.confirmed = trimDot(n), true
+					return
+				}
+			}
+		}
+		if len(names) > 0 {
+			l.name = trimDot(names[0])
+		}
+	}()
+	return l
+}
+
+
+func trimDot(s string) string {
+	if len(s) > 0 && s[len(s)-1] == '.' {
+		return s[:len(s)-1]
+	}
+	return s
+}
+
+// heloDomain is the HELO argument as a domain to look up, "" when it is an
+// address literal or not a name.
+func heloDomain(h string) string {
+	if h == "" || h[0] == '[' {
+		return ""
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return ""
+	}
+	return lowerASCII(h)
+}
+
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}

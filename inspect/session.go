@@ -38,6 +38,14 @@ type Session struct {
 	// Transactions counts the transactions started in this session
 	// (MAIL commands that passed the mail stage).
 	Transactions int
+
+	// Judgement so far: the score and matched rules of the connect and
+	// helo stages, and whether an allowlist rule accepted the session.
+	Score       float64
+	Rules       []string
+	Allowlisted bool
+
+	engine *sessionState // the engine's lookups for this session
 }
 
 // ESMTP reports whether the client greeted with EHLO.
@@ -69,6 +77,12 @@ type Transaction struct {
 	// Rcpts are the recipients accepted so far (by moat and by the
 	// upstream).
 	Rcpts []Recipient
+
+	// Judgement so far in this transaction (mail and data stages), on
+	// top of the session's.
+	Score       float64
+	Rules       []string
+	Allowlisted bool
 }
 
 // Recipient is one RCPT of a transaction.

@@ -71,6 +71,19 @@ type Verdict struct {
 	// that matched, in evaluation order.
 	Score float64
 	Rules []string
+
+	// Headers are added to the message on its way upstream: the
+	// X-Spam-* headers of a Tag, or "X-Spam-Status: No" when configured.
+	Headers []HeaderField
+	// SubjectPrefix, when set, is put in front of the Subject of a
+	// tagged message.
+	SubjectPrefix string
+	// WouldBe is what the verdict would have been without monitor mode
+	// or shadow rules; equal to Action otherwise.
+	WouldBe Action
+	// Trace explains the decision for the log: each matched rule with its
+	// score, DNS list answers, errors.
+	Trace []string
 }
 
 // WireReply returns the reply to send for a Tempfail or Reject verdict at

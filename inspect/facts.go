@@ -1,0 +1,87 @@
+package inspect
+
+import (
+	"context"
+	"time"
+)
+
+// Facts is everything known at one stage, handed to the Judge. Fields of
+// later stages are nil before them.
+type Facts struct {
+	Stage   Stage
+	Session *Session
+	Tx      *Transaction // from mail on
+	Rcpt    *Recipient   // at rcpt: the recipient being judged
+	Message *Message     // at data
+	Content *Content     // at data, parsed as deep as the rules need
+	Now     time.Time
+
+	ctx    context.Context
+	engine *Engine
+}
+
+// RDNS returns the client's reverse DNS name and whether it is
+// forward-confirmed (FCrDNS), waiting for the lookup started at connect.
+// ok is false when no name could be found; err is set when the lookup
+// failed rather than answered.
+func (f *Facts) RDNS() (name string, confirmed bool, err error) {
+	st := f.Session.engine
+	if st == nil || st.rdns == nil {
+		return "", false, errNoResolver
+	}
+	select {
+	case <-st.rdns.done:
+	case <-f.ctx.Done():
+		return "", false, f.ctx.Err()
+	}
+	return st.rdns.name, st.rdns.confirmed, st.rdns.err
+}
+
+// Lists returns the answers of every list of kind about key, waiting for
+// lookups in flight (and starting them if the engine has not yet).
+func (f *Facts) Lists(kind ListKind, key string) []ListResult {
+	if f.engine == nil || f.engine.blocks == nil || key == "" {
+		return nil
+	}
+	f.engine.startLists(f.Session, kind, key)
+	return f.Session.engine.lists[listKey{kind, key}].get(f.ctx)
+}
+
+// ListKeys returns the keys of kind to look up at this stage: the client
+// address for ip lists; the HELO name, the sender domain and the From:
+// domain for domain lists, as far as known; URL hosts for uri lists.
+func (f *Facts) ListKeys(kind ListKind) []string {
+	switch kind {
+	case KindIP:
+		if a := f.Session.Client.Addr(); a.IsValid() {
+			return []string{a.String()}
+		}
+	case KindDomain:
+		var keys []string
+		if d := heloDomain(f.Session.Helo); d != "" {
+			keys = append(keys, d)
+		}
+		if f.Tx != nil && !f.Tx.From.IsNull() {
+			keys = append(keys, lowerASCII(f.Tx.From.Domain))
+		}
+		if f.Content != nil && len(f.Content.From) > 0 && f.Content.From[0].Domain != "" {
+			keys = append(keys, f.Content.From[0].Domain)
+		}
+		return keys
+	case KindURI:
+		if f.Content != nil {
+			keys := make([]string, 0, len(f.Content.URLs))
+			for _, u := range f.Content.URLs {
+				keys = append(keys, u.Host)
+			}
+			return keys
+		}
+	}
+	return nil
+}
+
+type constError string
+
+func (e constError) Error() string { return string(e) }
+
+const errNoResolver = constError("no resolver configured")

@@ -1,0 +1,62 @@
+package rules
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"moat/inspect"
+)
+
+// Metrics are the rule engine's collectors. Create them once per process
+// and hand them to every Load, so counts survive reloads.
+type Metrics struct {
+	hits     *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+	verdicts *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	score    prometheus.Histogram
+}
+
+// NewMetrics registers the collectors on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_rules_hits_total", Help: "Rule matches by rule and mode (enforce, shadow).",
+		}, []string{"rule", "mode"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_rules_errors_total", Help: "Rules left unknown by a failed lookup, by rule.",
+		}, []string{"rule"}),
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_rules_verdicts_total", Help: "Verdicts by stage, action taken and action the rules called for (differs in monitor mode).",
+		}, []string{"stage", "action", "would_be"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "moat_rules_evaluation_seconds", Help: "Time to evaluate a stage's rules.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
+		}, []string{"stage"}),
+		score: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "moat_rules_message_score", Help: "Total score of messages at the data stage.",
+			Buckets: []float64{-5, 0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30},
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.hits, m.errors, m.verdicts, m.duration, m.score} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) hit(rule, mode string) { m.hits.WithLabelValues(rule, mode).Inc() }
+
+func (m *Metrics) ruleError(rule string) { m.errors.WithLabelValues(rule).Inc() }
+
+func (m *Metrics) observe(stage inspect.Stage, v inspect.Verdict, d time.Duration) {
+	m.verdicts.WithLabelValues(stage.String(), v.Action.String(), v.WouldBe.String()).Inc()
+	m.duration.WithLabelValues(stage.String()).Observe(d.Seconds())
+	if stage == inspect.StageData {
+		m.score.Observe(v.Score)
+	}
+}

@@ -1,0 +1,316 @@
+package rules
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"moat/inspect"
+	"moat/inspect/smtp"
+)
+
+// action is what a rule does when it matches, besides its score.
+type action uint8
+
+const (
+	actNone     action = iota
+	actTag             // tag the message
+	actTempfail        // refuse with 4xx
+	actReject          // refuse with 5xx
+	actAccept          // allowlist: accept and stop judging
+)
+
+func parseAction(s string) (action, bool) {
+	switch s {
+	case "tag":
+		return actTag, true
+	case "tempfail":
+		return actTempfail, true
+	case "reject":
+		return actReject, true
+	case "accept":
+		return actAccept, true
+	}
+	return actNone, false
+}
+
+type onError uint8
+
+const (
+	onErrorSkip     onError = iota // a rule over a failed lookup is skipped
+	onErrorAccept                  // the failed lookup counts as "not listed"
+	onErrorTempfail                // the stage tempfails, so the client retries
+)
+
+// rule is one compiled rule.
+type rule struct {
+	name        string
+	description string
+	stage       inspect.Stage
+	cond        cond
+	score       *float64
+	action      action
+	reply       smtp.Reply
+	replyNode   *yaml.Node
+	shadow      bool
+	onError     onError
+	deps        []string
+	depth       inspect.Depth
+	rdns        bool
+	line        int
+}
+
+type thresholds struct{ tag, tempfail, reject *float64 }
+
+// Set is a compiled rules file. It is immutable and safe for concurrent
+// use; a reload compiles a new Set.
+type Set struct {
+	file       string
+	mode       string
+	thresholds thresholds
+	tag        struct {
+		subjectPrefix string
+		cleanHeader   bool
+	}
+	replies struct{ reject, tempfail smtp.Reply }
+	stages  [inspect.StageData + 1][]*rule
+	needs   [inspect.StageData + 1]inspect.Needs
+	byName  map[string]*rule
+	metrics *Metrics
+}
+
+func newSet(file string, opts Options) *Set {
+	mode := opts.Mode
+	if mode == "" {
+		mode = "enforce"
+	}
+	return &Set{file: file, mode: mode, metrics: opts.Metrics}
+}
+
+// File names the file the set was loaded from.
+func (s *Set) File() string { return s.file }
+
+// Len is the number of rules.
+func (s *Set) Len() int {
+	n := 0
+	for _, st := range s.stages {
+		n += len(st)
+	}
+	return n
+}
+
+// Needs implements inspect.Judge.
+func (s *Set) Needs(stage inspect.Stage) inspect.Needs { return s.needs[stage] }
+
+// Evaluate implements inspect.Judge: it runs the stage's rules in order
+// (meta rules after the rules they name), adds up the scores on top of
+// the earlier stages', and maps the result to a verdict. Per-rule actions
+// come first (reject over tempfail over tag); then the thresholds.
+func (s *Set) Evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
+	start := time.Now()
+	v := s.evaluate(stage, f)
+	if s.metrics != nil {
+		s.metrics.observe(stage, v, time.Since(start))
+	}
+	return v
+}
+
+func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
+	sess, tx := f.Session, f.Tx
+	if sess.Allowlisted || tx != nil && tx.Allowlisted {
+		return inspect.Verdict{Action: inspect.Accept, WouldBe: inspect.Accept, Reason: "allowlisted", Score: s.base(stage, f)}
+	}
+	var (
+		matched  []string
+		score    float64
+		trace    []string
+		act      action
+		actRule  *rule
+		tempfail *rule
+	)
+	matchedBefore := func(name string) bool {
+		return contains(sess.Rules, name) || tx != nil && contains(tx.Rules, name) || contains(matched, name)
+	}
+	for _, r := range s.stages[stage] {
+		ctx := evalCtx{f: f, matched: matchedBefore, unknownAs: tUnknown}
+		if r.onError == onErrorAccept {
+			ctx.unknownAs = tFalse
+		}
+		res := r.cond.eval(&ctx)
+		if res == tUnknown {
+			trace = append(trace, r.name+": unknown ("+strings.Join(ctx.notes, "; ")+")")
+			if s.metrics != nil {
+				s.metrics.ruleError(r.name)
+			}
+			if r.onError == onErrorTempfail && !r.shadow && tempfail == nil {
+				tempfail = r
+			}
+			continue
+		}
+		if res != tTrue {
+			continue
+		}
+		sc := ctx.weight
+		if r.score != nil {
+			sc = *r.score
+		}
+		note := r.name + "=" + formatScore(sc)
+		if len(ctx.notes) > 0 {
+			note += " (" + strings.Join(ctx.notes, "; ") + ")"
+		}
+		if r.shadow {
+			trace = append(trace, "shadow "+note)
+			if s.metrics != nil {
+				s.metrics.hit(r.name, "shadow")
+			}
+			continue
+		}
+		if s.metrics != nil {
+			s.metrics.hit(r.name, "enforce")
+		}
+		trace = append(trace, note)
+		matched = append(matched, r.name)
+		score += sc
+		if r.action == actAccept {
+			act, actRule = actAccept, r
+			break
+		}
+		if r.action > act {
+			act, actRule = r.action, r
+		}
+		if act == actReject {
+			break // nothing can make it harsher
+		}
+	}
+
+	// Remember this stage's judgement for the later ones. Recipient
+	// rules judge one recipient and are not carried into data.
+	switch {
+	case stage <= inspect.StageHelo:
+		sess.Score += score
+		sess.Rules = append(sess.Rules, matched...)
+	case stage == inspect.StageMail || stage == inspect.StageData:
+		tx.Score += score
+		tx.Rules = append(tx.Rules, matched...)
+	}
+	total := s.base(stage, f)
+	if stage == inspect.StageRcpt {
+		total += score
+	}
+	v := inspect.Verdict{Score: total, Rules: s.allMatched(stage, f, matched), Trace: trace}
+
+	if act == actAccept {
+		if stage <= inspect.StageHelo {
+			sess.Allowlisted = true
+		} else if tx != nil && stage != inspect.StageRcpt {
+			tx.Allowlisted = true
+		}
+		v.Action, v.WouldBe, v.Reason = inspect.Accept, inspect.Accept, "allowlisted:"+actRule.name
+		return v
+	}
+	switch {
+	case act == actReject:
+		v.Action, v.Reason, v.Reply = inspect.Reject, "rule:"+actRule.name, actRule.reply
+	case act == actTempfail:
+		v.Action, v.Reason, v.Reply = inspect.Tempfail, "rule:"+actRule.name, actRule.reply
+	case s.thresholds.reject != nil && total >= *s.thresholds.reject:
+		v.Action, v.Reason, v.Reply = inspect.Reject, "score", s.replies.reject
+	case tempfail != nil:
+		v.Action, v.Reason = inspect.Tempfail, "lookup_failed:"+tempfail.name
+		v.Reply = smtp.Replyf(451, "4.4.3", "Temporary lookup failure, try again later")
+	case s.thresholds.tempfail != nil && total >= *s.thresholds.tempfail:
+		v.Action, v.Reason, v.Reply = inspect.Tempfail, "score", s.replies.tempfail
+	case stage == inspect.StageData && (s.thresholds.tag != nil && total >= *s.thresholds.tag || s.taggedByRule(v.Rules)):
+		v.Action, v.Reason = inspect.Tag, "score"
+		if act == actTag || s.taggedByRule(v.Rules) {
+			v.Reason = "rule"
+		}
+	}
+	if v.Action >= inspect.Tempfail {
+		v.Reply = s.withRef(stage, v, f.Session.ID)
+	}
+	if stage == inspect.StageData {
+		s.headers(&v)
+	}
+	v.WouldBe = v.Action
+	if s.mode == "monitor" && v.Action != inspect.Accept {
+		// Monitor mode: judged, logged, counted as would-have; the mail
+		// goes through untouched.
+		v.Action, v.Headers, v.SubjectPrefix = inspect.Accept, nil, ""
+	}
+	return v
+}
+
+// base is the score carried into stage from the earlier ones.
+func (s *Set) base(stage inspect.Stage, f *inspect.Facts) float64 {
+	b := f.Session.Score
+	if f.Tx != nil && stage >= inspect.StageMail {
+		b += f.Tx.Score
+	}
+	return b
+}
+
+func (s *Set) allMatched(stage inspect.Stage, f *inspect.Facts, now []string) []string {
+	out := append([]string(nil), f.Session.Rules...)
+	if f.Tx != nil && stage >= inspect.StageMail {
+		out = append(out, f.Tx.Rules...)
+	}
+	if stage == inspect.StageRcpt {
+		out = append(out, now...)
+	}
+	return out
+}
+
+func (s *Set) taggedByRule(names []string) bool {
+	for _, n := range names {
+		if r := s.find(n); r != nil && r.action == actTag {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Set) find(name string) *rule { return s.byName[name] }
+
+// withRef makes the refusal's text carry the session ID, so an operator
+// can find the full trace in the log when a sender complains.
+func (s *Set) withRef(stage inspect.Stage, v inspect.Verdict, id string) smtp.Reply {
+	r := v.WireReply(stage)
+	r.Lines = append([]string(nil), r.Lines...)
+	if len(r.Lines) == 0 {
+		r.Lines = []string{""}
+	}
+	r.Lines[len(r.Lines)-1] += " (ref " + id + ")"
+	return r
+}
+
+// headers adds SpamAssassin's X-Spam-* headers, which downstream filters
+// already understand: on a tag, Flag, Score and Status "Yes"; otherwise,
+// when configured, Status "No".
+func (s *Set) headers(v *inspect.Verdict) {
+	required := 0.0
+	if s.thresholds.tag != nil {
+		required = *s.thresholds.tag
+	} else if s.thresholds.reject != nil {
+		required = *s.thresholds.reject
+	}
+	status := func(yes string) string {
+		return yes + ", score=" + formatScore(v.Score) + " required=" + strconv.FormatFloat(required, 'f', 1, 64) +
+			" tests=" + strings.Join(v.Rules, ",")
+	}
+	switch {
+	case v.Action == inspect.Tag:
+		v.Headers = []inspect.HeaderField{
+			{Name: "X-Spam-Flag", Value: "YES"},
+			{Name: "X-Spam-Score", Value: formatScore(v.Score)},
+			{Name: "X-Spam-Status", Value: status("Yes")},
+		}
+		v.SubjectPrefix = s.tag.subjectPrefix
+	case v.Action == inspect.Accept && s.tag.cleanHeader:
+		v.Headers = []inspect.HeaderField{{Name: "X-Spam-Status", Value: status("No")}}
+	}
+}
+
+func formatScore(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
