@@ -141,6 +141,19 @@ func (e *Engine) Data(ctx context.Context, s *Session, t *Transaction, m *Messag
 	return e.evaluate(ctx, StageData, f)
 }
 
+// DataWithContent judges a message whose content the caller parsed
+// already (the rules test tools, tests).
+func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction, m *Message, c *Content) Verdict {
+	f := &Facts{Session: s, Tx: t, Message: m, Content: c}
+	if len(c.From) > 0 {
+		e.startLists(s, KindDomain, c.From[0].Domain)
+	}
+	for _, u := range c.URLs {
+		e.startLists(s, KindURI, u.Host)
+	}
+	return e.evaluate(ctx, StageData, f)
+}
+
 // End releases what the engine holds for session s: lookups still in
 // flight are cancelled.
 func (e *Engine) End(s *Session) {

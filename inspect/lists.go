@@ -26,6 +26,9 @@ type ListResult struct {
 	Text    string   // the text for a reject reply ("listed (sbl)"), zone hidden if configured
 	Err     error    // a temporary failure: never a listing
 	ErrKind string   // timeout, servfail, unhealthy, ...
+	// FailClosed: the list is configured on_error: closed, so a failed
+	// lookup should tempfail rather than pass.
+	FailClosed bool
 }
 
 // Blocklists is the DNS list client the engine asks (package dnsbl,

@@ -84,6 +84,15 @@ type Verdict struct {
 	// Trace explains the decision for the log: each matched rule with its
 	// score, DNS list answers, errors.
 	Trace []string
+	// Hits are the rules that matched at this stage, with their scores.
+	Hits []Hit
+}
+
+// Hit is one rule that matched.
+type Hit struct {
+	Rule   string  `json:"rule"`
+	Score  float64 `json:"score"`
+	Shadow bool    `json:"shadow,omitempty"` // evaluated and counted, never acting
 }
 
 // WireReply returns the reply to send for a Tempfail or Reject verdict at

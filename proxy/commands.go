@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,7 @@ func (c *conn) cmdHelo(cmd smtp.Command) bool {
 	}
 	c.reset()
 	c.sess.HeloVerb, c.sess.Helo = cmd.Verb, cmd.Arg
-	if v := c.engine.Helo(c.ctx, &c.sess); v.Action >= inspect.Tempfail {
-		c.logDecision(inspect.StageHelo, v)
+	if v := c.engine.Helo(c.ctx, &c.sess); c.judged(inspect.StageHelo, v) {
 		c.sess.HeloVerb, c.sess.Helo = "", ""
 		c.state = stateGreeted
 		c.reply(v.WireReply(inspect.StageHelo))
@@ -86,8 +86,7 @@ func (c *conn) cmdMail(cmd smtp.Command) bool {
 	}
 	c.tx = inspect.Transaction{From: from, FromParams: params}
 	c.txStart = time.Now()
-	if v := c.engine.Mail(c.ctx, &c.sess, &c.tx); v.Action >= inspect.Tempfail {
-		c.logDecision(inspect.StageMail, v)
+	if v := c.engine.Mail(c.ctx, &c.sess, &c.tx); c.judged(inspect.StageMail, v) {
 		c.tx = inspect.Transaction{}
 		c.reply(v.WireReply(inspect.StageMail))
 		return true
@@ -218,8 +217,7 @@ func (c *conn) cmdRcpt(cmd smtp.Command) bool {
 		return true
 	}
 	rc := inspect.Recipient{Path: to, Params: params}
-	if v := c.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc); v.Action >= inspect.Tempfail {
-		c.logDecision(inspect.StageRcpt, v)
+	if v := c.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc); c.judged(inspect.StageRcpt, v) {
 		r := v.WireReply(inspect.StageRcpt)
 		c.logRcpt(to, r)
 		c.reply(r)
@@ -378,12 +376,25 @@ func (c *conn) logRcpt(to smtp.Path, r smtp.Reply) {
 	c.rcptLog = append(c.rcptLog, rcptResult{Rcpt: to.String(), Reply: replySummary(r)})
 }
 
-// logDecision writes the one line per refusing decision, with its stable
-// reason constant.
+// logDecision writes the one line per decision that is not a plain
+// accept — a refusal, a tag, or what monitor mode or shadow rules would
+// have done — with its stable reason constant and the full rule trace.
+// Refusal texts carry the session ID, which is on this line too.
 func (c *conn) logDecision(stage inspect.Stage, v inspect.Verdict) {
 	c.log.Info("decision", "stage", stage.String(), "action", v.Action.String(),
-		"reason", v.Reason, "score", v.Score, "rules", v.Rules,
-		"client_ip", c.sess.Client.Addr().String())
+		"would_be", v.WouldBe.String(), "reason", v.Reason, "score", v.Score, "rules", v.Rules,
+		"trace", v.Trace, "client_ip", c.sess.Client.Addr().String())
+}
+
+// judged logs a verdict worth logging and reports whether it refuses.
+func (c *conn) judged(stage inspect.Stage, v inspect.Verdict) bool {
+	switch {
+	case v.Action != inspect.Accept || v.WouldBe != inspect.Accept:
+		c.logDecision(stage, v)
+	case len(v.Trace) > 0 && c.log.Enabled(c.ctx, slog.LevelDebug):
+		c.log.Debug("rules matched", "stage", stage.String(), "score", v.Score, "trace", v.Trace)
+	}
+	return v.Action >= inspect.Tempfail
 }
 
 // replySummary is a reply on one line, for logs.

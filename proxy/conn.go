@@ -77,7 +77,8 @@ type conn struct {
 	rcptTried int
 	rcptLog   []rcptResult
 	spool     spool
-	bdat      *bdatState // a BDAT transfer in progress
+	bdat      *bdatState      // a BDAT transfer in progress
+	verdict   inspect.Verdict // the data stage's verdict, for the log
 }
 
 // rcptResult is one RCPT and the reply it got, for the transaction log.
@@ -287,6 +288,9 @@ func (c *conn) greet() bool {
 		}
 	}
 	v := c.engine.Connect(c.ctx, &c.sess)
+	if v.Action == inspect.Accept {
+		c.judged(inspect.StageConnect, v) // monitor mode, shadow rules
+	}
 	if c.sess.EarlyTalker && c.cfg.Greeting.EarlyTalker == "reject" && v.Action < inspect.Reject {
 		v = inspect.Verdict{Action: inspect.Reject, Reason: "early_talker",
 			Reply: smtp.Replyf(554, "5.5.1", "Protocol error: talking before the greeting")}
@@ -359,6 +363,7 @@ func (c *conn) reset() {
 	c.rcptLog = c.rcptLog[:0]
 	c.spool.reset()
 	c.bdat = nil
+	c.verdict = inspect.Verdict{}
 	if c.state > stateHelo && c.state != stateRefused {
 		c.state = stateHelo
 	}

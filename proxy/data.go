@@ -179,8 +179,8 @@ func (c *conn) deliver(sink *sink) {
 
 	msg := &inspect.Message{Size: c.spool.size, Body: &c.spool, BareLF: sink.ends.BareLF, BareCR: sink.ends.BareCR}
 	v := c.engine.Data(c.ctx, &c.sess, &c.tx, msg)
-	if v.Action >= inspect.Tempfail {
-		c.logDecision(inspect.StageData, v)
+	c.verdict = v
+	if c.judged(inspect.StageData, v) {
 		r := v.WireReply(inspect.StageData)
 		c.finishTx(v.Action.String(), r)
 		c.rsetUpstream()
@@ -189,7 +189,7 @@ func (c *conn) deliver(sink *sink) {
 		return
 	}
 
-	rep := c.relay()
+	rep := c.relay(&v)
 	outcome := "delivered"
 	if rep.Class() != 2 {
 		outcome = "upstream_refused"
@@ -272,7 +272,7 @@ func (h *headerScan) scan(p []byte) {
 // relay sends the spooled message to the upstream and returns the reply
 // for the client: the upstream's final reply, or a 4xx when the upstream
 // failed in any way.
-func (c *conn) relay() smtp.Reply {
+func (c *conn) relay(v *inspect.Verdict) smtp.Reply {
 	if c.up == nil || c.up.broken {
 		return (&upstreamError{"data", errors.New("connection lost earlier in the transaction")}).reply()
 	}
@@ -281,8 +281,7 @@ func (c *conn) relay() smtp.Reply {
 		if _, err := io.WriteString(w, c.receivedHeader()); err != nil {
 			return err
 		}
-		_, err := c.spool.WriteTo(w)
-		return err
+		return writeMessage(w, &c.spool, v)
 	})
 	c.up.inTx = false
 	c.srv.metrics.upstreamData(err, time.Since(start))
@@ -369,6 +368,10 @@ func (c *conn) finishTx(outcome string, final smtp.Reply) {
 		"upstream_reply", replySummary(final),
 		"duration_s", time.Since(c.txStart).Seconds(),
 		"tls", c.tlsSummary(),
+		"action", c.verdict.Action.String(),
+		"would_be", c.verdict.WouldBe.String(),
+		"score", c.verdict.Score,
+		"rules", c.verdict.Rules,
 	)
 	c.srv.metrics.transaction(outcome)
 }

@@ -32,6 +32,8 @@ type evalCtx struct {
 	unknownAs tri                    // tUnknown normally; tFalse under on_error: accept
 	weight    float64                // DNS list weight of the lists that matched
 	notes     []string               // what the DNS lists said, for the trace
+	listTexts []string               // what they said in words fit for a reply
+	closed    bool                   // a failed lookup on a fail-closed list
 }
 
 // cond is a compiled condition.
@@ -177,6 +179,7 @@ func (l listCond) eval(c *evalCtx) tri {
 			}
 			if res.Err != nil {
 				c.notes = append(c.notes, l.list+": "+k+" lookup failed ("+res.ErrKind+")")
+				c.closed = c.closed || res.FailClosed
 				if r == tFalse {
 					r = c.unknownAs
 				}
@@ -187,6 +190,7 @@ func (l listCond) eval(c *evalCtx) tri {
 			}
 			c.weight += res.Weight
 			c.notes = append(c.notes, l.list+": "+k+" "+res.Text)
+			c.listTexts = append(c.listTexts, res.Text)
 			return tTrue
 		}
 	}

@@ -129,6 +129,8 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 		act      action
 		actRule  *rule
 		tempfail *rule
+		hits     []inspect.Hit
+		actTexts []string // what the deciding rule's DNS lists said
 	)
 	matchedBefore := func(name string) bool {
 		return contains(sess.Rules, name) || tx != nil && contains(tx.Rules, name) || contains(matched, name)
@@ -144,7 +146,7 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 			if s.metrics != nil {
 				s.metrics.ruleError(r.name)
 			}
-			if r.onError == onErrorTempfail && !r.shadow && tempfail == nil {
+			if (r.onError == onErrorTempfail || ctx.closed) && !r.shadow && tempfail == nil {
 				tempfail = r
 			}
 			continue
@@ -160,6 +162,7 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 		if len(ctx.notes) > 0 {
 			note += " (" + strings.Join(ctx.notes, "; ") + ")"
 		}
+		hits = append(hits, inspect.Hit{Rule: r.name, Score: sc, Shadow: r.shadow})
 		if r.shadow {
 			trace = append(trace, "shadow "+note)
 			if s.metrics != nil {
@@ -178,7 +181,7 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 			break
 		}
 		if r.action > act {
-			act, actRule = r.action, r
+			act, actRule, actTexts = r.action, r, ctx.listTexts
 		}
 		if act == actReject {
 			break // nothing can make it harsher
@@ -199,7 +202,7 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 	if stage == inspect.StageRcpt {
 		total += score
 	}
-	v := inspect.Verdict{Score: total, Rules: s.allMatched(stage, f, matched), Trace: trace}
+	v := inspect.Verdict{Score: total, Rules: s.allMatched(stage, f, matched), Trace: trace, Hits: hits}
 
 	if act == actAccept {
 		if stage <= inspect.StageHelo {
@@ -212,9 +215,9 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 	}
 	switch {
 	case act == actReject:
-		v.Action, v.Reason, v.Reply = inspect.Reject, "rule:"+actRule.name, actRule.reply
+		v.Action, v.Reason, v.Reply = inspect.Reject, "rule:"+actRule.name, listReply(actRule.reply, actTexts, stage, inspect.Reject)
 	case act == actTempfail:
-		v.Action, v.Reason, v.Reply = inspect.Tempfail, "rule:"+actRule.name, actRule.reply
+		v.Action, v.Reason, v.Reply = inspect.Tempfail, "rule:"+actRule.name, listReply(actRule.reply, actTexts, stage, inspect.Tempfail)
 	case s.thresholds.reject != nil && total >= *s.thresholds.reject:
 		v.Action, v.Reason, v.Reply = inspect.Reject, "score", s.replies.reject
 	case tempfail != nil:
@@ -314,3 +317,15 @@ func (s *Set) headers(v *inspect.Verdict) {
 }
 
 func formatScore(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
+
+// listReply is a rule's refusal: its own reply, or the stage default
+// naming what the DNS lists said (reason, and zone unless hidden), as
+// postscreen's dnsbl_reply_map does.
+func listReply(r smtp.Reply, texts []string, stage inspect.Stage, a inspect.Action) smtp.Reply {
+	if r.Code != 0 || len(texts) == 0 {
+		return r
+	}
+	d := inspect.DefaultReply(stage, a)
+	d.Lines = []string{d.Lines[0] + "; " + strings.Join(texts, ", ")}
+	return d
+}

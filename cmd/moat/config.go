@@ -8,8 +8,10 @@ import (
 	"os"
 	"strings"
 
+	"moat/dnsbl"
 	"moat/internal/strictyaml"
 	"moat/proxy"
+	"moat/rules"
 )
 
 // Config is moat's configuration file. Each package owns its part; this
@@ -17,8 +19,10 @@ import (
 type Config struct {
 	proxy.Config `yaml:",inline"`
 
-	HTTP HTTPConfig `yaml:"http"`
-	Log  LogConfig  `yaml:"log"`
+	DNSBL dnsbl.Config `yaml:"dnsbl"`
+	Rules rules.Config `yaml:"rules"`
+	HTTP  HTTPConfig   `yaml:"http"`
+	Log   LogConfig    `yaml:"log"`
 }
 
 // HTTPConfig is the operator's HTTP listener: /metrics, /healthz and
@@ -43,6 +47,7 @@ func (e *configError) Unwrap() error { return e.err }
 // defaults fills every unset key.
 func (c *Config) defaults() {
 	c.Config.Defaults()
+	c.Rules.Defaults()
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9325"
 	}
@@ -61,6 +66,9 @@ func (c *Config) validate(file string) error {
 		return &configError{fmt.Errorf("%s: %s", file, fmt.Sprintf(format, args...))}
 	}
 	if err := c.Config.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Rules.Validate(); err != nil {
 		return bad("%v", err)
 	}
 	if c.HTTP.Listen != "off" {

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"moat/dnsbl"
 	"strings"
 )
 
@@ -43,7 +44,15 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exitCode(stderr, err)
 	}
-	fmt.Fprintf(stdout, "%s: ok (listen %s, upstream %s)\n", path, joinHostPorts(cfg), cfg.Upstream.Address)
+	lists, err := newChecker(cfg, dnsbl.Deps{})
+	if err != nil {
+		return exitCode(stderr, err)
+	}
+	_, set, err := buildEngine(cfg, lists, nil, nil)
+	if err != nil {
+		return exitCode(stderr, err)
+	}
+	fmt.Fprintf(stdout, "%s: ok (listen %s, upstream %s, %d rules from %s)\n", path, joinHostPorts(cfg), cfg.Upstream.Address, set.Len(), set.File())
 	return 0
 }
 

@@ -25,6 +25,8 @@ const usage = `moat — a transparent SMTP proxy and anti-spam filter
 Usage:
   moat serve [--config FILE]   run the proxy (built-in defaults without --config)
   moat config check FILE       validate a configuration file and exit
+  moat dnsbl check IP|DOMAIN   look an address or domain up on every list and say why
+  moat rules test|compare ...  run rules over messages (see moat rules --help)
   moat version                 print version information
 
 Run "moat COMMAND --help" for the flags of a command.
@@ -45,6 +47,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(args[1:], stdout, stderr)
 	case "config":
 		return cmdConfig(args[1:], stdout, stderr)
+	case "dnsbl":
+		return cmdDnsbl(args[1:], stdout, stderr)
+	case "rules":
+		return cmdRules(args[1:], stdout, stderr)
 	case "version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -20,8 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"moat/dnsbl"
 	"moat/inspect"
 	"moat/proxy"
+	"moat/rules"
 )
 
 const serveUsage = `Usage:
@@ -90,10 +92,19 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, cfg *Config, 
 	}, []string{"result"})
 	reg.MustRegister(buildInfo, reloads)
 
-	engine, err := inspect.New(inspect.Config{})
+	ruleMetrics, err := rules.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
+	lists, err := newChecker(cfg, dnsbl.Deps{Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	engine, set, err := buildEngine(cfg, lists, ruleMetrics, log)
+	if err != nil {
+		return err
+	}
+	log.Info("rules loaded", "rules", set.File(), "count", set.Len(), "mode", cfg.Rules.Mode)
 	srv, err := proxy.New(cfg.Config, proxy.Deps{Engine: engine, Logger: log, Registerer: reg})
 	if err != nil {
 		return &configError{err}
@@ -150,6 +161,7 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, cfg *Config, 
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
 	go srv.ProbeLoop(probeCtx)
+	go lists.Start(probeCtx) // RFC 5782 health probes of the DNS lists
 	if httpSrv != nil {
 		go func() {
 			if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -165,7 +177,7 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-hup:
-			reload(log, path, srv, reloads)
+			reload(log, path, srv, reloads, ruleMetrics, lists)
 		case err := <-errc:
 			if err != nil {
 				runErr = err
@@ -192,14 +204,23 @@ loop:
 // reload re-reads the configuration on SIGHUP. A file that does not load
 // or validate is refused whole, logged, and the running configuration
 // stays; a good one takes effect for every session that starts after it.
-func reload(log *slog.Logger, path string, srv *proxy.Server, reloads *prometheus.CounterVec) {
+func reload(log *slog.Logger, path string, srv *proxy.Server, reloads *prometheus.CounterVec, m *rules.Metrics, lists *dnsbl.Checker) {
 	if path == "" {
 		log.Info("SIGHUP: running on the built-in default config, nothing to reload")
 		return
 	}
 	cfg, err := loadConfig(path)
+	var engine *inspect.Engine
+	var set *rules.Set
 	if err == nil {
-		err = srv.Reload(cfg.Config, nil)
+		// The new rules compile whole before anything changes; sessions
+		// running keep the engine they started with.
+		// DNS lists keep their cache and metrics: changing lists needs a
+		// restart, and rules are checked against the running ones.
+		engine, set, err = buildEngine(cfg, lists, m, log)
+	}
+	if err == nil {
+		err = srv.Reload(cfg.Config, engine)
 	}
 	if err != nil {
 		reloads.WithLabelValues("error").Inc()
@@ -207,7 +228,7 @@ func reload(log *slog.Logger, path string, srv *proxy.Server, reloads *prometheu
 		return
 	}
 	reloads.WithLabelValues("ok").Inc()
-	log.Info("config reloaded", "config", path)
+	log.Info("config reloaded", "config", path, "rules", set.File(), "rule_count", set.Len(), "mode", cfg.Rules.Mode)
 }
 
 func configName(path string) string {

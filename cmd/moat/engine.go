@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"moat/dnsbl"
+	"moat/inspect"
+	"moat/rules"
+)
+
+// buildEngine compiles the configured rules and wires the inspection
+// engine to them and to the DNS lists. Called at startup and on every
+// reload; an error leaves whatever runs untouched.
+func buildEngine(cfg *Config, lists *dnsbl.Checker, m *rules.Metrics, log *slog.Logger) (*inspect.Engine, *rules.Set, error) {
+	var ad listsAdapter
+	if lists != nil {
+		ad.c = lists
+	}
+	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: ad, Metrics: m})
+	if err != nil {
+		return nil, nil, &configError{err}
+	}
+	ec := inspect.Config{Judge: set, Logger: log}
+	if lists != nil {
+		ec.Blocklists = ad
+	}
+	e, err := inspect.New(ec)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, set, nil
+}
+
+// newChecker builds the DNS list client of cfg.
+func newChecker(cfg *Config, deps dnsbl.Deps) (*dnsbl.Checker, error) {
+	c, err := dnsbl.New(cfg.DNSBL, deps)
+	if err != nil {
+		return nil, &configError{err}
+	}
+	return c, nil
+}
+
+// listsAdapter presents package dnsbl to packages rules and inspect,
+// which know lists only by name, kind and answer.
+type listsAdapter struct{ c *dnsbl.Checker }
+
+func (a listsAdapter) ListKind(name string) (inspect.ListKind, bool) {
+	if a.c == nil {
+		return 0, false
+	}
+	li, ok := a.c.List(name)
+	return toInspectKind(li.Kind), ok
+}
+
+func toInspectKind(k dnsbl.Kind) inspect.ListKind {
+	switch k {
+	case dnsbl.KindIP:
+		return inspect.KindIP
+	case dnsbl.KindDomain:
+		return inspect.KindDomain
+	}
+	return inspect.KindURI
+}
+
+func (a listsAdapter) Lookup(ctx context.Context, kind inspect.ListKind, key string) func(context.Context) []inspect.ListResult {
+	k := dnsbl.KindURI
+	switch kind {
+	case inspect.KindIP:
+		k = dnsbl.KindIP
+	case inspect.KindDomain:
+		k = dnsbl.KindDomain
+	}
+	p := a.c.Lookup(ctx, k, key)
+	return func(ctx context.Context) []inspect.ListResult {
+		rs := p.Wait(ctx)
+		out := make([]inspect.ListResult, len(rs))
+		for i, r := range rs {
+			out[i] = inspect.ListResult{List: r.List, Key: r.Key, Listed: r.Listed, Allow: r.Allow,
+				Reasons: r.Reasons, Weight: r.Weight, Text: r.Describe(), Err: r.Err, ErrKind: r.ErrKind,
+				FailClosed: r.OnErrorClosed}
+		}
+		return out
+	}
+}
+
+type inspectHit = inspect.Hit
+
+// listKinds tells the rules loader which DNS lists the config has.
+func listKinds(cfg *Config) rules.Lists {
+	c, err := dnsbl.New(cfg.DNSBL, dnsbl.Deps{})
+	if err != nil {
+		return listsAdapter{}
+	}
+	return listsAdapter{c}
+}
