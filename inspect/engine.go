@@ -216,7 +216,6 @@ func startRDNS(ctx context.Context, r Resolver, ip netip.Addr) *rdnsLookup {
 	return l
 }
 
-
 func trimDot(s string) string {
 	if len(s) > 0 && s[len(s)-1] == '.' {
 		return s[:len(s)-1]

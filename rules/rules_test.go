@@ -125,9 +125,9 @@ func oneRule(stage, when string) string {
 func TestOperators(t *testing.T) {
 	content := &inspect.Content{
 		Subject: "Cheap WATCHES", Header: []inspect.HeaderField{{Name: "Subject", Value: "=?utf-8?q?Cheap_WATCHES?=", Decoded: "Cheap WATCHES"}, {Name: "X-Mailer", Value: "BulkMailer 3", Decoded: "BulkMailer 3"}},
-		From:    []inspect.Address{{Name: "Example Bank", Addr: "x@evil.test", Domain: "evil.test"}},
-		To:      []inspect.Address{{Addr: "a@example.net"}, {Addr: "b@example.net"}},
-		Date:    time.Now().Add(48 * time.Hour), MessageID: "abc@evil.test",
+		From: []inspect.Address{{Name: "Example Bank", Addr: "x@evil.test", Domain: "evil.test"}},
+		To:   []inspect.Address{{Addr: "a@example.net"}, {Addr: "b@example.net"}},
+		Date: time.Now().Add(48 * time.Hour), MessageID: "abc@evil.test",
 		Parts: []inspect.Part{{ContentType: "multipart/mixed", Multipart: true}, {ContentType: "text/plain", Charset: "koi8-r"},
 			{ContentType: "application/octet-stream", Filename: "invoice.pdf.exe"}},
 		MaxDepth: 1, Text: "Buy now at http://shop.evil.test/x", URLs: []inspect.URL{{Raw: "http://shop.evil.test/x", Host: "shop.evil.test"}},
