@@ -2,7 +2,6 @@ package rules
 
 import (
 	"net/netip"
-	"regexp"
 	"strings"
 
 	"moat/inspect"
@@ -34,6 +33,7 @@ type evalCtx struct {
 	notes     []string               // what the DNS lists said, for the trace
 	listTexts []string               // what they said in words fit for a reply
 	closed    bool                   // a failed lookup on a fail-closed list
+	folds     foldCache              // shared by the rules of one evaluation
 }
 
 // cond is a compiled condition.
@@ -92,6 +92,7 @@ func (r ruleCond) eval(c *evalCtx) tri { return triOf(c.matched(r.name)) }
 type strOp struct {
 	fact fact
 	test func(v string) bool
+	re   *matcher // matches, with its literal prefilter
 	// exists: true tests presence, false absence (test is nil then).
 	exists *bool
 }
@@ -111,7 +112,7 @@ func (s strOp) eval(c *evalCtx) tri {
 		return triOf(has == *s.exists)
 	}
 	for _, v := range vals {
-		if s.test(v) {
+		if s.re != nil && s.re.match(v, c.folds) || s.re == nil && s.test(v) {
 			return tTrue
 		}
 	}
@@ -251,8 +252,6 @@ func opStartsWith(want string) func(string) bool {
 func opEndsWith(want string) func(string) bool {
 	return func(v string) bool { return len(v) >= len(want) && strings.EqualFold(v[len(v)-len(want):], want) }
 }
-
-func opMatches(re *regexp.Regexp) func(string) bool { return re.MatchString }
 
 func opIn(set map[string]bool) func(string) bool {
 	return func(v string) bool { return set[strings.ToLower(v)] }

@@ -640,7 +640,8 @@ func (c *compiler) op(name string, f fact, op string, v *yaml.Node) cond {
 			c.p.errf(v, "bad regular expression: %v", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 			return nil
 		}
-		return strOp{fact: f, test: opMatches(re)}
+		m := newMatcher(re)
+		return strOp{fact: f, re: &m}
 	case "in":
 		set := map[string]bool{}
 		for _, s := range c.values(v, name+" in") {

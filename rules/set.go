@@ -135,8 +135,12 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 	matchedBefore := func(name string) bool {
 		return contains(sess.Rules, name) || tx != nil && contains(tx.Rules, name) || contains(matched, name)
 	}
+	var folds foldCache
+	if s.needs[stage].Depth >= inspect.DepthHeaders {
+		folds = foldCache{}
+	}
 	for _, r := range s.stages[stage] {
-		ctx := evalCtx{f: f, matched: matchedBefore, unknownAs: tUnknown}
+		ctx := evalCtx{f: f, matched: matchedBefore, unknownAs: tUnknown, folds: folds}
 		if r.onError == onErrorAccept {
 			ctx.unknownAs = tFalse
 		}

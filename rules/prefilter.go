@@ -1,0 +1,175 @@
+package rules
+
+import (
+	"regexp"
+	"regexp/syntax"
+	"strings"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// A regular expression rarely matches, and RE2 costs tens of nanoseconds
+// per byte when a pattern has no literal prefix to skip with — which
+// (?i) and \b take away. Most spam-rule patterns still contain a literal
+// that every match must include ("(?i)\bviagra\b" needs "viagra"), so
+// each compiled pattern carries its longest required literal and the
+// regexp runs only on text that contains it. The check is a substring
+// search over the text, case-folded once per evaluation for (?i)
+// literals.
+
+// requiredLiteral returns the longest literal every match of re must
+// contain, and whether it is case-folded; "" when there is none worth
+// using. Only ASCII literals are used, so the folding below is exact.
+func requiredLiteral(expr string) (lit string, fold bool) {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return "", false
+	}
+	best, bestFold := "", false
+	consider := func(s string, f bool) {
+		if len(s) > len(best) {
+			best, bestFold = s, f
+		}
+	}
+	var walk func(re *syntax.Regexp)
+	walk = func(re *syntax.Regexp) {
+		switch re.Op {
+		case syntax.OpLiteral:
+			consider(string(re.Rune), re.Flags&syntax.FoldCase != 0)
+		case syntax.OpCapture, syntax.OpPlus:
+			walk(re.Sub[0])
+		case syntax.OpRepeat:
+			if re.Min >= 1 {
+				walk(re.Sub[0])
+			}
+		case syntax.OpConcat:
+			// Adjacent literals with the same folding form one run.
+			var run []rune
+			runFold := false
+			flush := func() {
+				if len(run) > 0 {
+					consider(string(run), runFold)
+				}
+				run = nil
+			}
+			for _, sub := range re.Sub {
+				if sub.Op == syntax.OpLiteral {
+					f := sub.Flags&syntax.FoldCase != 0
+					if len(run) > 0 && f != runFold {
+						flush()
+					}
+					run, runFold = append(run, sub.Rune...), f
+					continue
+				}
+				flush()
+				walk(sub)
+			}
+			flush()
+		}
+	}
+	walk(re)
+	if len(best) < 3 {
+		return "", false
+	}
+	for i := 0; i < len(best); i++ {
+		if best[i] >= utf8.RuneSelf {
+			return "", false
+		}
+	}
+	if bestFold {
+		best = foldASCII(best)
+	}
+	return best, bestFold
+}
+
+// foldASCII lower-cases s the way (?i) sees ASCII letters: every rune
+// whose case-fold orbit holds an ASCII letter becomes that letter, so
+// "ſ" (U+017F) is "s" and the Kelvin sign "K" (U+212A) is "k". Other
+// runes are kept.
+func foldASCII(s string) string {
+	needs := false
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' || c >= utf8.RuneSelf {
+			needs = true
+			break
+		}
+	}
+	if !needs {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch r {
+		case 0x17F:
+			b.WriteByte('s')
+		case 0x212A:
+			b.WriteByte('k')
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// foldCache remembers the folded form of fact values during one stage's
+// evaluation, so that a hundred (?i) rules over a 200 KB body fold it
+// once.
+type foldCache map[foldKey]string
+
+type foldKey struct {
+	p *byte
+	n int
+}
+
+func (fc foldCache) fold(s string) string {
+	k := foldKey{unsafe.StringData(s), len(s)}
+	if f, ok := fc[k]; ok {
+		return f
+	}
+	f := foldASCII(s)
+	fc[k] = f
+	return f
+}
+
+// matcher is a compiled "matches" operator with its prefilter.
+type matcher struct {
+	re   *regexp.Regexp
+	lit  string
+	fold bool
+}
+
+func newMatcher(re *regexp.Regexp) matcher {
+	lit, fold := requiredLiteral(re.String())
+	return matcher{re: re, lit: lit, fold: fold}
+}
+
+func (m matcher) match(v string, fc foldCache) bool {
+	switch {
+	case m.lit == "":
+	case m.fold && fc != nil:
+		if !strings.Contains(fc.fold(v), m.lit) {
+			return false
+		}
+	case m.fold:
+		if !strings.Contains(foldASCII(v), m.lit) {
+			return false
+		}
+	default:
+		if !strings.Contains(v, m.lit) {
+			return false
+		}
+	}
+	return m.re.MatchString(v)
+}
