@@ -16,7 +16,7 @@ func TestRequiredLiteral(t *testing.T) {
 		{`(?i)(cheap|free) watches`, " watches", true},
 		{`(?i)\.(exe|scr)$`, "", false},  // no literal of 3+ that every match has
 		{`a+b+c+`, "", false},            // runs too short
-		{`(?i)gr(ü|ue)sse`, "", false},   // non-ASCII never used
+		{`(?i)gr(ü|ue)sse`, "sse", true}, // the ASCII run after the alternation
 		{`(?:abc){2,}def`, "abc", false}, // repeat with min >= 1
 		{`x?hello`, "hello", false},      // optional parts break runs
 		{`(?i)[a-z]+ offers now`, " offers now", true},
