@@ -48,6 +48,7 @@ type Engine struct {
 	limits   ContentLimits
 	log      *slog.Logger
 	now      func() time.Time
+	needRDNS bool // some rule looks at the client's reverse DNS
 }
 
 // Config wires an Engine.
@@ -73,6 +74,11 @@ func New(cfg Config) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.Default()
 	}
+	if e.judge != nil {
+		for st := StageConnect; st <= StageData; st++ {
+			e.needRDNS = e.needRDNS || e.judge.Needs(st).RDNS
+		}
+	}
 	return e, nil
 }
 
@@ -97,7 +103,7 @@ func (e *Engine) state(s *Session) *sessionState {
 // about the client address start here.
 func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
 	st := e.state(s)
-	if e.resolver != nil && s.Client.Addr().IsValid() {
+	if e.resolver != nil && e.needRDNS && s.Client.Addr().IsValid() {
 		st.rdns = startRDNS(st.ctx, e.resolver, s.Client.Addr())
 	}
 	e.startLists(s, KindIP, s.Client.Addr().String())

@@ -48,6 +48,7 @@ func (e *configError) Unwrap() error { return e.err }
 func (c *Config) defaults() {
 	c.Config.Defaults()
 	c.Rules.Defaults()
+	c.DNSBL.Defaults()
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9325"
 	}
@@ -69,6 +70,9 @@ func (c *Config) validate(file string) error {
 		return bad("%v", err)
 	}
 	if err := c.Rules.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.DNSBL.Validate(); err != nil {
 		return bad("%v", err)
 	}
 	if c.HTTP.Listen != "off" {

@@ -123,6 +123,11 @@ func startMoat(t *testing.T, args ...string) *moatProc {
 func configFor(t *testing.T, upstream string, extra string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "moat.yaml")
+	// The resolver is a closed local port: the built-in rules' rDNS
+	// lookups fail fast and never reach the system resolver.
+	if !strings.Contains(extra, "dnsbl:") {
+		extra += "dnsbl:\n  resolver: \"127.0.0.1:9\"\n"
+	}
 	cfg := fmt.Sprintf("listen: [\"127.0.0.1:0\"]\nhostname: moat.test\nhttp:\n  listen: \"127.0.0.1:0\"\nupstream:\n  address: %q\n%s", upstream, extra)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

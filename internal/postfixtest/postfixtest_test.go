@@ -247,9 +247,9 @@ func TestStop(t *testing.T) {
 	if len(p.Messages(t)) != 0 {
 		t.Error("messages appeared")
 	}
-	// master's own "terminating on signal 15" is lost with postlogd, which
-	// dies in the same breath.
-	p.WaitLog(t, "aborting the Postfix mail system", wait)
+	// No log assertion: postlogd dies in the same breath as master, so
+	// whether "aborting the Postfix mail system" reaches the maillog is a
+	// race (seen both ways on this machine).
 }
 
 // isClosed reports whether err means the server closed the connection (or

@@ -1,0 +1,81 @@
+package dnsbl
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/miekg/dns"
+)
+
+// ReverseResolver answers the reverse-DNS questions behind moat's rDNS
+// facts (the client's PTR name and whether it is forward-confirmed) with
+// the same resolvers, transport and answer checks as the lists. It
+// implements inspect.Resolver.
+type ReverseResolver struct{ c *Checker }
+
+// Resolver returns c's reverse resolver.
+func (c *Checker) Resolver() ReverseResolver { return ReverseResolver{c} }
+
+// notFound is the answer "no such name or no such record": not a failure,
+// an answer the rules see as "no rDNS".
+type notFound struct{ name string }
+
+func (e notFound) Error() string    { return e.name + ": no such record" }
+func (e notFound) IsNotFound() bool { return true }
+
+// LookupPTR returns the PTR names of ip (RFC 1035 §3.5).
+func (r ReverseResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+	name, err := dns.ReverseAddr(ip.Unmap().String())
+	if err != nil {
+		return nil, err
+	}
+	m, _, err := r.c.ask(ctx, name, dns.TypePTR)
+	if err != nil {
+		return nil, err
+	}
+	rrs, _ := answerRecords(m, name, dns.TypePTR)
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, rr.(*dns.PTR).Ptr)
+	}
+	if len(out) == 0 {
+		return nil, notFound{name}
+	}
+	return out, nil
+}
+
+// LookupAddr returns the A and AAAA addresses of host.
+func (r ReverseResolver) LookupAddr(ctx context.Context, host string) ([]netip.Addr, error) {
+	name := dns.Fqdn(host)
+	var out []netip.Addr
+	var firstErr error
+	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		m, _, err := r.c.ask(ctx, name, qt)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		rrs, _ := answerRecords(m, name, qt)
+		for _, rr := range rrs {
+			switch v := rr.(type) {
+			case *dns.A:
+				if a, ok := netip.AddrFromSlice(v.A); ok {
+					out = append(out, a.Unmap())
+				}
+			case *dns.AAAA:
+				if a, ok := netip.AddrFromSlice(v.AAAA); ok {
+					out = append(out, a)
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		if firstErr != nil {
+			return nil, firstErr
+		}
+		return nil, notFound{name}
+	}
+	return out, nil
+}
