@@ -66,12 +66,12 @@ type Server struct {
 }
 
 // Start writes zones (by zone name, e.g. "bl.test") and starts rbldnsd on
-// them. It skips the test when rbldnsd is not installed
+// them. It fails the test when rbldnsd is not installed
 // (scripts/install-test-deps.sh installs it) and stops it in t.Cleanup.
 func Start(t testing.TB, zones map[string]Zone) *Server {
 	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
-		t.Skipf("rbldnsd not installed (%v): run scripts/install-test-deps.sh", err)
+		t.Fatalf("rbldnsd not installed (%v): run scripts/install-test-deps.sh (make test does)", err)
 	}
 	// rbldnsd started as root drops to the rbldns user before it reads
 	// the zone files and opens its log, so they live in a directory of
