@@ -79,6 +79,7 @@ type Part struct {
 	Encoding    string // lower-cased Content-Transfer-Encoding
 	Disposition string // "inline", "attachment" or ""
 	Filename    string // from Content-Disposition filename or Content-Type name, decoded (RFC 2231/2047)
+	Offset      int64  // where the body starts in the message, so it can be read again
 	Size        int64  // encoded body size in bytes
 	Multipart   bool
 }
