@@ -43,6 +43,35 @@ func (f fakeLists) ListKind(name string) (inspect.ListKind, bool) {
 
 type fakeAnswers map[string][]inspect.ListResult // key -> results
 
+// fakeResolver answers the rDNS questions of the rule-language tests:
+// 192.0.2.77 has the PTR mail.example.org, which resolves back to it;
+// 192.0.2.88's PTR name does not resolve back; others have none.
+type fakeResolver struct{}
+
+type noName struct{}
+
+func (noName) Error() string    { return "no such name" }
+func (noName) IsNotFound() bool { return true }
+
+func (fakeResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+	switch ip.String() {
+	case "192.0.2.77":
+		return []string{"mail.example.org."}, nil
+	case "192.0.2.88":
+		return []string{"liar.example.org."}, nil
+	case "192.0.2.99":
+		return nil, errors.New("timeout")
+	}
+	return nil, noName{}
+}
+
+func (fakeResolver) LookupAddr(ctx context.Context, host string) ([]netip.Addr, error) {
+	if host == "mail.example.org." {
+		return []netip.Addr{netip.MustParseAddr("192.0.2.77")}, nil
+	}
+	return []netip.Addr{netip.MustParseAddr("198.51.100.1")}, nil
+}
+
 func (f fakeAnswers) Lookup(ctx context.Context, kind inspect.ListKind, key string) func(context.Context) []inspect.ListResult {
 	return func(context.Context) []inspect.ListResult { return f[key] }
 }
@@ -51,30 +80,35 @@ var testLists = fakeLists{"zen": inspect.KindIP, "dbl": inspect.KindDomain, "uri
 
 // session is a scenario to judge.
 type session struct {
-	client  string
-	helo    string
-	from    string
-	rcpts   []string
-	content *inspect.Content
-	size    int64
-	answers fakeAnswers
+	client    string
+	helo      string
+	from      string
+	rcpts     []string
+	content   *inspect.Content
+	size      int64
+	answers   fakeAnswers
+	params    string // MAIL parameters
+	tls       *inspect.TLSInfo
+	bare      bool // bare LF and CR in the message
+	anomalies inspect.Anomalies
 }
 
 func (sc session) run(t *testing.T, set *Set) (verdicts map[inspect.Stage]inspect.Verdict) {
 	t.Helper()
-	e, err := inspect.New(inspect.Config{Judge: set, Blocklists: sc.answers})
+	e, err := inspect.New(inspect.Config{Judge: set, Blocklists: sc.answers, Resolver: fakeResolver{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	s := &inspect.Session{ID: "TESTID", Client: netip.AddrPortFrom(netip.MustParseAddr(orDefault(sc.client, "192.0.2.1")), 4000)}
+	s := &inspect.Session{ID: "TESTID", Client: netip.AddrPortFrom(netip.MustParseAddr(orDefault(sc.client, "192.0.2.1")), 4000),
+		TLS: sc.tls, Anomalies: sc.anomalies}
 	defer e.End(s)
 	verdicts = map[inspect.Stage]inspect.Verdict{}
 	verdicts[inspect.StageConnect] = e.Connect(ctx, s)
 	s.HeloVerb, s.Helo = "EHLO", orDefault(sc.helo, "mail.example.org")
 	verdicts[inspect.StageHelo] = e.Helo(ctx, s)
-	from, _, _ := smtp.ParseMailArg("FROM:<" + sc.from + ">")
-	tx := &inspect.Transaction{From: from}
+	from, params, _ := smtp.ParseMailArg("FROM:<" + sc.from + "> " + sc.params)
+	tx := &inspect.Transaction{From: from, FromParams: params}
 	verdicts[inspect.StageMail] = e.Mail(ctx, s, tx)
 	rcpts := sc.rcpts
 	if rcpts == nil {
@@ -88,16 +122,16 @@ func (sc session) run(t *testing.T, set *Set) (verdicts map[inspect.Stage]inspec
 			tx.Rcpts = append(tx.Rcpts, inspect.Recipient{Path: p})
 		}
 	}
-	verdicts[inspect.StageData] = judgeData(e, s, tx, sc.content, sc.size)
+	verdicts[inspect.StageData] = judgeData(e, s, tx, sc.content, sc.size, sc.bare)
 	return verdicts
 }
 
 // judgeData runs the data stage with a hand-built Content.
-func judgeData(e *inspect.Engine, s *inspect.Session, tx *inspect.Transaction, c *inspect.Content, size int64) inspect.Verdict {
+func judgeData(e *inspect.Engine, s *inspect.Session, tx *inspect.Transaction, c *inspect.Content, size int64, bare bool) inspect.Verdict {
 	if c == nil {
 		c = &inspect.Content{}
 	}
-	return e.DataWithContent(context.Background(), s, tx, &inspect.Message{Size: size}, c)
+	return e.DataWithContent(context.Background(), s, tx, &inspect.Message{Size: size, BareLF: bare, BareCR: bare}, c)
 }
 
 func orDefault(s, d string) string {
@@ -128,6 +162,8 @@ func TestOperators(t *testing.T) {
 		From: []inspect.Address{{Name: "Example Bank", Addr: "x@evil.test", Domain: "evil.test"}},
 		To:   []inspect.Address{{Addr: "a@example.net"}, {Addr: "b@example.net"}},
 		Date: time.Now().Add(48 * time.Hour), MessageID: "abc@evil.test",
+		ReplyTo: []inspect.Address{{Addr: "r@reply.test", Domain: "reply.test"}}, Cc: []inspect.Address{{Addr: "c@example.net"}},
+		Received: []string{"from a by b", "from c by d"}, HTML: "<a href=\"http://shop.evil.test/x\">x</a>",
 		Parts: []inspect.Part{{ContentType: "multipart/mixed", Multipart: true}, {ContentType: "text/plain", Charset: "koi8-r"},
 			{ContentType: "application/octet-stream", Filename: "invoice.pdf.exe"}},
 		MaxDepth: 1, Text: "Buy now at http://shop.evil.test/x", URLs: []inspect.URL{{Raw: "http://shop.evil.test/x", Host: "shop.evil.test"}},
@@ -136,7 +172,9 @@ func TestOperators(t *testing.T) {
 	dir := t.TempDir()
 	listFile := filepath.Join(dir, "bad-helos.txt")
 	os.WriteFile(listFile, []byte("# spammy HELOs\nfriend\nLOCALHOST  # comment\n"), 0o644)
-	sc := session{client: "192.0.2.77", helo: "localhost", from: "x@evil.test", content: content, size: 5000}
+	sc := session{client: "192.0.2.77", helo: "localhost", from: "x@evil.test", content: content, size: 5000,
+		params: "SIZE=4000", tls: &inspect.TLSInfo{Version: "TLS1.3"}, bare: true,
+		anomalies: inspect.Anomalies{BareLFCommand: true, InvalidCommands: 2}}
 
 	tests := []struct {
 		stage, when string
@@ -194,6 +232,34 @@ func TestOperators(t *testing.T) {
 		{"data", "{any: [{helo: other}, {subject: {contains: cheap}}]}", true},
 		{"data", "{not: {helo: localhost}}", false},
 		{"data", "{helo: localhost, from_domain: evil.test}", true}, // several keys: all
+		{"connect", "{client_rdns: mail.example.org}", true},
+		{"connect", "{client_fcrdns: true}", true},
+		{"connect", "{tls: true}", true},
+		{"helo", "{helo_matches_rdns: false}", true},
+		{"helo", "{helo_matches_client_ip: false}", true},
+		{"helo", "{helo_is_literal: false}", true},
+		{"helo", "{esmtp: true}", true},
+		{"helo", "{bare_lf_commands: true}", true},
+		{"helo", "{invalid_commands: {ge: 2}}", true},
+		{"helo", "{starttls_injection: false}", true},
+		{"mail", "{mail_from: x@evil.test}", true},
+		{"mail", "{mail_size: {gt: 1000}}", true},
+		{"rcpt", "{rcpt: bob@example.net}", true},
+		{"data", "{rcpt: bob@example.net}", true},
+		{"data", "{bare_lf: true, bare_cr: true}", true},
+		{"data", "{from: x@evil.test}", true},
+		{"data", "{reply_to: r@reply.test, reply_to_domain: reply.test}", true},
+		{"data", "{cc_count: 1}", true},
+		{"data", "{from_name_mentions_rcpt_domain: false}", true},
+		{"data", "{date_valid: true}", true},
+		{"data", "{message_id: abc@evil.test}", true},
+		{"data", "{received_count: 2}", true},
+		{"data", "{user_agent: {starts_with: bulkmailer}}", true},
+		{"data", "{header_count: 2}", true},
+		{"data", "{attachment_type: application/octet-stream}", true},
+		{"data", "{mime_parts: 3}", true},
+		{"data", "{html: {contains: href}}", true},
+		{"data", "{url: {starts_with: 'http://shop.'}}", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.stage+" "+tt.when, func(t *testing.T) {
@@ -376,5 +442,23 @@ rules:
 	}
 	if v := (session{helo: "localhost", size: 1000}).run(t, set)[inspect.StageData]; contains(v.Rules, "M") {
 		t.Fatalf("meta matched with B: %v", v.Rules)
+	}
+}
+
+// The rDNS facts: no name, a name that does not resolve back, and a
+// failed lookup, which leaves the rule unknown (skipped by default).
+func TestRDNSFacts(t *testing.T) {
+	set := mustParse(t, `
+rules:
+  - {name: NO_RDNS, stage: connect, when: {client_rdns: {exists: false}}, score: 1}
+  - {name: NOT_FCRDNS, stage: connect, when: {all: [{client_rdns: {exists: true}}, {client_fcrdns: false}]}, score: 1}
+`)
+	for _, tt := range []struct{ client, want string }{
+		{"192.0.2.77", ""}, {"192.0.2.1", "NO_RDNS"}, {"192.0.2.88", "NOT_FCRDNS"}, {"192.0.2.99", ""},
+	} {
+		v := session{client: tt.client}.run(t, set)[inspect.StageConnect]
+		if got := strings.Join(v.Rules, ","); got != tt.want {
+			t.Errorf("client %s: rules %q, want %q (trace %v)", tt.client, got, tt.want, v.Trace)
+		}
 	}
 }

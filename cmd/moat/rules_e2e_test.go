@@ -230,3 +230,16 @@ func sendRaw(addr, id string) error {
 	}
 	return nil
 }
+
+// A broken rules file stops moat from starting, and config check names the
+// place: file, line, column, rule.
+func TestBrokenRulesFileRefused(t *testing.T) {
+	cfg, rulesPath := writeRules(t, "127.0.0.1:25", "rules:\n  - name: BAD\n    stage: rcpt\n    when: {body: {contains: x}}\n    score: 1\n", "enforce")
+	for _, args := range [][]string{{"config", "check", cfg}, {"serve", "--config", cfg}} {
+		code, _, stderr := runMoat(t, args...)
+		want := rulesPath + ":4:12: rule BAD: fact \"body\" is known only from the data stage on"
+		if code != 2 || !strings.Contains(stderr, want) {
+			t.Errorf("moat %v: exit %d, stderr %q; want 2 and %q", args, code, stderr, want)
+		}
+	}
+}
