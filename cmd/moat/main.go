@@ -27,6 +27,8 @@ Usage:
   moat config check FILE       validate a configuration file and exit
   moat dnsbl check IP|DOMAIN   look an address or domain up on every list and say why
   moat rules test|compare ...  run rules over messages (see moat rules --help)
+  moat analyze CAPTURE...      judge the SMTP sessions of pcap/pcapng files offline
+  moat capture --iface NAME    judge the SMTP sessions seen live on an interface
   moat version                 print version information
 
 Run "moat COMMAND --help" for the flags of a command.
@@ -51,6 +53,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDnsbl(args[1:], stdout, stderr)
 	case "rules":
 		return cmdRules(args[1:], stdout, stderr)
+	case "analyze":
+		return cmdAnalyze(args[1:], stdout, stderr)
+	case "capture":
+		return cmdCapture(args[1:], stdout, stderr)
 	case "version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

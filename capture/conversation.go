@@ -1,0 +1,1107 @@
+package capture
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"moat/inspect"
+	"moat/inspect/smtp"
+)
+
+// An SMTP session is rebuilt from its two directions after the
+// connection is over. The client's bytes are read as the proxy reads
+// them — smtp.ReadLine and smtp.ParseCommand for commands, smtp.DataReader
+// for DATA, exact octet counts for BDAT — and after each command the next
+// reply is read from the server's bytes with smtp.ReadReply. Replies come
+// in command order even when the client pipelines (RFC 2920 §3.1), so
+// walking both directions in step pairs every command with its reply;
+// DATA gets two (354, then the final one) and an AUTH exchange one per
+// client line. A capture of only the client's half pairs nothing and is
+// read as if every reply had been positive.
+//
+// Alongside, a second state machine mirrors the proxy's (proxy/conn.go):
+// it calls inspect.Engine's Connect, Helo, Mail, Rcpt, Data and End at
+// the same points and under the same preconditions, so a session is
+// judged offline exactly as it would have been live.
+
+// Session is one reconstructed SMTP session.
+type Session struct {
+	UID            string
+	Start, End     time.Time
+	Client, Server netip.AddrPort
+	// Greeting is the server's 220 line, "" when not captured.
+	Greeting string
+	HeloVerb string
+	Helo     string
+	// Capabilities are the extension lines of the last EHLO reply.
+	Capabilities []string
+	// TLS: the session switched to TLS (STARTTLS) or began with it
+	// (ImplicitTLS); what follows is opaque.
+	TLS, ImplicitTLS bool
+	// AuthMech and AuthUser come from AUTH (RFC 4954); the password is
+	// never looked at. Authenticated is set by a 235 reply.
+	AuthMech, AuthUser string
+	Authenticated      bool
+	Commands           int
+	// Problems lists what kept the reconstruction from being complete or
+	// what the session did wrong, as short stable names: gap_client,
+	// gap_server, client_only, server_only, mid_stream, bad_reply,
+	// invalid_command, line_too_long, prelude, unterminated_data,
+	// bdat_invalid, bdat_lost, message_truncated, reply_mismatch.
+	Problems []string
+	Records  []Record
+	// Smuggling: some DATA body ended earlier for a lenient parser.
+	Smuggling bool
+
+	order uint64 // ordinal of the connection's first packet
+}
+
+func (s *Session) problem(p string) {
+	for _, q := range s.Problems {
+		if q == p {
+			return
+		}
+	}
+	s.Problems = append(s.Problems, p)
+}
+
+// Limits of the reconstruction.
+const (
+	maxCommandLine = 4096     // bytes in a command line (RFC 5321 §4.5.3.1.4 asks for 512)
+	maxCommands    = 100000   // commands per session
+	maxRecords     = 10000    // records per session
+	detectWindow   = 4 << 10  // bytes searched for a greeting or HELO on an unknown port
+	maxAuthLines   = 16       // client lines in one AUTH exchange
+	bodyMemory     = 1 << 20  // message bytes kept in memory before the spool file
+	maxRcptRecord  = 1000     // recipients kept in a record (Zeek's max_rcptto_addresses)
+	maxAddrRecord  = 1000     // To/Cc addresses kept in a record
+	maxPathRecord  = 1000     // path entries kept in a record
+	readerBufSize  = 16 << 10 // bufio size for each direction
+	maxTLSPreview  = 8        // bytes looked at to tell a TLS ClientHello
+)
+
+// pstate mirrors the proxy's session state (proxy/conn.go).
+type pstate uint8
+
+const (
+	pGreeted pstate = iota // waiting for HELO/EHLO
+	pHelo                  // greeted, no transaction
+	pMail                  // MAIL accepted
+	pRcpt                  // a recipient accepted
+	pRefused               // the connect stage refused the session
+)
+
+// conversation rebuilds one session.
+type conversation struct {
+	an  *Analyzer
+	ctx context.Context
+	out *Session
+
+	cs, ss   *streamReader
+	cr, sr   *bufio.Reader
+	ch, sh   *halfStream
+	scratch  []byte
+	serverOK bool // replies can still be paired with commands
+
+	// The engine's view, as the proxy would have built it.
+	sess    inspect.Session
+	state   pstate
+	judged  bool // Connect was called
+	helo    inspect.Verdict
+	heloOK  bool
+	connect inspect.Verdict
+	tx      inspect.Transaction
+	txOK    bool // the proxy would have an open transaction
+	refusal *refusal
+	last    *refusal // last verdict judged in the transaction
+
+	// The record being built (Zeek's transaction model).
+	rec      *Record
+	active   bool // the record has client activity
+	depth    int  // messages transferred so far
+	rcptSeen map[string]bool
+
+	held354 *smtp.Reply // a 354 that came early, for the next DATA
+	envFrom string      // the sender of the server's open transaction
+
+	// A BDAT transfer in progress (RFC 3030).
+	bdat     *halfStream
+	bdatEnds smtp.LineEndings
+	bdatGap  bool
+}
+
+// refusal is a verdict and the stage it was given at.
+type refusal struct {
+	stage  inspect.Stage
+	v      inspect.Verdict
+	reason string // a protocol reason, when the proxy itself refused
+}
+
+// errTLS ends the walk: the rest of the connection is encrypted.
+var errTLS = errors.New("tls")
+
+// run walks the conversation to its end.
+func (c *conversation) run() {
+	defer func() {
+		if c.judged && c.an.engine != nil {
+			c.an.engine.End(&c.sess)
+		}
+	}()
+	c.cr = bufio.NewReaderSize(c.cs, readerBufSize)
+	c.sr = bufio.NewReaderSize(c.ss, readerBufSize)
+	c.serverOK = c.sh.size > 0 || len(c.sh.gaps) > 0
+	if c.sh.size == 0 {
+		c.out.problem("client_only")
+	}
+	if c.ch.size == 0 {
+		c.out.problem("server_only")
+	}
+	c.newRecord()
+	if c.startTLS() {
+		c.finish()
+		return
+	}
+	c.skipPrelude()
+	c.greeting()
+	c.connectStage()
+	err := c.commands()
+	if err == errTLS {
+		c.out.TLS = true
+		c.rec.TLS = true
+		c.active = true
+	}
+	c.finish()
+}
+
+// startTLS recognises a connection that begins with a TLS ClientHello:
+// implicit TLS (RFC 8314 §3.3, port 465), nothing to read.
+func (c *conversation) startTLS() bool {
+	b, _ := c.cr.Peek(3)
+	if len(b) == 3 && b[0] == 0x16 && b[1] == 0x03 && b[2] <= 0x04 {
+		c.out.TLS, c.out.ImplicitTLS = true, true
+		c.rec.TLS = true
+		c.active = true
+		return true
+	}
+	return false
+}
+
+// skipPrelude skips what comes before SMTP when the server does not open
+// with a reply: an HTTP CONNECT proxy's exchange, typically. The server's
+// bytes are skipped to the first line that starts with 220, the client's
+// to its first HELO or EHLO.
+func (c *conversation) skipPrelude() {
+	b, _ := c.sr.Peek(1)
+	if len(b) == 0 || isDigit(b[0]) {
+		return
+	}
+	win, _ := c.sr.Peek(detectWindow)
+	i := findLineStart(win, func(l []byte) bool { return bytes.HasPrefix(l, []byte("220")) })
+	if i < 0 {
+		return
+	}
+	cwin, _ := c.cr.Peek(detectWindow)
+	j := findLineStart(cwin, isHeloLine)
+	if j < 0 {
+		return
+	}
+	c.sr.Discard(i)
+	c.cr.Discard(j)
+	c.out.problem("prelude")
+}
+
+// findLineStart returns the offset of the first line in b (at its start
+// or after a LF) for which match is true, -1 if none.
+func findLineStart(b []byte, match func([]byte) bool) int {
+	for i := 0; i < len(b); {
+		if match(b[i:]) {
+			return i
+		}
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+	}
+	return -1
+}
+
+func isHeloLine(l []byte) bool {
+	return len(l) >= 5 && (equalFoldPrefix(l, "HELO") || equalFoldPrefix(l, "EHLO")) && (l[4] == ' ' || l[4] == '\r' || l[4] == '\n')
+}
+
+func equalFoldPrefix(b []byte, p string) bool {
+	if len(b) < len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		x := b[i]
+		if 'a' <= x && x <= 'z' {
+			x -= 'a' - 'A'
+		}
+		if x != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// greeting reads the server's greeting (RFC 5321 §4.3.1) when the capture
+// has it: the server spoke first, or its first reply is a 220 while the
+// client opens with HELO or EHLO. A capture that starts mid-session has
+// none, and its first reply answers the first command.
+func (c *conversation) greeting() {
+	if !c.serverOK {
+		return
+	}
+	b, _ := c.sr.Peek(4)
+	if len(b) < 3 || string(b[:3]) != "220" {
+		if len(b) >= 3 && (string(b[:3]) == "421" || string(b[:3]) == "554") && c.firstServer() {
+			// A refusal at connect (RFC 5321 §3.1).
+			if r := c.reply(); r != nil {
+				c.out.Greeting = replyText(r)
+				c.setReply(r)
+			}
+		}
+		return
+	}
+	cb, _ := c.cr.Peek(5)
+	if !c.firstServer() && len(cb) > 0 && !isHeloLine(cb) {
+		return
+	}
+	if r := c.reply(); r != nil {
+		c.out.Greeting = replyText(r)
+		c.setReply(r)
+	}
+}
+
+// firstServer reports whether the server's first byte came before the
+// client's.
+func (c *conversation) firstServer() bool {
+	if c.ch.size == 0 {
+		return true
+	}
+	if c.sh.size == 0 {
+		return false
+	}
+	return !c.sh.timeAt(0).After(c.ch.timeAt(0))
+}
+
+// connectStage runs the engine's connect stage as the proxy's greet does.
+func (c *conversation) connectStage() {
+	if c.an.engine == nil {
+		return
+	}
+	c.judged = true
+	c.connect = c.an.engine.Connect(c.ctx, &c.sess)
+	if c.connect.Action >= inspect.Tempfail {
+		c.state = pRefused
+	}
+}
+
+// reply reads the next server reply, nil when there is none to pair.
+//
+// A 354 answers only DATA (RFC 5321 §4.1.1.4). When one comes for another
+// command, the server is a reply ahead of the pairing (a broken or
+// truncated multi-line reply earlier); it is kept for the DATA it
+// belongs to, which puts the pairing back in step from there on.
+func (c *conversation) reply() *smtp.Reply { return c.replyFor(false) }
+
+func (c *conversation) replyFor(data bool) *smtp.Reply {
+	if c.held354 != nil {
+		if !data {
+			return nil
+		}
+		r := c.held354
+		c.held354 = nil
+		return r
+	}
+	if !c.serverOK {
+		return nil
+	}
+	r, err := smtp.ReadReply(c.sr)
+	switch {
+	case err == nil && r.Code == 354 && !data:
+		c.out.problem("reply_mismatch")
+		c.held354 = &r
+		return nil
+	case err == nil:
+		return &r
+	case err == io.EOF, err == io.ErrUnexpectedEOF:
+		c.serverOK = false
+	case errors.Is(err, smtp.ErrLineTooLong), errors.Is(err, smtp.ErrSyntax):
+		c.out.problem("bad_reply")
+	default:
+		if _, ok := isGap(err); ok {
+			// Replies lost in a gap cannot be paired any more.
+			c.out.problem("gap_server")
+		}
+		c.serverOK = false
+	}
+	return nil
+}
+
+// setReply makes r the record's last reply.
+func (c *conversation) setReply(r *smtp.Reply) {
+	if r != nil {
+		c.rec.LastReply = replyText(r)
+	}
+}
+
+// replyText is a reply as Zeek's last_reply writes it: the code, the
+// enhanced code and the text of the last line.
+func replyText(r *smtp.Reply) string {
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(r.Code))
+	if r.Enhanced != "" {
+		b.WriteByte(' ')
+		b.WriteString(r.Enhanced)
+	}
+	if n := len(r.Lines); n > 0 && r.Lines[n-1] != "" {
+		b.WriteByte(' ')
+		b.WriteString(r.Lines[n-1])
+	}
+	return b.String()
+}
+
+// positive reports whether a reply (nil: not captured) let the command
+// through.
+func positive(r *smtp.Reply) bool { return r == nil || r.Class() == 2 || r.Class() == 3 }
+
+// commands reads the client's commands to the end of its stream.
+func (c *conversation) commands() error {
+	for n := 0; ; n++ {
+		if n >= maxCommands {
+			c.out.problem("too_many_commands")
+			return nil
+		}
+		line, bareLF, err := smtp.ReadLine(c.cr, &c.scratch, maxCommandLine)
+		if err != nil {
+			switch {
+			case err == io.EOF:
+				return nil
+			case err == io.ErrUnexpectedEOF:
+				c.out.problem("unterminated_command")
+				return nil
+			case errors.Is(err, smtp.ErrLineTooLong):
+				c.out.problem("line_too_long")
+				c.setReply(c.reply())
+				continue
+			}
+			if _, ok := isGap(err); ok {
+				// Resynchronise at the next line; the rest of the broken
+				// one is not a command.
+				c.out.problem("gap_client")
+				c.discardLine()
+				continue
+			}
+			return nil
+		}
+		if bareLF {
+			c.sess.Anomalies.BareLFCommand = true
+		}
+		c.out.Commands++
+		cmd, err := smtp.ParseCommand(line)
+		if err != nil {
+			c.sess.Anomalies.InvalidCommands++
+			c.out.problem("invalid_command")
+			c.setReply(c.reply())
+			continue
+		}
+		if err := c.dispatch(cmd); err != nil {
+			return err
+		}
+	}
+}
+
+// discardLine drops client bytes up to and including the next LF.
+func (c *conversation) discardLine() {
+	for {
+		_, err := c.cr.ReadSlice('\n')
+		if err != bufio.ErrBufferFull {
+			return
+		}
+	}
+}
+
+func (c *conversation) dispatch(cmd smtp.Command) error {
+	switch cmd.Verb {
+	case smtp.VerbHELO, smtp.VerbEHLO:
+		c.cmdHelo(cmd)
+	case smtp.VerbMAIL:
+		c.cmdMail(cmd)
+	case smtp.VerbRCPT:
+		c.cmdRcpt(cmd)
+	case smtp.VerbDATA:
+		c.cmdData(cmd)
+	case smtp.VerbBDAT:
+		return c.cmdBdat(cmd)
+	case smtp.VerbRSET:
+		r := c.reply()
+		c.setReply(r)
+		c.endRecord()
+		c.proxyReset()
+		c.envFrom = ""
+	case smtp.VerbSTARTTLS:
+		r := c.reply()
+		c.setReply(r)
+		if r != nil && r.Code == 220 || r == nil && c.tlsNext() {
+			return errTLS
+		}
+	case smtp.VerbAUTH:
+		c.cmdAuth(cmd)
+	case smtp.VerbQUIT:
+		c.setReply(c.reply())
+	default:
+		c.setReply(c.reply())
+	}
+	return nil
+}
+
+// headerNext reports whether the client's next line is a header field
+// (RFC 5322 §2.2: field name, colon) rather than a command.
+func (c *conversation) headerNext() bool {
+	b, _ := c.cr.Peek(80)
+	for i, ch := range b {
+		switch {
+		case ch == ':':
+			return i > 0
+		case ch <= ' ' || ch >= 0x7f:
+			return false
+		}
+	}
+	return false
+}
+
+// tlsNext reports whether the client's next bytes are a TLS record.
+func (c *conversation) tlsNext() bool {
+	b, _ := c.cr.Peek(2)
+	return len(b) == 2 && b[0] == 0x16 && b[1] == 0x03
+}
+
+// cmdHelo: RFC 5321 §4.1.1.1; a new HELO resets the transaction (§4.1.4).
+func (c *conversation) cmdHelo(cmd smtp.Command) {
+	r := c.reply()
+	c.setReply(r)
+	if positive(r) && cmd.Arg != "" {
+		// A refused HELO changes nothing (Suricata's
+		// smtp-rejected-ehlo-preserves-envelope); an accepted one names
+		// the client and resets the transaction (RFC 5321 §4.1.4).
+		c.rec.Helo = cmd.Arg
+		c.out.HeloVerb, c.out.Helo = cmd.Verb, cmd.Arg
+		c.envFrom = ""
+	}
+	if cmd.Verb == smtp.VerbEHLO && r != nil && r.Class() == 2 && len(r.Lines) > 1 {
+		c.out.Capabilities = append([]string(nil), r.Lines[1:]...)
+	}
+	// The proxy: an empty argument is refused before any stage; a new
+	// HELO aborts the transaction; then the helo stage runs.
+	if c.state == pRefused || cmd.Arg == "" {
+		return
+	}
+	c.proxyReset()
+	c.sess.HeloVerb, c.sess.Helo = cmd.Verb, cmd.Arg
+	if c.an.engine == nil {
+		c.state = pHelo
+		return
+	}
+	c.helo = c.an.engine.Helo(c.ctx, &c.sess)
+	c.heloOK = c.helo.Action < inspect.Tempfail
+	if !c.heloOK {
+		c.sess.HeloVerb, c.sess.Helo = "", ""
+		c.state = pGreeted
+		return
+	}
+	c.state = pHelo
+}
+
+// proxyReset clears the proxy's transaction (proxy conn.reset).
+func (c *conversation) proxyReset() {
+	c.tx = inspect.Transaction{}
+	c.txOK = false
+	if c.state == pMail || c.state == pRcpt {
+		c.state = pHelo
+	}
+}
+
+// cmdMail starts a record (Zeek flushes the previous one here) and runs
+// the mail stage where the proxy would.
+func (c *conversation) cmdMail(cmd smtp.Command) {
+	if c.active {
+		c.endRecord()
+	}
+	r := c.reply()
+	c.setReply(r)
+	c.active = true
+	c.rec.MailFrom = envelopeAddr(cmd.Arg, "FROM:")
+	switch {
+	case r != nil && r.Class() == 2:
+		c.envFrom = c.rec.MailFrom
+	case r != nil && c.envFrom != "":
+		// A MAIL the server refused inside an open transaction (a
+		// nested MAIL, RFC 5321 §4.1.4): the sender in force is still
+		// the one it accepted.
+		c.rec.MailFrom = c.envFrom
+	}
+
+	switch c.state {
+	case pRefused:
+		c.refuse(inspect.StageConnect, c.connect, "")
+		return
+	case pGreeted:
+		if c.an.engine != nil && !c.heloOK && c.sess.Helo == "" && c.out.Helo != "" {
+			c.refuse(inspect.StageHelo, c.helo, "")
+		} else {
+			c.refuse(inspect.StageMail, protocolReject, "bad_sequence")
+		}
+		return
+	case pMail, pRcpt:
+		// Nested MAIL: the proxy answers 503 and keeps its transaction.
+		return
+	}
+	from, params, err := smtp.ParseMailArg(cmd.Arg)
+	if err != nil {
+		c.refuse(inspect.StageMail, protocolReject, "mail_syntax")
+		return
+	}
+	c.tx = inspect.Transaction{From: from, FromParams: params}
+	if c.an.engine != nil {
+		v := c.an.engine.Mail(c.ctx, &c.sess, &c.tx)
+		c.last = &refusal{stage: inspect.StageMail, v: v}
+		if v.Action >= inspect.Tempfail {
+			c.tx = inspect.Transaction{}
+			c.refuse(inspect.StageMail, v, "")
+			return
+		}
+	}
+	// The proxy opens the transaction only when the upstream accepts it.
+	if positive(r) {
+		c.txOK = true
+		c.state = pMail
+		c.sess.Transactions++
+	} else {
+		c.tx = inspect.Transaction{}
+	}
+}
+
+// protocolReject is the proxy's own refusal of a command it cannot take
+// (a 501 or 503): no rule is involved, but the transaction ends there.
+var protocolReject = inspect.Verdict{Action: inspect.Reject, WouldBe: inspect.Reject}
+
+// refuse records the first refusal of the record's transaction. Without
+// an engine nothing is judged, so nothing is refused either.
+func (c *conversation) refuse(stage inspect.Stage, v inspect.Verdict, reason string) {
+	if c.an.engine == nil {
+		return
+	}
+	if c.refusal == nil {
+		c.refusal = &refusal{stage: stage, v: v, reason: reason}
+	}
+}
+
+func (c *conversation) cmdRcpt(cmd smtp.Command) {
+	r := c.reply()
+	c.setReply(r)
+	c.active = true
+	if a := envelopeAddr(cmd.Arg, "TO:"); a != "" && len(c.rec.RcptTo) < maxRcptRecord && !c.rcptSeen[a] {
+		if c.rcptSeen == nil {
+			c.rcptSeen = make(map[string]bool)
+		}
+		c.rcptSeen[a] = true
+		c.rec.RcptTo = append(c.rec.RcptTo, a)
+	}
+	if c.state != pMail && c.state != pRcpt {
+		if c.state == pRefused {
+			c.refuse(inspect.StageConnect, c.connect, "")
+		}
+		return
+	}
+	to, params, err := smtp.ParseRcptArg(cmd.Arg)
+	if err != nil {
+		c.refuse(inspect.StageRcpt, protocolReject, "rcpt_syntax")
+		return
+	}
+	rc := inspect.Recipient{Path: to, Params: params}
+	if c.an.engine != nil {
+		v := c.an.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc)
+		if v.Action >= inspect.Tempfail {
+			c.refuse(inspect.StageRcpt, v, "")
+			return
+		}
+		c.last = &refusal{stage: inspect.StageRcpt, v: v}
+	}
+	if positive(r) {
+		c.tx.Rcpts = append(c.tx.Rcpts, rc)
+		c.state = pRcpt
+	}
+}
+
+// readyForData reports whether the proxy would take a message now, and
+// records why not.
+func (c *conversation) readyForData() bool {
+	switch {
+	case c.state == pRefused:
+		c.refuse(inspect.StageConnect, c.connect, "")
+		return false
+	case c.state == pRcpt && len(c.tx.Rcpts) > 0:
+		return true
+	}
+	if c.refusal == nil && c.state == pMail {
+		c.refuse(inspect.StageRcpt, protocolReject, "no_valid_recipients")
+	}
+	return false
+}
+
+// cmdData reads a DATA body (RFC 5321 §4.1.1.4) when the server asked for
+// it with 354, or when there is no server side to ask.
+func (c *conversation) cmdData(cmd smtp.Command) {
+	r := c.replyFor(true)
+	c.setReply(r)
+	if r != nil && r.Code != 354 {
+		if !c.headerNext() {
+			return
+		}
+		// The client sends a message although the reply paired with
+		// DATA refused it: the pairing is off, and the client, which
+		// saw the real reply, is right.
+		c.out.problem("reply_mismatch")
+	}
+	c.active = true
+	body := c.newBody()
+	defer body.release()
+	start := c.cs.off - int64(c.cr.Buffered())
+	ends := smtp.LineEndings{}
+	complete, gapped := c.copyData(body, &ends)
+	end := c.cs.off - int64(c.cr.Buffered())
+	if !complete {
+		c.out.problem("unterminated_data")
+	}
+	if !gapped && complete {
+		c.checkSmuggling(start, end)
+	}
+	final := c.reply()
+	if final == nil && c.held354 != nil {
+		// The server was a reply behind: this DATA's 354 came only now.
+		c.held354 = nil
+		final = c.reply()
+	}
+	c.setReply(final)
+	c.message(body, ends.BareLF, ends.BareCR, complete && !gapped)
+	if final != nil || !c.serverOK {
+		c.depth++
+	}
+	c.envFrom = ""
+	c.endRecord()
+}
+
+// copyData copies the message after DATA into body with the proxy's
+// DataReader. A gap inside the message breaks the DataReader; reading
+// resumes after it with a new one, which finds the real end if the
+// terminator itself was captured.
+func (c *conversation) copyData(body *halfStream, ends *smtp.LineEndings) (complete, gapped bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		dr := smtp.NewDataReader(c.cr)
+		for {
+			n, err := dr.Read(buf)
+			if n > 0 {
+				ends.Write(buf[:n])
+				c.appendBody(body, buf[:n])
+			}
+			if err == nil {
+				continue
+			}
+			if err == io.EOF {
+				ends.Close()
+				return true, gapped
+			}
+			if g, ok := isGap(err); ok {
+				gapped = true
+				c.out.problem("gap_client")
+				body.add(nil, time.Time{}, int(g.Size))
+				break // a new DataReader after the gap
+			}
+			ends.Close()
+			return false, gapped
+		}
+	}
+}
+
+// appendBody adds message bytes up to the configured maximum.
+func (c *conversation) appendBody(body *halfStream, p []byte) {
+	if room := c.an.cfg.MaxMessageSize - body.size; int64(len(p)) > room {
+		if room > 0 {
+			body.add(p[:room], time.Time{}, 0)
+		}
+		c.out.problem("message_truncated")
+		return
+	}
+	body.add(p, time.Time{}, 0)
+}
+
+func (c *conversation) newBody() *halfStream {
+	return &halfStream{budget: &c.an.budget, memMax: bodyMemory, dir: c.an.cfg.SpoolDir}
+}
+
+// cmdBdat reads one BDAT chunk (RFC 3030 §2): exactly the announced
+// number of octets follows the command line, whatever the server says.
+func (c *conversation) cmdBdat(cmd smtp.Command) error {
+	size, last, err := smtp.ParseBDATArg(cmd.Arg)
+	if err != nil {
+		// Without a size there is no telling where the chunk ends; the
+		// proxy closes the session (proxy/data.go), and so do servers.
+		c.out.problem("bdat_invalid")
+		c.setReply(c.reply())
+		return nil
+	}
+	c.active = true
+	if c.bdat == nil {
+		c.bdat = c.newBody()
+		c.bdatEnds = smtp.LineEndings{}
+	}
+	buf := make([]byte, 32<<10)
+	left := size
+	for left > 0 {
+		n := int64(len(buf))
+		if n > left {
+			n = left
+		}
+		k, err := io.ReadFull(c.cr, buf[:n])
+		if k > 0 {
+			c.bdatEnds.Write(buf[:k])
+			c.appendBody(c.bdat, buf[:k])
+			left -= int64(k)
+		}
+		if err == nil {
+			continue
+		}
+		if g, ok := isGap(err); ok && g.Size >= 0 {
+			c.out.problem("gap_client")
+			c.bdatGap = true
+			c.bdat.add(nil, time.Time{}, int(g.Size))
+			left -= g.Size
+			if left < 0 {
+				// The gap swallowed the chunk's end and whatever came
+				// after it. The message is lost; commands are read again
+				// from the gap's end, where the stream usually goes on
+				// at a command (Zeek resumes the same way).
+				c.out.problem("bdat_lost")
+				c.setReply(c.reply())
+				c.bdat.release()
+				c.bdat = nil
+				c.bdatGap = false
+				return nil
+			}
+			continue
+		}
+		c.out.problem("unterminated_data")
+		c.setReply(c.reply())
+		c.finishBdat(false)
+		return io.ErrUnexpectedEOF
+	}
+	r := c.reply()
+	c.setReply(r)
+	if last || r != nil && r.Class() != 2 {
+		c.finishBdat(last && (r != nil || !c.serverOK))
+	}
+	return nil
+}
+
+// finishBdat judges the message BDAT chunks built and ends the record.
+func (c *conversation) finishBdat(transferred bool) {
+	body := c.bdat
+	c.bdat = nil
+	if body == nil {
+		return
+	}
+	defer body.release()
+	c.bdatEnds.Close()
+	c.message(body, c.bdatEnds.BareLF, c.bdatEnds.BareCR, !c.bdatGap)
+	c.bdatGap = false
+	if transferred {
+		c.depth++
+	}
+	c.envFrom = ""
+	c.endRecord()
+}
+
+// cmdAuth follows an AUTH exchange (RFC 4954 §4): the mechanism, and the
+// user name where the mechanism shows it; never the password.
+func (c *conversation) cmdAuth(cmd smtp.Command) {
+	mech, initial, _ := strings.Cut(cmd.Arg, " ")
+	mech = strings.ToUpper(mech)
+	c.out.AuthMech = mech
+	c.rec.AuthMech = mech
+	step := 0
+	if initial != "" && initial != "=" {
+		c.authUser(mech, step, initial)
+		step++
+	}
+	r := c.reply()
+	for i := 0; i < maxAuthLines; i++ {
+		if r != nil && r.Code != 334 {
+			break
+		}
+		if r == nil && !c.authLineNext() {
+			break
+		}
+		line, _, err := smtp.ReadLine(c.cr, &c.scratch, maxCommandLine)
+		if err != nil {
+			break
+		}
+		if string(line) == "*" {
+			r = c.reply()
+			break
+		}
+		c.authUser(mech, step, string(line))
+		step++
+		r = c.reply()
+	}
+	c.setReply(r)
+	if r != nil && r.Code == 235 {
+		c.out.Authenticated = true
+		c.rec.Authenticated = true
+	}
+}
+
+// authLineNext guesses, without server replies, whether the client's next
+// line answers a challenge rather than being a command: base64 never
+// parses as a known verb followed by a space or the line end.
+func (c *conversation) authLineNext() bool {
+	b, _ := c.cr.Peek(16)
+	if len(b) == 0 {
+		return false
+	}
+	end := bytes.IndexAny(b, " \r\n")
+	if end < 0 {
+		end = len(b)
+	}
+	cmd, err := smtp.ParseCommand(b[:end])
+	if err != nil {
+		return true
+	}
+	switch cmd.Verb {
+	case smtp.VerbMAIL, smtp.VerbRCPT, smtp.VerbDATA, smtp.VerbQUIT, smtp.VerbRSET, smtp.VerbHELO,
+		smtp.VerbEHLO, smtp.VerbNOOP, smtp.VerbBDAT, smtp.VerbSTARTTLS, smtp.VerbAUTH:
+		return false
+	}
+	return true
+}
+
+// authUser takes the user name from a client response where the
+// mechanism carries one: PLAIN's authcid (RFC 4616 §2), LOGIN's first
+// response, CRAM-MD5's name before the digest (RFC 2195), XOAUTH2's user=.
+func (c *conversation) authUser(mech string, step int, resp string) {
+	if c.out.AuthUser != "" {
+		return
+	}
+	dec, err := base64.StdEncoding.DecodeString(resp)
+	if err != nil {
+		return
+	}
+	var user string
+	switch mech {
+	case "PLAIN":
+		parts := bytes.SplitN(dec, []byte{0}, 3)
+		if len(parts) == 3 {
+			user = string(parts[1])
+		}
+	case "LOGIN":
+		if step == 0 {
+			user = string(dec)
+		}
+	case "CRAM-MD5":
+		if i := bytes.LastIndexByte(dec, ' '); i > 0 {
+			user = string(dec[:i])
+		}
+	case "XOAUTH2", "OAUTHBEARER":
+		for _, kv := range bytes.Split(dec, []byte{1}) {
+			if v, ok := bytes.CutPrefix(kv, []byte("user=")); ok {
+				user = string(v)
+			}
+			if v, ok := bytes.CutPrefix(kv, []byte("n,a=")); ok {
+				user, _, _ = strings.Cut(string(v), ",")
+			}
+		}
+	}
+	if user != "" && len(user) <= 256 && isPrintable(user) {
+		c.out.AuthUser = user
+		c.rec.AuthUser = user
+	}
+}
+
+func isPrintable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// message fills the record from a received message and runs the data
+// stage the way the proxy's deliver does.
+func (c *conversation) message(body *halfStream, bareLF, bareCR, complete bool) {
+	c.rec.Size = body.size
+	c.rec.BareLF, c.rec.BareCR = bareLF, bareCR
+	if !complete {
+		c.out.problem("incomplete_message")
+	}
+	content := inspect.ParseContent(body, body.size, inspect.DepthHeaders, inspect.ContentLimits{})
+	fillHeaders(c.rec, content)
+	if c.an.extract != nil {
+		c.rec.File = c.an.extract(c.out, c.rec, body, body.size)
+	}
+	if !c.readyForData() || c.an.engine == nil {
+		return
+	}
+	msg := &inspect.Message{Size: body.size, Body: body, BareLF: bareLF, BareCR: bareCR}
+	v := c.an.engine.Data(c.ctx, &c.sess, &c.tx, msg)
+	c.last = &refusal{stage: inspect.StageData, v: v}
+	if v.Action >= inspect.Tempfail {
+		c.refuse(inspect.StageData, v, "")
+	}
+	c.proxyReset()
+}
+
+// newRecord starts the record of the next transaction.
+func (c *conversation) newRecord() {
+	s := c.out
+	c.rec = &Record{
+		UID: s.UID, OrigH: s.Client.Addr().String(), OrigP: s.Client.Port(),
+		RespH: s.Server.Addr().String(), RespP: s.Server.Port(),
+		TransDepth: c.depth + 1, Helo: s.Helo, TLS: s.TLS,
+		TS:   Epoch(c.now()),
+		Path: []string{s.Server.Addr().String(), s.Client.Addr().String()},
+	}
+	c.active = false
+	c.refusal, c.last = nil, nil
+	c.rcptSeen = nil
+}
+
+// now is the capture time at the client's current position.
+func (c *conversation) now() time.Time {
+	off := c.cs.off
+	if c.cr != nil {
+		off -= int64(c.cr.Buffered())
+	}
+	if t := c.ch.timeAt(off); !t.IsZero() {
+		return t
+	}
+	return c.out.Start
+}
+
+// endRecord closes the current record if it saw client activity.
+func (c *conversation) endRecord() {
+	if !c.active {
+		return
+	}
+	c.closeRecord()
+	c.newRecord()
+}
+
+func (c *conversation) closeRecord() {
+	rec := c.rec
+	rec.Problems = append([]string(nil), c.out.Problems...)
+	switch {
+	case c.refusal != nil:
+		v := c.refusal.v
+		rec.Verdict = v.Action.String()
+		if v.WouldBe != v.Action {
+			rec.WouldBe = v.WouldBe.String()
+		}
+		rec.Score, rec.Rules = v.Score, v.Rules
+		rec.Stage = c.refusal.stage.String()
+		rec.Reason = v.Reason
+		if c.refusal.reason != "" {
+			rec.Reason = c.refusal.reason
+		}
+	case c.last != nil:
+		c.verdictFrom(rec, c.last)
+	case c.an.engine != nil && c.judged:
+		// Nothing judged in this transaction: the session's verdict.
+		if !c.heloOK && c.out.Helo != "" && c.sess.Helo == "" && c.helo.Action >= inspect.Tempfail {
+			c.verdictFrom(rec, &refusal{stage: inspect.StageHelo, v: c.helo})
+		} else if c.sess.Helo != "" {
+			c.verdictFrom(rec, &refusal{stage: inspect.StageHelo, v: c.helo})
+		} else {
+			c.verdictFrom(rec, &refusal{stage: inspect.StageConnect, v: c.connect})
+		}
+	}
+	if len(c.out.Records) < maxRecords {
+		c.out.Records = append(c.out.Records, *rec)
+	}
+}
+
+func (c *conversation) verdictFrom(rec *Record, r *refusal) {
+	v := r.v
+	rec.Verdict = v.Action.String()
+	if v.WouldBe != v.Action {
+		rec.WouldBe = v.WouldBe.String()
+	}
+	rec.Score, rec.Rules = v.Score, v.Rules
+	rec.Stage = r.stage.String()
+	if v.Action >= inspect.Tempfail || v.Action == inspect.Tag {
+		rec.Reason = v.Reason
+	}
+}
+
+// finish closes the last record: one with activity, or the session's
+// only record when it never had a transaction.
+func (c *conversation) finish() {
+	if c.bdat != nil {
+		c.finishBdat(false)
+	}
+	if c.active || len(c.out.Records) == 0 {
+		c.closeRecord()
+	}
+	c.out.End = c.lastTime()
+}
+
+func (c *conversation) lastTime() time.Time {
+	t := c.out.Start
+	for _, h := range []*halfStream{c.ch, c.sh} {
+		if n := len(h.marks); n > 0 && h.marks[n-1].ts.After(t) {
+			t = h.marks[n-1].ts
+		}
+	}
+	return t
+}
+
+// envelopeAddr extracts the address of a MAIL or RCPT argument the way
+// Zeek does (extract_first_email_addr): the text between angle brackets,
+// else the first word after the keyword; "" for the null path.
+func envelopeAddr(arg, keyword string) string {
+	rest := arg
+	if len(rest) >= len(keyword) && strings.EqualFold(rest[:len(keyword)], keyword) {
+		rest = rest[len(keyword):]
+	}
+	rest = strings.TrimLeft(rest, " \t")
+	if strings.HasPrefix(rest, "<") {
+		if i := strings.IndexByte(rest, '>'); i > 0 {
+			a := rest[1:i]
+			if j := strings.LastIndexByte(a, ':'); j >= 0 && strings.HasPrefix(a, "@") {
+				a = a[j+1:] // a source route
+			}
+			return a
+		}
+		return strings.TrimPrefix(rest, "<")
+	}
+	if i := strings.IndexAny(rest, " \t"); i >= 0 {
+		rest = rest[:i]
+	}
+	if !strings.Contains(rest, "@") {
+		return ""
+	}
+	return rest
+}
