@@ -61,10 +61,11 @@ func (l *lockedBuffer) String() string {
 
 // moatProc is a running moat binary.
 type moatProc struct {
-	cmd  *exec.Cmd
-	log  *lockedBuffer
-	smtp string // the SMTP listener's address
-	http string // the HTTP listener's address
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has exited and been waited for
+	log    *lockedBuffer
+	smtp   string // the SMTP listener's address
+	http   string // the HTTP listener's address
 }
 
 // startMoat runs "moat serve" with args and waits for its startup line,
@@ -78,7 +79,8 @@ func startMoat(t *testing.T, args ...string) *moatProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &moatProc{cmd: cmd, log: log}
+	exited := make(chan struct{})
+	p := &moatProc{cmd: cmd, log: log, exited: exited}
 	started := make(chan map[string]any, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -90,7 +92,6 @@ func startMoat(t *testing.T, args ...string) *moatProc {
 			}
 		}
 	}()
-	exited := make(chan struct{})
 	go func() { cmd.Wait(); pw.Close(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -466,10 +467,8 @@ func TestSIGTERMDrainsInFlightData(t *testing.T) {
 	if !bytes.Contains(msg, []byte("first half\nsecond half\n")) {
 		t.Fatalf("delivered:\n%s", msg)
 	}
-	done := make(chan struct{})
-	go func() { m.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-m.exited:
 	case <-time.After(20 * time.Second):
 		t.Fatal("moat did not exit after draining")
 	}
