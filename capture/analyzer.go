@@ -368,7 +368,9 @@ func (a *Analyzer) process(f *flow) (s *Session) {
 		ch: &f.half[ci], sh: &f.half[si]}
 	c.cs = &streamReader{h: c.ch}
 	c.ss = &streamReader{h: c.sh}
-	c.sess = inspect.Session{ID: s.UID, Start: s.Start, Client: s.Client, Server: s.Server}
+	c.sess = inspect.Session{ID: s.UID, Start: s.Start, Client: s.Client, Server: s.Server,
+		// Rules judge recorded mail at its capture time (date skew).
+		Clock: func() time.Time { return s.Start }}
 	c.run()
 	if a.metrics != nil {
 		a.metrics.session(s)

@@ -176,6 +176,9 @@ func (e *Engine) evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
 	f.ctx = ctx
 	f.engine = e
 	f.Now = e.now()
+	if f.Session.Clock != nil {
+		f.Now = f.Session.Clock()
+	}
 	return e.judge.Evaluate(stage, f)
 }
 

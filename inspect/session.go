@@ -16,6 +16,10 @@ type Session struct {
 	// Start is when the connection was accepted (live) or first seen
 	// (offline).
 	Start time.Time
+	// Clock, when set, gives the time rules see as "now" (date skew):
+	// offline analysis judges recorded mail at its capture time, not at
+	// the wall clock's. Nil means the wall clock.
+	Clock func() time.Time
 	// Client and Server are the two ends of the connection as the client
 	// sees them. Client is the real client, after any PROXY or XCLIENT
 	// translation.
