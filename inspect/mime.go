@@ -237,6 +237,9 @@ func (p *parser) endHeader(headerEnd, bodyStart int64) {
 	fields := p.hdr.fields
 	if p.ent.top {
 		p.c.Header = fields
+		// Content owns these fields now: the next header section (a MIME
+		// part's) must not reuse their array.
+		p.hdr.fields = nil
 		p.c.HeaderBytes = headerEnd
 		m := mimeFieldsOf(fields, &p.flaws)
 		if m.hasType {

@@ -649,3 +649,23 @@ func TestParseContentEmpty(t *testing.T) {
 		t.Errorf("nil reader: %+v", c)
 	}
 }
+
+// Regression: a MIME part's header section reused the array of the
+// message's own header fields, overwriting From, Subject and Date with the
+// part's Content-* fields.
+func TestPartHeadersDoNotOverwriteMessageHeader(t *testing.T) {
+	msg := "From: a@b.test\r\nSubject: hello\r\nDate: Thu, 18 Oct 2012 22:48:39 -0700\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=\"X\"\r\n\r\n--X\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: 7bit\r\n" +
+		"Content-Disposition: inline\r\n\r\nbody\r\n--X--\r\n"
+	c := ParseContent(strings.NewReader(msg), int64(len(msg)), DepthText, DefaultContentLimits())
+	var names []string
+	for _, h := range c.Header {
+		names = append(names, h.Name)
+	}
+	if got := strings.Join(names, ","); got != "From,Subject,Date,MIME-Version,Content-Type" {
+		t.Fatalf("message header fields: %s", got)
+	}
+	if v, ok := c.HeaderValue("Subject"); !ok || v != "hello" {
+		t.Fatalf("Subject: %q %v", v, ok)
+	}
+}

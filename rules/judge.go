@@ -3,7 +3,10 @@ package rules
 import (
 	"bytes"
 	"context"
+	"net/mail"
 	"net/netip"
+	"strings"
+	"time"
 
 	"moat/inspect"
 	"moat/inspect/smtp"
@@ -25,6 +28,11 @@ func (s *Set) JudgeMessage(name string, msg []byte) Judgement {
 	e, _ := inspect.New(inspect.Config{Judge: s})
 	c := inspect.ParseContent(bytes.NewReader(msg), int64(len(msg)), max(s.needs[inspect.StageData].Depth, inspect.DepthHeaders), inspect.DefaultContentLimits())
 	sess := &inspect.Session{ID: "corpus", Client: netip.AddrPortFrom(netip.IPv4Unspecified(), 0)}
+	if t, ok := receivedTime(c); ok {
+		// Judge archived mail at the time it was received, so that date
+		// rules mean what they meant then.
+		sess.Clock = func() time.Time { return t }
+	}
 	tx := &inspect.Transaction{}
 	if len(c.From) > 0 {
 		tx.From = pathOf(c.From[0].Addr)
@@ -41,6 +49,20 @@ func (s *Set) JudgeMessage(name string, msg []byte) Judgement {
 	e.End(sess)
 	act := v.WouldBe
 	return Judgement{Message: name, Score: v.Score, Action: act.String(), Hits: v.Hits}
+}
+
+// receivedTime is the date of the newest Received header (RFC 5321 §4.4:
+// after the last ";"), else the message's own Date.
+func receivedTime(c *inspect.Content) (time.Time, bool) {
+	if len(c.Received) > 0 {
+		r := c.Received[0]
+		if i := strings.LastIndexByte(r, ';'); i >= 0 {
+			if t, err := mail.ParseDate(strings.TrimSpace(r[i+1:])); err == nil {
+				return t, true
+			}
+		}
+	}
+	return c.Date, !c.Date.IsZero()
 }
 
 func pathOf(addr string) smtp.Path {
