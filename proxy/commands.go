@@ -388,6 +388,7 @@ func (c *conn) logDecision(stage inspect.Stage, v inspect.Verdict) {
 
 // judged logs a verdict worth logging and reports whether it refuses.
 func (c *conn) judged(stage inspect.Stage, v inspect.Verdict) bool {
+	c.noteVerdict(stage, v)
 	switch {
 	case v.Action != inspect.Accept || v.WouldBe != inspect.Accept:
 		c.logDecision(stage, v)

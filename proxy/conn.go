@@ -61,6 +61,7 @@ type conn struct {
 	// Session: lives as long as the connection.
 	sess        inspect.Session
 	state       state
+	outcome     sessionOutcome
 	implicitTLS bool         // accepted on an implicit-TLS listener
 	admitted    bool         // counted against its client IP's limit
 	deadline    time.Time    // the whole session ends here (slowloris bound)
@@ -129,6 +130,7 @@ func (c *conn) serve() {
 		if c.admitted {
 			c.srv.releaseIP(c.sess.Client.Addr())
 		}
+		c.srv.metrics.sessionEnded(c.outcome)
 		c.srv.metrics.connClosed()
 		c.srv.forget(c)
 	}()
@@ -240,6 +242,7 @@ func (c *conn) handshake() bool {
 	cancel()
 	if err != nil {
 		c.log.Info("TLS handshake failed", "err", err, "client_ip", c.sess.Client.Addr().String())
+		c.srv.metrics.tlsHandshakeFailed(c.implicitTLS)
 		return false
 	}
 	st := tc.ConnectionState()
@@ -295,6 +298,7 @@ func (c *conn) greet() bool {
 		v = inspect.Verdict{Action: inspect.Reject, Reason: "early_talker",
 			Reply: smtp.Replyf(554, "5.5.1", "Protocol error: talking before the greeting")}
 	}
+	c.noteVerdict(inspect.StageConnect, v)
 	switch v.Action {
 	case inspect.Tempfail:
 		c.logDecision(inspect.StageConnect, v)

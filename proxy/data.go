@@ -177,6 +177,7 @@ func (c *conn) deliver(sink *sink) {
 		return
 	}
 
+	c.srv.metrics.messageReceived(c.spool.size)
 	msg := &inspect.Message{Size: c.spool.size, Body: &c.spool, BareLF: sink.ends.BareLF, BareCR: sink.ends.BareCR}
 	v := c.engine.Data(c.ctx, &c.sess, &c.tx, msg)
 	c.verdict = v

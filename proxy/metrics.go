@@ -5,20 +5,39 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"moat/inspect"
 )
 
-// metrics are the proxy's collectors. Labels carry bounded values only.
+// metrics are the proxy's collectors. Labels carry bounded values only:
+// stages, actions, outcomes, reply classes, limit names, TLS versions and
+// the reason constants of verdicts (built-in constants and configured
+// rule and list names) — never an address, a name a client chose or a
+// message ID.
 type metrics struct {
 	connsCurrent    prometheus.Gauge
 	connsTotal      prometheus.Counter
+	sessions        *prometheus.CounterVec
+	refusals        *prometheus.CounterVec
 	transactions    *prometheus.CounterVec
+	messageSize     prometheus.Histogram
 	upstreamReplies *prometheus.CounterVec
 	upstreamConns   *prometheus.CounterVec
 	upstreamLatency *prometheus.HistogramVec
+	upstreamUp      prometheus.Gauge
 	connsRefused    *prometheus.CounterVec
 	tlsSessions     *prometheus.CounterVec
+	tlsFailures     *prometheus.CounterVec
 	bareEndings     *prometheus.CounterVec
 }
+
+// Label values known in advance. Their series are created at zero, so
+// that dashboards and alerts see "none yet" instead of "no data".
+var (
+	txOutcomes    = []string{"delivered", "reject", "tempfail", "rejected", "aborted", "upstream_refused", "upstream_failed"}
+	refusedLimits = []string{"max_connections", "max_connections_per_ip"}
+	tlsModes      = []string{"starttls", "implicit"}
+)
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -28,9 +47,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		connsTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moat_proxy_connections_total", Help: "Client connections accepted.",
 		}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_proxy_sessions_total",
+			Help: "Client sessions ended, by the harshest action taken in them (accept, tag, tempfail, reject) and the stage it was taken at; for accept, the furthest stage judged. none: ended before the connect stage (TLS, PROXY header or per-IP limit).",
+		}, []string{"action", "stage"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_proxy_refusals_total",
+			Help: "Commands and sessions refused by a verdict, by stage, action (tempfail, reject) and reason constant (score, rule:NAME, lookup_failed:NAME, early_talker).",
+		}, []string{"stage", "action", "reason"}),
 		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_proxy_transactions_total", Help: "Mail transactions by outcome.",
 		}, []string{"outcome"}),
+		messageSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "moat_proxy_message_size_bytes", Help: "Size of messages received and judged at the data stage.",
+			Buckets: prometheus.ExponentialBuckets(1024, 4, 9), // 1 KiB .. 64 MiB
+		}),
 		upstreamReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_proxy_upstream_replies_total", Help: "Upstream replies by command and reply class.",
 		}, []string{"command", "class"}),
@@ -41,18 +72,42 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "moat_proxy_upstream_duration_seconds", Help: "Upstream connect and message transfer time.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}, []string{"op"}),
+		upstreamUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "moat_proxy_upstream_up", Help: "1 when the upstream answered the last probe or connection attempt (what /readyz reports), else 0.",
+		}),
 		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_proxy_connections_refused_total", Help: "Client connections turned away by a limit.",
 		}, []string{"limit"}),
 		tlsSessions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_proxy_tls_sessions_total", Help: "Client TLS handshakes completed, by TLS version.",
 		}, []string{"version"}),
+		tlsFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_proxy_tls_handshake_failures_total", Help: "Client TLS handshakes that failed, by mode (starttls, implicit).",
+		}, []string{"mode"}),
 		bareEndings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_proxy_bare_line_endings_total", Help: "Messages with bare CR or LF line endings (SMTP smuggling material), by kind and what was done.",
 		}, []string{"kind", "action"}),
 	}
+	for _, o := range txOutcomes {
+		m.transactions.WithLabelValues(o)
+	}
+	for _, l := range refusedLimits {
+		m.connsRefused.WithLabelValues(l)
+	}
+	for _, mode := range tlsModes {
+		m.tlsFailures.WithLabelValues(mode)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.upstreamConns.WithLabelValues(r)
+	}
+	for _, kind := range []string{"lf", "cr"} {
+		for _, action := range []string{"normalized", "rejected"} {
+			m.bareEndings.WithLabelValues(kind, action)
+		}
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.connsCurrent, m.connsTotal, m.transactions, m.upstreamReplies, m.upstreamConns, m.upstreamLatency, m.connsRefused, m.tlsSessions, m.bareEndings} {
+		for _, c := range []prometheus.Collector{m.connsCurrent, m.connsTotal, m.sessions, m.refusals, m.transactions, m.messageSize,
+			m.upstreamReplies, m.upstreamConns, m.upstreamLatency, m.upstreamUp, m.connsRefused, m.tlsSessions, m.tlsFailures, m.bareEndings} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -66,6 +121,8 @@ func (m *metrics) connClosed() { m.connsCurrent.Dec() }
 
 func (m *metrics) transaction(outcome string) { m.transactions.WithLabelValues(outcome).Inc() }
 
+func (m *metrics) messageReceived(size int64) { m.messageSize.Observe(float64(size)) }
+
 func (m *metrics) upstreamReply(cmd string, code int) {
 	m.upstreamReplies.WithLabelValues(cmd, strconv.Itoa(code/100)+"xx").Inc()
 }
@@ -77,6 +134,17 @@ func (m *metrics) upstreamConnect(err error, d time.Duration) {
 	}
 	m.upstreamConns.WithLabelValues(result).Inc()
 	m.upstreamLatency.WithLabelValues("connect").Observe(d.Seconds())
+	m.upstreamReady(err == nil)
+}
+
+// upstreamReady mirrors Server.ready, which a probe or a session's
+// connection attempt has just set.
+func (m *metrics) upstreamReady(ok bool) {
+	if ok {
+		m.upstreamUp.Set(1)
+	} else {
+		m.upstreamUp.Set(0)
+	}
 }
 
 func (m *metrics) upstreamData(err error, d time.Duration) {
@@ -89,6 +157,14 @@ func (m *metrics) connRefused(limit string) { m.connsRefused.WithLabelValues(lim
 
 func (m *metrics) tlsSession(version string) { m.tlsSessions.WithLabelValues(version).Inc() }
 
+func (m *metrics) tlsHandshakeFailed(implicit bool) {
+	mode := "starttls"
+	if implicit {
+		mode = "implicit"
+	}
+	m.tlsFailures.WithLabelValues(mode).Inc()
+}
+
 func (m *metrics) bareLineEndings(lf, cr, rejected bool) {
 	action := "normalized"
 	if rejected {
@@ -99,5 +175,42 @@ func (m *metrics) bareLineEndings(lf, cr, rejected bool) {
 	}
 	if cr {
 		m.bareEndings.WithLabelValues("cr", action).Inc()
+	}
+}
+
+// sessionOutcome is the harshest verdict a session has had so far and the
+// stage it came at; for a session only ever accepted, the furthest stage
+// judged. The zero value is a session never judged.
+type sessionOutcome struct {
+	stage  inspect.Stage
+	action inspect.Action
+}
+
+func (o *sessionOutcome) note(stage inspect.Stage, a inspect.Action) {
+	if o.stage == 0 || a > o.action || a == o.action && stage > o.stage {
+		o.stage, o.action = stage, a
+	}
+}
+
+func (m *metrics) sessionEnded(o sessionOutcome) {
+	if o.stage == 0 {
+		m.sessions.WithLabelValues("none", "none").Inc()
+		return
+	}
+	m.sessions.WithLabelValues(o.action.String(), o.stage.String()).Inc()
+}
+
+// noteVerdict records a stage's verdict for the session's outcome and
+// counts a refusal with its reason. It may be called twice for the same
+// verdict: the outcome keeps the harshest, and only refusals are counted,
+// which reach here once.
+func (c *conn) noteVerdict(stage inspect.Stage, v inspect.Verdict) {
+	c.outcome.note(stage, v.Action)
+	if v.Action >= inspect.Tempfail {
+		reason := v.Reason
+		if reason == "" {
+			reason = "unknown"
+		}
+		c.srv.metrics.refusals.WithLabelValues(stage.String(), v.Action.String(), reason).Inc()
 	}
 }

@@ -131,6 +131,7 @@ func (s *Server) ProbeUpstream(ctx context.Context) error {
 	cfg := s.cfg.Load()
 	u, err := dialUpstream(ctx, cfg, nil)
 	s.ready.Store(err == nil)
+	s.metrics.upstreamReady(err == nil)
 	if err != nil {
 		return err
 	}
@@ -249,6 +250,7 @@ func (s *Server) newConn(nc net.Conn, implicitTLS bool) *conn {
 	}
 	if len(s.conns) >= cfg.Limits.MaxConnections {
 		s.metrics.connRefused("max_connections")
+		s.log.Info("session refused", "reason", "max_connections", "connections", len(s.conns))
 		go turnAway(nc, implicitTLS, smtp.Replyf(421, "4.7.0", "%s Too many connections, try again later", cfg.Hostname))
 		return nil
 	}

@@ -23,13 +23,18 @@ type Config struct {
 	Rules rules.Config `yaml:"rules"`
 	HTTP  HTTPConfig   `yaml:"http"`
 	Log   LogConfig    `yaml:"log"`
+
+	Profiling ProfilingConfig `yaml:"profiling"`
 }
 
-// HTTPConfig is the operator's HTTP listener: /metrics, /healthz and
-// /debug/pprof.
+// HTTPConfig is the operator's HTTP listener: /metrics, /healthz,
+// /readyz and, when enabled, /debug/pprof.
 type HTTPConfig struct {
 	// Listen is host:port; "off" disables the listener.
 	Listen string `yaml:"listen"`
+	// PProf serves Go's profiler under /debug/pprof/. Off by default:
+	// it shows internals, and a CPU profile or trace costs CPU.
+	PProf bool `yaml:"pprof"`
 }
 
 // LogConfig selects the log format and level.
@@ -58,6 +63,7 @@ func (c *Config) defaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "json"
 	}
+	c.Profiling.defaults()
 }
 
 // validate checks what decoding could not: settings that depend on each
@@ -85,6 +91,9 @@ func (c *Config) validate(file string) error {
 	}
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		return bad("log.format: %q is not json or text", c.Log.Format)
+	}
+	if err := c.Profiling.validate(); err != nil {
+		return bad("%v", err)
 	}
 	return nil
 }

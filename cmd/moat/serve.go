@@ -76,6 +76,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 // Every value on hup (SIGHUP) re-reads the config file at path.
 func serve(ctx context.Context, hup <-chan os.Signal, path string, cfg *Config, logOut io.Writer) error {
 	log := newLogger(cfg.Log, logOut)
+	prof, err := startProfiling(cfg.Profiling.Pyroscope, log)
+	if err != nil {
+		return err
+	}
+	defer prof.stop()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -87,10 +92,8 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, cfg *Config, 
 		ConstLabels: prometheus.Labels{"version": version},
 	})
 	buildInfo.Set(1)
-	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_config_reloads_total", Help: "Configuration reloads by result.",
-	}, []string{"result"})
-	reg.MustRegister(buildInfo, reloads)
+	reloads := newReloadMetrics(reg)
+	reg.MustRegister(buildInfo)
 
 	ruleMetrics, err := rules.NewMetrics(reg)
 	if err != nil {
@@ -133,7 +136,7 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, cfg *Config, 
 			}
 			return fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
 		}
-		httpSrv = &http.Server{Handler: httpMux(reg, srv), ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: httpMux(reg, srv, cfg.HTTP.PProf), ReadHeaderTimeout: 10 * time.Second}
 	}
 
 	addrs := make([]string, 0, len(lns))
@@ -204,7 +207,7 @@ loop:
 // reload re-reads the configuration on SIGHUP. A file that does not load
 // or validate is refused whole, logged, and the running configuration
 // stays; a good one takes effect for every session that starts after it.
-func reload(log *slog.Logger, path string, srv *proxy.Server, reloads *prometheus.CounterVec, m *rules.Metrics, lists *dnsbl.Checker) {
+func reload(log *slog.Logger, path string, srv *proxy.Server, reloads reloadMetrics, m *rules.Metrics, lists *dnsbl.Checker) {
 	if path == "" {
 		log.Info("SIGHUP: running on the built-in default config, nothing to reload")
 		return
@@ -223,12 +226,52 @@ func reload(log *slog.Logger, path string, srv *proxy.Server, reloads *prometheu
 		err = srv.Reload(cfg.Config, engine)
 	}
 	if err != nil {
-		reloads.WithLabelValues("error").Inc()
+		reloads.record(false)
 		log.Error("config reload failed, keeping the running configuration", "config", path, "err", err)
 		return
 	}
-	reloads.WithLabelValues("ok").Inc()
+	reloads.record(true)
 	log.Info("config reloaded", "config", path, "rules", set.File(), "rule_count", set.Len(), "mode", cfg.Rules.Mode)
+}
+
+// reloadMetrics count reloads and tell whether the last one worked: a
+// failed reload leaves moat running on an older configuration than the
+// file says, which is what the ConfigReloadFailed alert watches.
+type reloadMetrics struct {
+	total      *prometheus.CounterVec
+	lastOK     prometheus.Gauge
+	lastOKTime prometheus.Gauge
+}
+
+func newReloadMetrics(reg prometheus.Registerer) reloadMetrics {
+	m := reloadMetrics{
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_config_reloads_total", Help: "Configuration reloads by result.",
+		}, []string{"result"}),
+		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "moat_config_last_reload_successful", Help: "1 when the last reload (or the startup) loaded the configuration, 0 when it was refused.",
+		}),
+		lastOKTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "moat_config_last_reload_success_timestamp_seconds", Help: "When the configuration in force was loaded, as a Unix time.",
+		}),
+	}
+	m.total.WithLabelValues("ok")
+	m.total.WithLabelValues("error")
+	m.lastOK.Set(1)
+	m.lastOKTime.SetToCurrentTime()
+	reg.MustRegister(m.total, m.lastOK, m.lastOKTime)
+	return m
+}
+
+func (m reloadMetrics) record(ok bool) {
+	if !ok {
+		m.total.WithLabelValues("error").Inc()
+		m.lastOK.Set(0)
+		return
+	}
+	m.total.WithLabelValues("ok").Inc()
+	m.lastOK.Set(1)
+	m.lastOKTime.SetToCurrentTime()
 }
 
 func configName(path string) string {
@@ -238,7 +281,7 @@ func configName(path string) string {
 	return path
 }
 
-func httpMux(reg *prometheus.Registry, srv *proxy.Server) *http.ServeMux {
+func httpMux(reg *prometheus.Registry, srv *proxy.Server, withPProf bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	// Alive: the process serves HTTP.
@@ -253,6 +296,9 @@ func httpMux(reg *prometheus.Registry, srv *proxy.Server) *http.ServeMux {
 		}
 		io.WriteString(w, "ready\n")
 	})
+	if !withPProf {
+		return mux
+	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
