@@ -55,6 +55,11 @@ type Analyzer struct {
 	ports   [65536 / 64]uint64
 	budget  memBudget
 
+	// keep, when set, sees each SMTP session with its two reassembled
+	// directions before their bytes are freed (Replay, in replay.go).
+	// Shards call it concurrently.
+	keep func(s *Session, client, server *halfStream)
+
 	panics atomic.Int64 // recovered in session processing; tests check it is 0
 }
 
@@ -372,6 +377,9 @@ func (a *Analyzer) process(f *flow) (s *Session) {
 		// Rules judge recorded mail at its capture time (date skew).
 		Clock: func() time.Time { return s.Start }}
 	c.run()
+	if a.keep != nil {
+		a.keep(s, c.ch, c.sh)
+	}
 	if a.metrics != nil {
 		a.metrics.session(s)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -42,6 +43,7 @@ type analyzeFlags struct {
 	config, rules, dnsblMode, format, out, extract, ports, metrics string
 	noDetect, quiet                                                bool
 	shards                                                         int
+	openMetrics                                                    string // moat analyze only
 }
 
 func (f *analyzeFlags) register(fs *flag.FlagSet, format string) {
@@ -87,6 +89,7 @@ func cmdAnalyze(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var f analyzeFlags
 	f.register(fs, "jsonl")
+	fs.StringVar(&f.openMetrics, "openmetrics", "", "write the metrics to `FILE` as OpenMetrics with the capture's own timestamps (for promtool tsdb create-blocks-from openmetrics)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), analyzeUsage)
 		fs.PrintDefaults()
@@ -139,6 +142,17 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 		cfg.Rules.File = f.rules
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var om *capture.OpenMetrics
+	if f.openMetrics != "" {
+		// job and instance, which a scrape would have added: the
+		// dashboards select by them. The instance is the capture's name.
+		instance := filepath.Base(files[0])
+		if files[0] == "-" {
+			instance = "stdin"
+		}
+		om = capture.NewOpenMetrics(capture.OpenMetricsOptions{Version: version,
+			Labels: map[string]string{"job": "moat-offline", "instance": instance}})
+	}
 
 	// Standard input can be read only once; recorded DNS needs two passes.
 	if f.dnsblMode == "recorded" {
@@ -222,6 +236,9 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 	}
 	stats, err := an.Run(ctx, src, func(s *capture.Session) error {
 		sum.Add(s)
+		if om != nil {
+			om.Add(s)
+		}
 		prog.session()
 		return w.Write(s)
 	})
@@ -245,6 +262,11 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 	}
 	if f.metrics != "" {
 		if err := writeMetrics(reg, f.metrics); err != nil {
+			return err
+		}
+	}
+	if om != nil {
+		if err := writeOpenMetrics(om, f.openMetrics); err != nil {
 			return err
 		}
 	}
@@ -372,6 +394,18 @@ func writeMetrics(g prometheus.Gatherer, path string) error {
 			f.Close()
 			return err
 		}
+	}
+	return f.Close()
+}
+
+func writeOpenMetrics(om *capture.OpenMetrics, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := om.WriteTo(f); err != nil {
+		f.Close()
+		return err
 	}
 	return f.Close()
 }

@@ -29,6 +29,7 @@ Usage:
   moat rules test|compare ...  run rules over messages (see moat rules --help)
   moat analyze CAPTURE...      judge the SMTP sessions of pcap/pcapng files offline
   moat capture --iface NAME    judge the SMTP sessions seen live on an interface
+  moat replay --to HOST:PORT   send the recorded SMTP sessions of captures to a server
   moat version                 print version information
 
 Run "moat COMMAND --help" for the flags of a command.
@@ -57,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdAnalyze(args[1:], stdout, stderr)
 	case "capture":
 		return cmdCapture(args[1:], stdout, stderr)
+	case "replay":
+		return cmdReplay(args[1:], stdout, stderr)
 	case "version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -13,8 +14,8 @@ import (
 )
 
 const rulesUsage = `Usage:
-  moat rules test [--rules FILE] [--config FILE] [--format table|json] MESSAGE...
-  moat rules compare [--config FILE] [--format table|json] OLD NEW MESSAGE...
+  moat rules test [--rules FILE] [--config FILE] [--format table|json] MESSAGE|CAPTURE...
+  moat rules compare [--config FILE] [--format table|json] OLD NEW MESSAGE|CAPTURE...
   moat rules default
 
 test     runs the data-stage rules over messages and prints, per message, the
@@ -27,6 +28,13 @@ MESSAGE is a file holding one message (.eml), an mbox file, a Maildir
 folder or any directory of message files. DNS lists are not queried and
 the envelope comes from the message's own headers, so rules of the
 connect, helo, mail and rcpt stages do not apply. Progress goes to stderr.
+
+A MESSAGE that is a pcap or pcapng capture (gzip-compressed too) is
+analysed as moat analyze --dnsbl off does: every transaction is judged
+stage by stage with its recorded client and envelope, so the rules of
+every stage apply. compare lists the transactions whose action changes,
+with the rules that cause it, and the totals per action (with
+--format json, a last line {"totals": ...}).
 `
 
 func cmdRules(args []string, stdout, stderr io.Writer) int {
@@ -86,7 +94,13 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return exitCode(stderr, err)
 		}
-		return exitCode(stderr, runRulesTest(set, fs.Args(), *format, stdout, stderr))
+		captures, messages := splitCaptures(fs.Args())
+		if len(messages) > 0 {
+			if err := runRulesTest(set, messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
+				return exitCode(stderr, err)
+			}
+		}
+		return exitCode(stderr, runCaptureTest(context.Background(), cfg, *rulesFile, captures, *format, stdout, stderr))
 	case "compare":
 		if fs.NArg() < 3 {
 			fs.Usage()
@@ -100,7 +114,13 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return exitCode(stderr, err)
 		}
-		return exitCode(stderr, runRulesCompare(oldSet, newSet, fs.Args()[2:], *format, stdout, stderr))
+		captures, messages := splitCaptures(fs.Args()[2:])
+		if len(messages) > 0 {
+			if err := runRulesCompare(oldSet, newSet, messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
+				return exitCode(stderr, err)
+			}
+		}
+		return exitCode(stderr, runCaptureCompare(context.Background(), cfg, fs.Arg(0), fs.Arg(1), captures, *format, stdout, stderr))
 	}
 	fmt.Fprintf(stderr, "moat rules: unknown command %q\n\n%s", args[0], rulesUsage)
 	return exitUsage
