@@ -42,6 +42,8 @@ type Checker struct {
 	mu        sync.Mutex
 	cache     map[cacheKey]*entry
 	cacheSize int
+
+	rdns rdnsCache // the reverse resolver's answers
 }
 
 // list is one configured list, with defaults and its profile applied.

@@ -3,6 +3,8 @@ package dnsbl
 import (
 	"context"
 	"net/netip"
+	"sync"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -23,13 +25,60 @@ type notFound struct{ name string }
 func (e notFound) Error() string    { return e.name + ": no such record" }
 func (e notFound) IsNotFound() bool { return true }
 
+// rdnsCache keeps PTR and address answers for their TTL (RFC 2308's
+// negative TTL for "no such name"), so a client that connects again does
+// not cost another round of queries. Failures are not cached.
+type rdnsCache struct {
+	mu sync.Mutex
+	m  map[rdnsKey]rdnsEntry
+}
+
+type rdnsKey struct {
+	name  string
+	qtype uint16
+}
+
+type rdnsEntry struct {
+	msg     *dns.Msg
+	expires time.Time
+}
+
+const rdnsCacheMax = 10000
+
+// ask is Checker.ask through the cache.
+func (r ReverseResolver) ask(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	c := &r.c.rdns
+	k := rdnsKey{name, qtype}
+	now := r.c.now()
+	c.mu.Lock()
+	if e, ok := c.m[k]; ok && now.Before(e.expires) {
+		c.mu.Unlock()
+		return e.msg, nil
+	}
+	c.mu.Unlock()
+	m, _, err := r.c.ask(ctx, name, qtype)
+	if err != nil {
+		return nil, err
+	}
+	_, ttl := answerRecords(m, name, qtype)
+	if ttl > 0 {
+		c.mu.Lock()
+		if c.m == nil || len(c.m) >= rdnsCacheMax {
+			c.m = make(map[rdnsKey]rdnsEntry) // bounded: start over when full
+		}
+		c.m[k] = rdnsEntry{msg: m, expires: now.Add(ttl)}
+		c.mu.Unlock()
+	}
+	return m, nil
+}
+
 // LookupPTR returns the PTR names of ip (RFC 1035 §3.5).
 func (r ReverseResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
 	name, err := dns.ReverseAddr(ip.Unmap().String())
 	if err != nil {
 		return nil, err
 	}
-	m, _, err := r.c.ask(ctx, name, dns.TypePTR)
+	m, err := r.ask(ctx, name, dns.TypePTR)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +99,7 @@ func (r ReverseResolver) LookupAddr(ctx context.Context, host string) ([]netip.A
 	var out []netip.Addr
 	var firstErr error
 	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		m, _, err := r.c.ask(ctx, name, qt)
+		m, err := r.ask(ctx, name, qt)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"moat/inspect"
@@ -32,10 +33,9 @@ func (c *conn) cmdData(cmd smtp.Command) bool {
 
 	c.rd.timeout = c.cfg.Timeouts.Data
 	sink := c.newSink()
-	if c.copyBuf == nil {
-		c.copyBuf = make([]byte, 32<<10)
-	}
-	_, err := io.CopyBuffer(sink, smtp.NewDataReader(c.r), c.copyBuf)
+	buf := copyBufs.Get().(*[]byte)
+	_, err := io.CopyBuffer(sink, smtp.NewDataReader(c.r), *buf)
+	copyBufs.Put(buf)
 	c.rd.timeout = c.cfg.Timeouts.Command
 	if err != nil {
 		// The client vanished or stalled mid-message: nothing was
@@ -48,6 +48,11 @@ func (c *conn) cmdData(cmd smtp.Command) bool {
 	c.deliver(sink)
 	return true
 }
+
+// copyBufs are the buffers messages are copied through, shared by all
+// sessions: most sessions carry one message, so a buffer per session
+// would be garbage per message.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // readyForData checks that a transaction can take a message: a MAIL and
 // at least one accepted recipient.
@@ -105,10 +110,9 @@ func (c *conn) cmdBdat(cmd smtp.Command) bool {
 		c.bdat = &bdatState{sink: c.newSink()}
 	}
 	c.rd.timeout = c.cfg.Timeouts.Data
-	if c.copyBuf == nil {
-		c.copyBuf = make([]byte, 32<<10)
-	}
-	n, err := io.CopyBuffer(c.bdat.sink, io.LimitReader(c.r, size), c.copyBuf)
+	buf := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(c.bdat.sink, io.LimitReader(c.r, size), *buf)
+	copyBufs.Put(buf)
 	if err == nil && n < size {
 		err = io.ErrUnexpectedEOF // the client closed inside the chunk
 	}

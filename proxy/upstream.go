@@ -129,7 +129,8 @@ func dialUpstreamTLS(ctx context.Context, cfg *Config, sess *inspect.Session, us
 	if err != nil {
 		return nil, &upstreamError{"connect", err}
 	}
-	u := &upstream{cfg: ucfg, nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 4096)}
+	// The writer carries messages: 32 KB per write system call.
+	u := &upstream{cfg: ucfg, nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 32<<10)}
 	fail := func(op string, err error) (*upstream, error) {
 		u.nc.Close()
 		return nil, &upstreamError{op, err}

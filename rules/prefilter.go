@@ -97,30 +97,31 @@ func foldASCII(s string) string {
 	if !needs {
 		return s
 	}
-	var b strings.Builder
-	b.Grow(len(s))
+	// Folding never lengthens: ASCII stays one byte, the two runes that
+	// fold to ASCII shrink to one, every other rune is copied.
+	b := make([]byte, 0, len(s))
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if 'A' <= c && c <= 'Z' {
 				c += 'a' - 'A'
 			}
-			b.WriteByte(c)
+			b = append(b, c)
 			i++
 			continue
 		}
 		r, n := utf8.DecodeRuneInString(s[i:])
 		switch r {
 		case 0x17F:
-			b.WriteByte('s')
+			b = append(b, 's')
 		case 0x212A:
-			b.WriteByte('k')
+			b = append(b, 'k')
 		default:
-			b.WriteString(s[i : i+n])
+			b = append(b, s[i:i+n]...)
 		}
 		i += n
 	}
-	return b.String()
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // foldCache remembers the folded form of fact values during one stage's

@@ -139,12 +139,16 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 	if s.needs[stage].Depth >= inspect.DepthHeaders {
 		folds = foldCache{}
 	}
+	// One evaluation context, reset per rule: it escapes to the heap
+	// through the cond interface, so per-rule copies cost an allocation.
+	ctx := &evalCtx{f: f, matched: matchedBefore, folds: folds}
 	for _, r := range s.stages[stage] {
-		ctx := evalCtx{f: f, matched: matchedBefore, unknownAs: tUnknown, folds: folds}
+		ctx.unknownAs, ctx.weight, ctx.closed = tUnknown, 0, false
+		ctx.notes, ctx.listTexts = ctx.notes[:0], nil
 		if r.onError == onErrorAccept {
 			ctx.unknownAs = tFalse
 		}
-		res := r.cond.eval(&ctx)
+		res := r.cond.eval(ctx)
 		if res == tUnknown {
 			trace = append(trace, r.name+": unknown ("+strings.Join(ctx.notes, "; ")+")")
 			if s.metrics != nil {
