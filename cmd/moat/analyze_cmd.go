@@ -164,16 +164,7 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 		defer cleanup()
 	}
 
-	reg := prometheus.NewRegistry()
-	// Capture's own collectors carry mode="offline"; the rules engine's
-	// already have a "mode" label (enforce, shadow), so theirs say
-	// source="offline".
-	offline := prometheus.WrapRegistererWith(prometheus.Labels{"mode": "offline"}, reg)
-	ruleMetrics, err := rules.NewMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"source": "offline"}, reg))
-	if err != nil {
-		return err
-	}
-	capMetrics, err := capture.NewMetrics(offline)
+	reg, ruleMetrics, capMetrics, err := offlineMetrics()
 	if err != nil {
 		return err
 	}
@@ -491,4 +482,20 @@ func (c *countingSource) Next() (capture.Packet, error) {
 	pk, err := c.Source.Next()
 	c.p.bytes.Add(int64(len(pk.Data)) + 16)
 	return pk, err
+}
+
+// offlineMetrics builds the registry of an offline run. Capture's own
+// collectors carry mode="offline"; the rules engine's already have a
+// "mode" label (enforce, shadow), so theirs say source="offline".
+func offlineMetrics() (*prometheus.Registry, *rules.Metrics, *capture.Metrics, error) {
+	reg := prometheus.NewRegistry()
+	ruleMetrics, err := rules.NewMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"source": "offline"}, reg))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	capMetrics, err := capture.NewMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"mode": "offline"}, reg))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return reg, ruleMetrics, capMetrics, nil
 }

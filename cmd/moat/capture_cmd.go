@@ -11,10 +11,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"moat/capture"
-	"moat/rules"
 )
 
 const captureUsage = `Usage:
@@ -107,16 +104,7 @@ func runCapture(ctx context.Context, f *analyzeFlags, iface string, stdout, stde
 		cfg.Rules.File = f.rules
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	reg := prometheus.NewRegistry()
-	// Capture's own collectors carry mode="offline"; the rules engine's
-	// already have a "mode" label (enforce, shadow), so theirs say
-	// source="offline".
-	offline := prometheus.WrapRegistererWith(prometheus.Labels{"mode": "offline"}, reg)
-	ruleMetrics, err := rules.NewMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"source": "offline"}, reg))
-	if err != nil {
-		return err
-	}
-	capMetrics, err := capture.NewMetrics(offline)
+	reg, ruleMetrics, capMetrics, err := offlineMetrics()
 	if err != nil {
 		return err
 	}
