@@ -33,7 +33,7 @@ type evalCtx struct {
 	notes     []string               // what the DNS lists said, for the trace
 	listTexts []string               // what they said in words fit for a reply
 	closed    bool                   // a failed lookup on a fail-closed list
-	folds     foldCache              // shared by the rules of one evaluation
+	scans     *scanCache             // shared by the rules of one evaluation
 }
 
 // cond is a compiled condition.
@@ -112,7 +112,7 @@ func (s strOp) eval(c *evalCtx) tri {
 		return triOf(has == *s.exists)
 	}
 	for _, v := range vals {
-		if s.re != nil && s.re.match(v, c.folds) || s.re == nil && s.test(v) {
+		if s.re != nil && s.re.match(v, c.scans) || s.re == nil && s.test(v) {
 			return tTrue
 		}
 	}

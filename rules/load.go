@@ -94,6 +94,7 @@ func Parse(name string, data []byte, opts Options) (*Set, error) {
 }
 
 type parser struct {
+	lits literals // the prefilter literals of every matches operator
 	file string
 	dir  string
 	opts Options
@@ -218,6 +219,8 @@ func (p *parser) parse(data []byte) *Set {
 	p.rule = ""
 	p.checkThresholds(set, root)
 	p.link(set, rules, names)
+	p.lits.build()
+	set.lits = &p.lits
 	return set
 }
 
@@ -640,7 +643,7 @@ func (c *compiler) op(name string, f fact, op string, v *yaml.Node) cond {
 			c.p.errf(v, "bad regular expression: %v", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 			return nil
 		}
-		m := newMatcher(re)
+		m := newMatcher(re, &c.p.lits)
 		return strOp{fact: f, re: &m}
 	case "in":
 		set := map[string]bool{}

@@ -124,24 +124,47 @@ func foldASCII(s string) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
-// foldCache remembers the folded form of fact values during one stage's
-// evaluation, so that a hundred (?i) rules over a 200 KB body fold it
-// once.
-type foldCache map[foldKey]string
+// scanCache remembers, during one stage's evaluation, which prefilter
+// literals each fact value contains: a value is folded and scanned once,
+// by one automaton pass, however many rules look at it.
+type scanCache struct {
+	lits *literals
+	m    map[foldKey]*scanned
+}
 
 type foldKey struct {
 	p *byte
 	n int
 }
 
-func (fc foldCache) fold(s string) string {
-	k := foldKey{unsafe.StringData(s), len(s)}
-	if f, ok := fc[k]; ok {
-		return f
+type scanned struct {
+	exact, folded []uint64 // literal bitsets; nil until scanned
+}
+
+func newScanCache(lits *literals) *scanCache {
+	return &scanCache{lits: lits, m: map[foldKey]*scanned{}}
+}
+
+// has reports whether v contains m's literal.
+func (sc *scanCache) has(v string, m matcher) bool {
+	k := foldKey{unsafe.StringData(v), len(v)}
+	e := sc.m[k]
+	if e == nil {
+		e = &scanned{}
+		sc.m[k] = e
 	}
-	f := foldASCII(s)
-	fc[k] = f
-	return f
+	if m.fold {
+		if e.folded == nil {
+			e.folded = make([]uint64, (sc.lits.folded.n+63)/64)
+			sc.lits.folded.scan(foldASCII(v), e.folded)
+		}
+		return e.folded[m.id>>6]&(1<<(m.id&63)) != 0
+	}
+	if e.exact == nil {
+		e.exact = make([]uint64, (sc.lits.exact.n+63)/64)
+		sc.lits.exact.scan(v, e.exact)
+	}
+	return e.exact[m.id>>6]&(1<<(m.id&63)) != 0
 }
 
 // matcher is a compiled "matches" operator with its prefilter.
@@ -149,18 +172,26 @@ type matcher struct {
 	re   *regexp.Regexp
 	lit  string
 	fold bool
+	id   int // the literal's id in its rule set's automaton
 }
 
-func newMatcher(re *regexp.Regexp) matcher {
+func newMatcher(re *regexp.Regexp, lits *literals) matcher {
 	lit, fold := requiredLiteral(re.String())
-	return matcher{re: re, lit: lit, fold: fold}
+	m := matcher{re: re, lit: lit, fold: fold}
+	if lit != "" && lits != nil {
+		m.id = lits.add(lit, fold)
+	}
+	return m
 }
 
-func (m matcher) match(v string, fc foldCache) bool {
+// match is re.MatchString(v), skipped when v lacks the literal. With a
+// scan cache the literal is looked up in the set's one-pass scan;
+// without, searched directly.
+func (m matcher) match(v string, sc *scanCache) bool {
 	switch {
 	case m.lit == "":
-	case m.fold && fc != nil:
-		if !strings.Contains(fc.fold(v), m.lit) {
+	case sc != nil:
+		if !sc.has(v, m) {
 			return false
 		}
 	case m.fold:

@@ -1,7 +1,9 @@
 package rules
 
 import (
+	"math/rand/v2"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -36,13 +38,42 @@ func TestPrefilterAgreesWithRegexp(t *testing.T) {
 	patterns := []string{`(?i)\bviagra\b`, `(?i)kiss`, `Kiss`, `(?i)(cheap|free) watches`, `(?i)lossless`, `(?i)x?hello world`}
 	texts := []string{"VIAGRA now", "viagra", "vi agra", "ſex and KISS", "\u212Aiss me", "loſsleſs", "CHEAP WATCHES", "free  watches",
 		"say HELLO WORLD", "", "Ｖiagra"}
+	var lits literals
+	var ms []matcher
 	for _, p := range patterns {
-		re := regexp.MustCompile(p)
-		m := newMatcher(re)
+		ms = append(ms, newMatcher(regexp.MustCompile(p), &lits))
+	}
+	lits.build()
+	for _, m := range ms {
 		for _, s := range texts {
-			fc := foldCache{}
-			if got, want := m.match(s, fc), re.MatchString(s); got != want {
-				t.Errorf("%q on %q: prefiltered %v, regexp %v", p, s, got, want)
+			want := m.re.MatchString(s)
+			if got := m.match(s, nil); got != want {
+				t.Errorf("%q on %q: prefiltered %v, regexp %v", m.re, s, got, want)
+			}
+			if got := m.match(s, newScanCache(&lits)); got != want {
+				t.Errorf("%q on %q: automaton-prefiltered %v, regexp %v", m.re, s, got, want)
+			}
+		}
+	}
+}
+
+// The automaton finds exactly the patterns strings.Contains finds,
+// overlapping and nested ones included.
+func TestAhoCorasick(t *testing.T) {
+	pats := []string{"he", "she", "his", "hers", "abcab", "bca", "aaa", "aa", "xyz"}
+	m := buildAC(pats)
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := 0; i < 2000; i++ {
+		b := make([]byte, r.IntN(40))
+		for j := range b {
+			b[j] = "abcehirsxyz"[r.IntN(11)]
+		}
+		s := string(b)
+		found := make([]uint64, 1)
+		m.scan(s, found)
+		for id, p := range pats {
+			if got, want := found[0]&(1<<id) != 0, strings.Contains(s, p); got != want {
+				t.Fatalf("%q in %q: automaton %v, Contains %v", p, s, got, want)
 			}
 		}
 	}

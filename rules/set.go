@@ -79,6 +79,7 @@ type Set struct {
 	needs   [inspect.StageData + 1]inspect.Needs
 	byName  map[string]*rule
 	metrics *Metrics
+	lits    *literals // prefilter literals of the matches operators
 }
 
 func newSet(file string, opts Options) *Set {
@@ -135,13 +136,13 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 	matchedBefore := func(name string) bool {
 		return contains(sess.Rules, name) || tx != nil && contains(tx.Rules, name) || contains(matched, name)
 	}
-	var folds foldCache
-	if s.needs[stage].Depth >= inspect.DepthHeaders {
-		folds = foldCache{}
+	var scans *scanCache
+	if s.needs[stage].Depth >= inspect.DepthHeaders && s.lits != nil {
+		scans = newScanCache(s.lits)
 	}
 	// One evaluation context, reset per rule: it escapes to the heap
 	// through the cond interface, so per-rule copies cost an allocation.
-	ctx := &evalCtx{f: f, matched: matchedBefore, folds: folds}
+	ctx := &evalCtx{f: f, matched: matchedBefore, scans: scans}
 	for _, r := range s.stages[stage] {
 		ctx.unknownAs, ctx.weight, ctx.closed = tUnknown, 0, false
 		ctx.notes, ctx.listTexts = ctx.notes[:0], nil
