@@ -277,3 +277,41 @@ func TestUpstreamKilledMidData(t *testing.T) {
 		t.Fatalf("%d messages delivered, want none", n)
 	}
 }
+
+// SMTPUTF8 and DSN are offered only when the upstream has them: the real
+// Postfix does, so after the probe they are offered and their parameters
+// reach it; the scripted upstream does not, so they are neither offered
+// nor accepted.
+func TestUpstreamExtensionsPassThrough(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	h := startProxy(t, pf.Addr, nil)
+	if err := h.srv.ProbeUpstream(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c := greeted(t, h.addr)
+	ehlo := c.cmd(250, "EHLO client.test")
+	if !strings.Contains(ehlo, "\nSMTPUTF8") || !strings.Contains(ehlo, "\nDSN") {
+		t.Fatalf("EHLO reply with Postfix upstream lacks SMTPUTF8/DSN:\n%s", ehlo)
+	}
+	c.cmd(250, "MAIL FROM:<ana@client.test> SMTPUTF8 RET=HDRS ENVID=abc123 BODY=8BITMIME")
+	c.cmd(250, "RCPT TO:<bö@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.net")
+	c.cmd(354, "DATA")
+	c.send("Subject: utf8\r\n\r\nGrüße\r\n.\r\n")
+	c.expect(250)
+	c.cmd(221, "QUIT")
+	if msg := pf.WaitMessages(t, 1, 20*time.Second)[0]; !bytes.Contains(msg, []byte("Delivered-To: bö@example.net")) {
+		t.Fatalf("UTF-8 recipient not delivered as such:\n%s", msg)
+	}
+
+	up := startFakeUpstream(t, failNone)
+	h2 := startProxy(t, up.addr, nil)
+	if err := h2.srv.ProbeUpstream(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c2 := greeted(t, h2.addr)
+	if ehlo := c2.cmd(250, "EHLO client.test"); strings.Contains(ehlo, "SMTPUTF8") || strings.Contains(ehlo, "\nDSN") {
+		t.Fatalf("offered extensions the upstream lacks:\n%s", ehlo)
+	}
+	c2.cmd(555, "MAIL FROM:<ana@client.test> SMTPUTF8")
+	c2.cmd(555, "MAIL FROM:<ana@client.test> RET=HDRS")
+}
