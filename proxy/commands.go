@@ -91,12 +91,22 @@ func (c *conn) cmdMail(cmd smtp.Command) bool {
 		c.reply(v.WireReply(inspect.StageMail))
 		return true
 	}
-	if err := c.ensureUpstream(); err != nil {
+	if err := c.ensureUpstream(true); err != nil {
 		c.tx = inspect.Transaction{}
 		c.upstreamFailed(err)
 		return true
 	}
-	rep, err := c.up.cmd(c.cfg.Upstream.CommandTimeout, "MAIL FROM:"+smtp.FormatPathArg(from, c.upstreamParams(params)))
+	mailLine := "MAIL FROM:" + smtp.FormatPathArg(from, c.upstreamParams(params))
+	rep, err := c.up.cmd(c.cfg.Upstream.CommandTimeout, mailLine)
+	if err != nil && c.upPooled {
+		// A pooled connection the upstream closed while it sat idle:
+		// nothing was started there; start over on a fresh one.
+		c.log.Debug("pooled upstream connection failed, reconnecting", "err", err)
+		if err = c.ensureUpstream(false); err == nil {
+			rep, err = c.up.cmd(c.cfg.Upstream.CommandTimeout, mailLine)
+		}
+	}
+	c.upPooled = false
 	if err != nil {
 		c.tx = inspect.Transaction{}
 		c.upstreamFailed(err)
@@ -333,14 +343,22 @@ func (c *conn) cmdRset(cmd smtp.Command) bool {
 }
 
 // ensureUpstream makes sure a usable upstream connection is open,
-// replacing one that broke in an earlier transaction.
-func (c *conn) ensureUpstream() error {
+// replacing one that broke in an earlier transaction: an idle one from the
+// pool when fromPool allows, else a new one.
+func (c *conn) ensureUpstream(fromPool bool) error {
 	if c.up != nil && !c.up.broken {
 		return nil
 	}
 	if c.up != nil {
 		c.up.quit()
 		c.up = nil
+	}
+	if fromPool && poolable(c.cfg) {
+		if u := c.srv.pool.get(c.cfg.Upstream.PoolIdle); u != nil {
+			c.up, c.upPooled = u, true
+			c.srv.metrics.upstreamReused()
+			return nil
+		}
 	}
 	start := time.Now()
 	u, err := dialUpstream(c.ctx, c.cfg, &c.sess)

@@ -83,6 +83,14 @@ type UpstreamConfig struct {
 	// ProbeInterval is how often the upstream is probed for /readyz and
 	// its capabilities.
 	ProbeInterval time.Duration `yaml:"probe_interval"`
+	// PoolSize is how many idle upstream connections are kept for the
+	// next client sessions (default 0: none, one upstream connection per
+	// client session). Not used with xclient or proxy_protocol, where a
+	// connection speaks for one client.
+	PoolSize *int `yaml:"pool_size"`
+	// PoolIdle is how long a pooled connection may sit idle; keep it well
+	// below the upstream's own idle timeout (Postfix: 300s).
+	PoolIdle time.Duration `yaml:"pool_idle"`
 
 	// XClient sends Postfix's XCLIENT (ADDR, PORT, NAME, HELO, PROTO)
 	// before MAIL, so the upstream sees the real client. The upstream
@@ -185,6 +193,11 @@ func (c *Config) Defaults() {
 	setDuration(&u.CommandTimeout, 2*time.Minute)
 	setDuration(&u.DataTimeout, 10*time.Minute)
 	setDuration(&u.ProbeInterval, 30*time.Second)
+	if u.PoolSize == nil {
+		n := 0
+		u.PoolSize = &n
+	}
+	setDuration(&u.PoolIdle, 10*time.Second)
 	if u.TLS == "" {
 		u.TLS = "off"
 	}
@@ -255,6 +268,8 @@ func (c *Config) Validate() error {
 		return errors.New("limits.max_errors: must be at least 1")
 	case c.Data.SpoolMemory < 0:
 		return errors.New("data.spool_memory: must be positive")
+	case *c.Upstream.PoolSize < 0:
+		return errors.New("upstream.pool_size: must not be negative (0 disables the pool)")
 	case c.Limits.MaxCommands < 1, c.Limits.MaxConnections < 1, c.Limits.MaxConnectionsPerIP < 1, c.Limits.MaxHeaderSize < 1:
 		return errors.New("limits: max_commands, max_connections, max_connections_per_ip and max_header_size must be positive")
 	case c.Data.BareLF != "normalize" && c.Data.BareLF != "reject":
@@ -282,6 +297,7 @@ func (c *Config) Validate() error {
 		{"timeouts.session", c.Timeouts.Session},
 		{"greeting.delay", c.Greeting.Delay},
 		{"upstream.probe_interval", c.Upstream.ProbeInterval},
+		{"upstream.pool_idle", c.Upstream.PoolIdle},
 		{"timeouts.shutdown", c.Timeouts.Shutdown},
 	} {
 		if d.v < 0 {

@@ -70,6 +70,7 @@ type conn struct {
 	commands    int          // commands so far
 	scratch     []byte       // ReadLine's buffer for lines that span reads
 	up          *upstream    // nil until a transaction passes the mail stage
+	upPooled    bool         // up came from the pool and has not proved itself yet
 
 	// Transaction: cleared by reset.
 	tx        inspect.Transaction
@@ -120,7 +121,7 @@ func (c *conn) serve() {
 		if c.state >= stateMail && c.state != stateRefused {
 			c.finishTx("aborted", smtp.Reply{})
 		}
-		if c.up != nil {
+		if c.up != nil && !(poolable(c.cfg) && c.srv.pool.put(c.up, *c.cfg.Upstream.PoolSize)) {
 			c.up.quit()
 		}
 		cancel()

@@ -29,6 +29,7 @@ const (
 	failHangAtDot   = "hangAtDot"   // reads the message, never answers
 	failData452     = "data452"     // reads the message, answers 452
 	failCloseInData = "closeInData" // closes after 354 without reading the message
+	failIdleClose   = "idleClose"   // accepts a message, then closes as an idle timeout would
 )
 
 func startFakeUpstream(t *testing.T, fail string) *fakeUpstream {
@@ -121,6 +122,9 @@ func (f *fakeUpstream) serve(nc net.Conn, fail string) {
 				return
 			case failData452:
 				say("452 4.3.1 fake.test out of space")
+			case failIdleClose:
+				say("250 2.0.0 queued as FAKE")
+				return
 			default:
 				say("250 2.0.0 queued as FAKE")
 			}
@@ -212,5 +216,107 @@ func TestUpstreamReconnectsAfterFailure(t *testing.T) {
 	defer hang.mu.Unlock()
 	if n := strings.Count(strings.Join(hang.got, "\n"), "EHLO"); n != 2 {
 		t.Fatalf("upstream saw %d EHLOs, want a new connection per failed transaction: %q", n, hang.got)
+	}
+}
+
+// With upstream.pool_size set, upstream connections are pooled between
+// client sessions: three sessions in a row cost the upstream one
+// connection. With the pool off (the default) every session gets its own,
+// as with XCLIENT or PROXY (see poolable).
+func TestUpstreamPool(t *testing.T) {
+	up := startFakeUpstream(t, failNone)
+	pool := 4
+	h := startProxy(t, up.addr, func(c *Config) { c.Upstream.PoolSize = &pool })
+	for range 3 {
+		if code, msg := sendAndQuit(t, h.addr); code != 250 {
+			t.Fatalf("%d %s", code, msg)
+		}
+	}
+	if n := up.count("EHLO"); n != 1 {
+		t.Fatalf("upstream saw %d connections for 3 sessions, want 1 (pooled)", n)
+	}
+
+	x := startFakeUpstream(t, failNone)
+	off := 0
+	hx := startProxy(t, x.addr, func(c *Config) { c.Upstream.PoolSize = &off })
+	for range 2 {
+		sendAndQuit(t, hx.addr)
+	}
+	if n := x.count("EHLO"); n != 2 {
+		t.Fatalf("with the pool off the upstream saw %d connections for 2 sessions, want 2", n)
+	}
+}
+
+// A pooled connection the upstream closed while it sat idle is replaced
+// transparently: the next session still gets its 250.
+func TestUpstreamPoolStaleConnection(t *testing.T) {
+	up := startFakeUpstream(t, failIdleClose)
+	pool := 4
+	h := startProxy(t, up.addr, func(c *Config) { c.Upstream.PoolSize = &pool })
+	for i := range 2 {
+		if code, msg := sendAndQuit(t, h.addr); code != 250 {
+			t.Fatalf("session %d: %d %s", i, code, msg)
+		}
+	}
+	if n := up.count("EHLO"); n != 2 {
+		t.Fatalf("upstream saw %d connections, want 2 (the stale one replaced)", n)
+	}
+}
+
+// sendAndQuit is sendOne followed by QUIT, returning once moat has closed
+// the session (and so has pooled or closed its upstream connection).
+func sendAndQuit(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	c := ehloed(t, addr)
+	code, msg := 0, ""
+	for _, step := range []struct {
+		line string
+		want int
+	}{{"MAIL FROM:<a@client.test>", 250}, {"RCPT TO:<b@example.net>", 250}, {"DATA", 354}} {
+		c.send(step.line + "\r\n")
+		if code, msg = c.reply(); code != step.want {
+			return code, msg
+		}
+	}
+	c.send("Subject: x\r\n\r\nbody\r\n.\r\n")
+	code, msg = c.reply()
+	c.cmd(221, "QUIT")
+	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.Copy(io.Discard, c.nc) // until moat closes the session
+	return code, msg
+}
+
+// count is how many commands with verb the upstream received.
+func (f *fakeUpstream) count(verb string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, l := range f.got {
+		if strings.HasPrefix(strings.ToUpper(l), verb) {
+			n++
+		}
+	}
+	return n
+}
+
+// A connection that speaks for one client (XCLIENT, PROXY header) is never
+// pooled, whatever pool_size says.
+func TestPoolableOnlyForMoatsOwnIdentity(t *testing.T) {
+	n := 8
+	for _, tt := range []struct {
+		mod  func(*Config)
+		want bool
+	}{
+		{func(c *Config) {}, true},
+		{func(c *Config) { c.Upstream.XClient = true }, false},
+		{func(c *Config) { c.Upstream.ProxyProtocol = "v2" }, false},
+	} {
+		cfg := Config{}
+		cfg.Upstream.PoolSize = &n
+		tt.mod(&cfg)
+		cfg.Defaults()
+		if got := poolable(&cfg); got != tt.want {
+			t.Errorf("poolable(%+v) = %v", cfg.Upstream, got)
+		}
 	}
 }

@@ -97,7 +97,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, mode := range tlsModes {
 		m.tlsFailures.WithLabelValues(mode)
 	}
-	for _, r := range []string{"ok", "error"} {
+	for _, r := range []string{"ok", "error", "reused"} {
 		m.upstreamConns.WithLabelValues(r)
 	}
 	for _, kind := range []string{"lf", "cr"} {
@@ -136,6 +136,9 @@ func (m *metrics) upstreamConnect(err error, d time.Duration) {
 	m.upstreamLatency.WithLabelValues("connect").Observe(d.Seconds())
 	m.upstreamReady(err == nil)
 }
+
+// upstreamReused counts a pooled upstream connection taken up again.
+func (m *metrics) upstreamReused() { m.upstreamConns.WithLabelValues("reused").Inc() }
 
 // upstreamReady mirrors Server.ready, which a probe or a session's
 // connection attempt has just set.

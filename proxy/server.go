@@ -49,6 +49,8 @@ type Server struct {
 	// connection attempt.
 	ready atomic.Bool
 
+	pool upstreamPool // idle upstream connections between sessions
+
 	closing   atomic.Bool
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -315,7 +317,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); s.pool.close(); close(done) }()
 	select {
 	case <-done:
 		return nil
