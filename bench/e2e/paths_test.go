@@ -258,6 +258,9 @@ tls:
 upstream:
   address: %q          # smtp-sink
   helo: moat.bench.test
+  # Keep upstream connections between client sessions, as Haraka's
+  # smtp_forward does with its connection pool.
+  pool_size: 16
 limits:
   # Every client is 127.0.0.1: the per-IP cap must not bite.
   max_connections: 4000
