@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -48,21 +49,48 @@ type LineEndings struct {
 	cr             bool // the last byte seen was a CR
 }
 
-// Write scans p. It never fails.
+// Write scans p. It never fails. It counts instead of walking byte by
+// byte (bytes.Count is vectorised): inside p, every LF after the first
+// byte either ends a CRLF or is bare, and every CR before the last byte
+// either starts a CRLF or is bare. The first and last bytes are judged
+// with their neighbours in the previous and next Write.
 func (l *LineEndings) Write(p []byte) (int, error) {
-	for _, b := range p {
-		switch {
-		case b == '\n':
-			if !l.cr {
-				l.BareLF = true
-			}
-		case l.cr:
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if l.cr {
+		if p[0] != '\n' {
 			l.BareCR = true
 		}
-		l.cr = b == '\r'
+	} else if p[0] == '\n' {
+		l.BareLF = true
 	}
+	if !l.BareLF || !l.BareCR {
+		crlf := bytes.Count(p, crlfBytes)
+		if !l.BareLF {
+			lf := bytes.Count(p, lfBytes)
+			if p[0] == '\n' {
+				lf--
+			}
+			l.BareLF = lf > crlf
+		}
+		if !l.BareCR {
+			cr := bytes.Count(p, crBytes)
+			if p[len(p)-1] == '\r' {
+				cr--
+			}
+			l.BareCR = cr > crlf
+		}
+	}
+	l.cr = p[len(p)-1] == '\r'
 	return len(p), nil
 }
+
+var (
+	crlfBytes = []byte("\r\n")
+	lfBytes   = []byte("\n")
+	crBytes   = []byte("\r")
+)
 
 // Close records a CR at the very end of the message as a bare CR.
 func (l *LineEndings) Close() error {
