@@ -109,15 +109,24 @@ func (d *DNSAnswers) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // that answers from d until stop is called. It returns the server's
 // address, for package dnsbl's resolver setting.
 func (d *DNSAnswers) Serve(ctx context.Context) (addr string, stop func(), err error) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	addr = pc.LocalAddr().String()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
+	// One port for UDP and TCP (a truncated answer is asked again over
+	// TCP at the same address). The UDP port the kernel picks may be taken
+	// for TCP: try again, a bounded number of times.
+	var pc net.PacketConn
+	var ln net.Listener
+	for attempt := 0; ; attempt++ {
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return "", nil, err
+		}
+		addr = pc.LocalAddr().String()
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
 		pc.Close()
-		return "", nil, err
+		if attempt == 20 {
+			return "", nil, err
+		}
 	}
 	mux := dns.NewServeMux()
 	mux.Handle(".", d)

@@ -66,7 +66,9 @@ rules:
     when: {dnsbl: zen}
     score: 10
 `), 0o644)
-	os.WriteFile(cfg, []byte("dnsbl:\n  lists:\n    - name: zen\n      zone: zen.test\n      kind: ip\nrules:\n  file: "+rulesFile+"\n"), 0o644)
+	// A generous lookup timeout: under a loaded -race run a 2 s default
+	// could expire and turn the recorded listing into a failed lookup.
+	os.WriteFile(cfg, []byte("dnsbl:\n  timeout: 20s\n  lists:\n    - name: zen\n      zone: zen.test\n      kind: ip\nrules:\n  file: "+rulesFile+"\n"), 0o644)
 	pcap := filepath.Join(dir, "dnsbl.pcap")
 	writeDNSBLCapture(t, pcap)
 

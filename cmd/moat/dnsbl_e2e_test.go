@@ -46,6 +46,7 @@ rules:
   file: %q
 dnsbl:
   resolver: %q
+  timeout: 20s
   lists:
     - {name: bl, zone: bl.test, kind: ip, hide_zone: true, codes: {"127.0.0.2": {reason: sbl, weight: 6}, "127.0.0.4": {reason: xbl, weight: 10}}}
     - {name: bl6, zone: bl6.test, kind: ip, health_check: false}
