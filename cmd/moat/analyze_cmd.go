@@ -128,20 +128,30 @@ func (f *analyzeFlags) check() error {
 	return nil
 }
 
-// runAnalyze is moat analyze after the flags.
-func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, stderr io.Writer) error {
+// load turns the flags shared by analyze and capture into the capture
+// configuration, moat's configuration (with --rules applied) and the
+// logger of an offline run, which reports warnings and worse.
+func (f *analyzeFlags) load(stderr io.Writer) (capture.Config, *Config, *slog.Logger, error) {
 	cc, err := f.captureConfig()
 	if err != nil {
-		return &configError{err}
+		return cc, nil, nil, &configError{err}
 	}
 	cfg, err := loadConfig(f.config)
 	if err != nil {
-		return err
+		return cc, nil, nil, err
 	}
 	if f.rules != "" {
 		cfg.Rules.File = f.rules
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return cc, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil
+}
+
+// runAnalyze is moat analyze after the flags.
+func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, stderr io.Writer) error {
+	cc, cfg, log, err := f.load(stderr)
+	if err != nil {
+		return err
+	}
 	var om *capture.OpenMetrics
 	if f.openMetrics != "" {
 		// job and instance, which a scrape would have added: the

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os/signal"
 	"regexp"
 	"strings"
@@ -92,18 +91,10 @@ func filterPorts(expr string) (string, error) {
 }
 
 func runCapture(ctx context.Context, f *analyzeFlags, iface string, stdout, stderr io.Writer) error {
-	cc, err := f.captureConfig()
-	if err != nil {
-		return &configError{err}
-	}
-	cfg, err := loadConfig(f.config)
+	cc, cfg, log, err := f.load(stderr)
 	if err != nil {
 		return err
 	}
-	if f.rules != "" {
-		cfg.Rules.File = f.rules
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg, ruleMetrics, capMetrics, err := offlineMetrics()
 	if err != nil {
 		return err
