@@ -128,61 +128,40 @@ func (c *conn) cmdMail(cmd smtp.Command) bool {
 
 // checkMailParams accepts the MAIL parameters of the extensions offered
 // in this session's EHLO reply and nothing else (RFC 5321 §4.1.1.11: 555
-// for a parameter not recognised).
+// for a parameter not recognised). Their values were checked by
+// smtp.ParseMailArg; what is left is policy: the size limit, and no
+// BINARYMIME (CHUNKING is offered, BINARYMIME is not).
 func (c *conn) checkMailParams(params []smtp.Param) (smtp.Reply, bool) {
 	for _, p := range params {
-		switch p.Key {
-		case "SIZE":
-			if !c.offer.size {
-				break
-			}
-			n, err := strconv.ParseInt(p.Value, 10, 64)
-			if err != nil || n < 0 {
-				return smtp.Replyf(501, "5.5.4", "Bad SIZE parameter"), false
-			}
+		switch {
+		case !c.offer.mailParam(p.Key):
+			return smtp.Replyf(555, "5.5.4", "Unsupported option: %s", p.Key), false
+		case p.Key == "SIZE":
 			// RFC 1870 §6.2: 552 when the declared size is over the limit.
-			if n > int64(c.cfg.Limits.MaxMessageSize) {
+			if n, err := smtp.ParseSizeValue(p.Value); err != nil || n > int64(c.cfg.Limits.MaxMessageSize) {
 				return smtp.Replyf(552, "5.3.4", "Message size exceeds fixed maximum message size"), false
 			}
-			continue
-		case "BODY":
-			if !c.offer.eightBit {
-				break
-			}
-			// RFC 6152 §2; BINARYMIME is not offered (no CHUNKING).
-			if v := strings.ToUpper(p.Value); v != "7BIT" && v != "8BITMIME" {
-				return smtp.Replyf(501, "5.5.4", "Unsupported BODY type"), false
-			}
-			continue
-		case "SMTPUTF8":
-			if !c.offer.smtputf8 {
-				break
-			}
-			if p.Value != "" {
-				return smtp.Replyf(501, "5.5.4", "SMTPUTF8 takes no value"), false
-			}
-			continue
-		case "RET":
-			if !c.offer.dsn {
-				break
-			}
-			// RFC 3461 §4.3.
-			if v := strings.ToUpper(p.Value); v != "FULL" && v != "HDRS" {
-				return smtp.Replyf(501, "5.5.4", "Bad RET parameter"), false
-			}
-			continue
-		case "ENVID":
-			if !c.offer.dsn {
-				break
-			}
-			if p.Value == "" || len(p.Value) > 100 {
-				return smtp.Replyf(501, "5.5.4", "Bad ENVID parameter"), false
-			}
-			continue
+		case p.Key == "BODY" && strings.EqualFold(p.Value, "BINARYMIME"):
+			return smtp.Replyf(501, "5.5.4", "Unsupported BODY type"), false
 		}
-		return smtp.Replyf(555, "5.5.4", "Unsupported option: %s", p.Key), false
 	}
 	return smtp.Reply{}, true
+}
+
+// mailParam reports whether MAIL's parameter key belongs to an offered
+// extension.
+func (o upstreamCaps) mailParam(key string) bool {
+	switch key {
+	case "SIZE":
+		return o.size
+	case "BODY":
+		return o.eightBit
+	case "SMTPUTF8":
+		return o.smtputf8
+	case "RET", "ENVID":
+		return o.dsn
+	}
+	return false
 }
 
 // upstreamParams are the MAIL parameters replayed to the upstream: those
@@ -259,41 +238,13 @@ func (c *conn) cmdRcpt(cmd smtp.Command) bool {
 	return true
 }
 
-// checkRcptParam accepts RFC 3461's NOTIFY and ORCPT when DSN is offered.
+// checkRcptParam accepts RFC 3461's NOTIFY and ORCPT when DSN is offered;
+// smtp.ParseRcptArg checked their values.
 func (c *conn) checkRcptParam(p smtp.Param) (smtp.Reply, bool) {
-	if c.offer.dsn {
-		switch p.Key {
-		case "NOTIFY":
-			if !validNotify(p.Value) {
-				return smtp.Replyf(501, "5.5.4", "Bad NOTIFY parameter"), false
-			}
-			return smtp.Reply{}, true
-		case "ORCPT":
-			// RFC 3461 §4.2: addr-type ";" xtext.
-			if t, a, ok := strings.Cut(p.Value, ";"); !ok || t == "" || a == "" {
-				return smtp.Replyf(501, "5.5.4", "Bad ORCPT parameter"), false
-			}
-			return smtp.Reply{}, true
-		}
+	if c.offer.dsn && (p.Key == "NOTIFY" || p.Key == "ORCPT") {
+		return smtp.Reply{}, true
 	}
 	return smtp.Replyf(555, "5.5.4", "Unsupported option: %s", p.Key), false
-}
-
-// validNotify checks RFC 3461 §4.1: NEVER alone, or a list of SUCCESS,
-// FAILURE and DELAY.
-func validNotify(v string) bool {
-	v = strings.ToUpper(v)
-	if v == "NEVER" {
-		return true
-	}
-	seen := map[string]bool{}
-	for _, k := range strings.Split(v, ",") {
-		if (k != "SUCCESS" && k != "FAILURE" && k != "DELAY") || seen[k] {
-			return false
-		}
-		seen[k] = true
-	}
-	return true
 }
 
 // cmdStartTLS upgrades the session to TLS (RFC 3207).
