@@ -957,7 +957,13 @@ func (c *conversation) message(body *halfStream, bareLF, bareCR, complete bool) 
 	if !complete {
 		c.out.problem("incomplete_message")
 	}
-	content := inspect.ParseContent(body, body.size, inspect.DepthHeaders, inspect.ContentLimits{})
+	// One parse serves the record's header fields and the data stage's
+	// rules, as deep as either needs.
+	depth := inspect.DepthHeaders
+	if c.an.engine != nil {
+		depth = max(depth, c.an.engine.ContentDepth())
+	}
+	content := inspect.ParseContent(body, body.size, depth, inspect.ContentLimits{})
 	fillHeaders(c.rec, content)
 	if c.an.extract != nil {
 		c.rec.File = c.an.extract(c.out, c.rec, body, body.size)
@@ -966,7 +972,7 @@ func (c *conversation) message(body *halfStream, bareLF, bareCR, complete bool) 
 		return
 	}
 	msg := &inspect.Message{Size: body.size, Body: body, BareLF: bareLF, BareCR: bareCR}
-	v := c.an.engine.Data(c.ctx, &c.sess, &c.tx, msg)
+	v := c.an.engine.DataWithContent(c.ctx, &c.sess, &c.tx, msg, content)
 	c.last = &refusal{stage: inspect.StageData, v: v}
 	if v.Action >= inspect.Tempfail {
 		c.refuse(inspect.StageData, v, "")

@@ -130,32 +130,36 @@ func (e *Engine) Rcpt(ctx context.Context, s *Session, t *Transaction, r Recipie
 }
 
 // Data judges the message of a transaction. The message is parsed only as
-// deep as the data stage's rules need.
+// deep as the data stage's rules need (ContentDepth).
 func (e *Engine) Data(ctx context.Context, s *Session, t *Transaction, m *Message) Verdict {
-	f := &Facts{Session: s, Tx: t, Message: m}
-	if e.judge != nil {
-		if d := e.judge.Needs(StageData).Depth; d > DepthNone {
-			f.Content = ParseContent(m.Body, m.Size, d, e.limits)
-			if len(f.Content.From) > 0 {
-				e.startLists(s, KindDomain, f.Content.From[0].Domain)
-			}
-			for _, u := range f.Content.URLs {
-				e.startLists(s, KindURI, u.Host)
-			}
-		}
+	var c *Content
+	if d := e.ContentDepth(); d > DepthNone {
+		c = ParseContent(m.Body, m.Size, d, e.limits)
 	}
-	return e.evaluate(ctx, StageData, f)
+	return e.DataWithContent(ctx, s, t, m, c)
+}
+
+// ContentDepth is how deep the data stage's rules need a message parsed.
+func (e *Engine) ContentDepth() Depth {
+	if e.judge == nil {
+		return DepthNone
+	}
+	return e.judge.Needs(StageData).Depth
 }
 
 // DataWithContent judges a message whose content the caller parsed
-// already (the rules test tools, tests).
+// already, at least as deep as ContentDepth (the capture analyser, which
+// also reports the headers; the rules test tools). c may be nil when the
+// rules need no content.
 func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction, m *Message, c *Content) Verdict {
 	f := &Facts{Session: s, Tx: t, Message: m, Content: c}
-	if len(c.From) > 0 {
-		e.startLists(s, KindDomain, c.From[0].Domain)
-	}
-	for _, u := range c.URLs {
-		e.startLists(s, KindURI, u.Host)
+	if c != nil {
+		if len(c.From) > 0 {
+			e.startLists(s, KindDomain, c.From[0].Domain)
+		}
+		for _, u := range c.URLs {
+			e.startLists(s, KindURI, u.Host)
+		}
 	}
 	return e.evaluate(ctx, StageData, f)
 }
