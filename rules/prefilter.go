@@ -124,6 +124,13 @@ func foldASCII(s string) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
+// hasNonASCIIFold reports whether s holds one of the two runes outside
+// ASCII that (?i) folds to an ASCII letter, ſ (U+017F) and K (U+212A):
+// only then must s be folded before the folding automaton scans it.
+func hasNonASCIIFold(s string) bool {
+	return strings.Contains(s, "\u017f") || strings.Contains(s, "\u212a")
+}
+
 // scanCache remembers, during one stage's evaluation, which prefilter
 // literals each fact value contains: a value is folded and scanned once,
 // by one automaton pass, however many rules look at it.
@@ -156,7 +163,10 @@ func (sc *scanCache) has(v string, m matcher) bool {
 	if m.fold {
 		if e.folded == nil {
 			e.folded = make([]uint64, (sc.lits.folded.n+63)/64)
-			sc.lits.folded.scan(foldASCII(v), e.folded)
+			if hasNonASCIIFold(v) {
+				v = foldASCII(v)
+			}
+			sc.lits.folded.scan(v, e.folded)
 		}
 		return e.folded[m.id>>6]&(1<<(m.id&63)) != 0
 	}

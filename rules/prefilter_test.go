@@ -61,10 +61,13 @@ func TestPrefilterAgreesWithRegexp(t *testing.T) {
 // overlapping and nested ones included.
 func TestAhoCorasick(t *testing.T) {
 	pats := []string{"he", "she", "his", "hers", "abcab", "bca", "aaa", "aa", "xyz"}
-	m := buildAC(pats)
+	m := buildAC(pats, false)
 	r := rand.New(rand.NewPCG(7, 7))
 	for i := 0; i < 2000; i++ {
 		b := make([]byte, r.IntN(40))
+		if i%4 == 0 {
+			b = make([]byte, 500+r.IntN(600)) // scanned as two halves
+		}
 		for j := range b {
 			b[j] = "abcehirsxyz"[r.IntN(11)]
 		}
@@ -75,6 +78,54 @@ func TestAhoCorasick(t *testing.T) {
 			if got, want := found[0]&(1<<id) != 0, strings.Contains(s, p); got != want {
 				t.Fatalf("%q in %q: automaton %v, Contains %v", p, s, got, want)
 			}
+		}
+	}
+}
+
+// A folding automaton finds in any text exactly what the plain one finds
+// in the text lower-cased (ASCII), with bytes no pattern holds mixed in.
+func TestAhoCorasickFold(t *testing.T) {
+	pats := []string{"he", "she", "his", "hers", "abcab", "bca", "aaa", "aa", "x-y", "\xc3\xa9t\xc3\xa9"}
+	m := buildAC(pats, true)
+	r := rand.New(rand.NewPCG(8, 8))
+	const alphabet = "abcehirsxyABCEHIRSXY-_\xc3\xa9\x89 Z"
+	for i := 0; i < 5000; i++ {
+		b := make([]byte, r.IntN(50))
+		if i%4 == 0 {
+			b = make([]byte, 500+r.IntN(600)) // scanned as two halves
+		}
+		for j := range b {
+			b[j] = alphabet[r.IntN(len(alphabet))]
+		}
+		s := string(b)
+		found := make([]uint64, 1)
+		m.scan(s, found)
+		lower := foldASCII(s)
+		for id, p := range pats {
+			if got, want := found[0]&(1<<id) != 0, strings.Contains(lower, p); got != want {
+				t.Fatalf("%q in %q: automaton %v, Contains on folded %v", p, s, got, want)
+			}
+		}
+	}
+}
+
+// A pattern longer than a quarter of the text keeps the scan in one
+// chain; patterns across the middle of a long text are found.
+func TestAhoCorasickLongPattern(t *testing.T) {
+	long := strings.Repeat("ab", 400)
+	m := buildAC([]string{long, "zz"}, false)
+	for _, s := range []string{long, "x" + long + "x", strings.Repeat("a", 600) + "zz" + strings.Repeat("a", 600)} {
+		found := make([]uint64, 1)
+		m.scan(s, found)
+		var want uint64
+		if strings.Contains(s, long) {
+			want |= 1
+		}
+		if strings.Contains(s, "zz") {
+			want |= 2
+		}
+		if found[0] != want {
+			t.Errorf("scan of %d bytes found %b, want %b", len(s), found[0], want)
 		}
 	}
 }
