@@ -111,38 +111,96 @@ func urlHost(raw string) (string, bool) {
 // URLs and bare www. names, which mail clients make clickable. A URL ends
 // at whitespace, a quote or angle bracket, or non-ASCII punctuation;
 // trailing punctuation that usually ends the sentence is not part of it.
+//
+// Every link holds a ':' (the scheme's) or a '.' (after "www"), so the
+// text is searched for those two bytes, which memchr-style search skips
+// to quickly, and only the few places before them are looked at.
 func (s *urlSet) scanText(text string) {
-	for i := 0; i < len(text); i++ {
-		switch text[i] {
-		case 'h', 'H', 'f', 'F', 'w', 'W':
-		default:
-			continue
+	next := 0                             // candidates before this lie in a URL already found
+	colon := strings.IndexByte(text, ':') // the next of each anchor, or -1
+	dot := strings.IndexByte(text, '.')
+	for colon >= 0 || dot >= 0 {
+		var j int
+		var cands [3]int // ascending; -1 for none
+		if dot < 0 || colon >= 0 && colon < dot {
+			j = colon
+			cands = [3]int{j - 5, j - 4, j - 3} // https, http, ftp
+			colon = nextByte(text, ':', j)
+		} else {
+			j = dot
+			cands = [3]int{-1, -1, j - 3} // www.
+			dot = nextByte(text, '.', j)
 		}
-		if i > 0 && !urlBoundary(text[i-1]) {
-			continue
-		}
-		n := urlPrefixLen(text[i:])
-		if n == 0 {
-			continue
-		}
-		end := i + n
-		for end < len(text) {
-			r, size := utf8.DecodeRuneInString(text[end:])
-			if urlStop(r) {
-				break
+		for _, i := range cands {
+			if i < next {
+				continue
 			}
-			end += size
+			if end, ok := s.scanAt(text, i); ok {
+				next = end
+				if len(s.list) >= s.max && s.flaws.has(MalformedURLsTruncated) {
+					return
+				}
+			}
 		}
-		raw := trimURLTail(text[i:end])
-		if len(raw) > n {
-			s.add(raw)
+		// An anchor inside a URL found is passed over.
+		if colon >= 0 && colon < next {
+			colon = nextByte(text, ':', next-1)
 		}
-		i = end - 1
-		if len(s.list) >= s.max && s.flaws.has(MalformedURLsTruncated) {
-			return
+		if dot >= 0 && dot < next {
+			dot = nextByte(text, '.', next-1)
 		}
 	}
 }
+
+// nextByte is the index of the first c in text after index j, or -1.
+func nextByte(text string, c byte, j int) int {
+	k := strings.IndexByte(text[j+1:], c)
+	if k < 0 {
+		return -1
+	}
+	return j + 1 + k
+}
+
+// scanAt takes the link that starts at text[i], if one does, and reports
+// where it ends.
+func (s *urlSet) scanAt(text string, i int) (end int, ok bool) {
+	if i > 0 && !urlBoundary(text[i-1]) {
+		return 0, false
+	}
+	n := urlPrefixLen(text[i:])
+	if n == 0 {
+		return 0, false
+	}
+	end = i + n
+	for end < len(text) {
+		c := text[end]
+		if c < utf8.RuneSelf {
+			if urlStopASCII[c] {
+				break
+			}
+			end++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(text[end:])
+		if urlStop(r) {
+			break
+		}
+		end += size
+	}
+	raw := trimURLTail(text[i:end])
+	if len(raw) > n {
+		s.add(raw)
+	}
+	return end, true
+}
+
+// urlStopASCII is urlStop for the ASCII characters.
+var urlStopASCII = func() (t [utf8.RuneSelf]bool) {
+	for c := range t {
+		t[c] = urlStop(rune(c))
+	}
+	return t
+}()
 
 // urlBoundary reports whether a URL may start after byte c: not inside a
 // word, an e-mail address or another URL.

@@ -1,8 +1,11 @@
 package inspect
 
 import (
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestScanTextURLs(t *testing.T) {
@@ -53,5 +56,61 @@ func TestURLLimit(t *testing.T) {
 	s.scanText("http://c.example")
 	if len(s.list) != 2 || !f.has(MalformedURLsTruncated) {
 		t.Errorf("URLs %q, flaws %q", s.list, f.list)
+	}
+}
+
+// scanTextReference is the byte-by-byte scanner scanText replaced: it
+// tries every position that starts with h, f or w. scanText must find
+// exactly what it finds, in the same order.
+func (s *urlSet) scanTextReference(text string) {
+	for i := 0; i < len(text); i++ {
+		switch text[i] {
+		case 'h', 'H', 'f', 'F', 'w', 'W':
+		default:
+			continue
+		}
+		if i > 0 && !urlBoundary(text[i-1]) {
+			continue
+		}
+		n := urlPrefixLen(text[i:])
+		if n == 0 {
+			continue
+		}
+		end := i + n
+		for end < len(text) {
+			r, size := utf8.DecodeRuneInString(text[end:])
+			if urlStop(r) {
+				break
+			}
+			end += size
+		}
+		raw := trimURLTail(text[i:end])
+		if len(raw) > n {
+			s.add(raw)
+		}
+		i = end - 1
+		if len(s.list) >= s.max && s.flaws.has(MalformedURLsTruncated) {
+			return
+		}
+	}
+}
+
+func TestScanTextAgreesWithReference(t *testing.T) {
+	pieces := []string{"http", "HTTPS", "ftp", "www", "WwW", ":", "//", `\\`, ".", "a", "b.example", " ", "\n", "x", "@", "(", ")",
+		"<", ">", "，", "é", "\xff", "/", "-", "?q=1", "s"}
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 20000; i++ {
+		var b strings.Builder
+		for range r.IntN(30) {
+			b.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		text := b.String()
+		max := 1 + r.IntN(4)
+		got, want := urlSet{max: max, flaws: &flaws{}}, urlSet{max: max, flaws: &flaws{}}
+		got.scanText(text)
+		want.scanTextReference(text)
+		if !slices.Equal(got.list, want.list) || got.flaws.has(MalformedURLsTruncated) != want.flaws.has(MalformedURLsTruncated) {
+			t.Fatalf("in %q (max %d): scanText found %q, the reference %q", text, max, got.list, want.list)
+		}
 	}
 }
