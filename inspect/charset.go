@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/charmap"
@@ -86,11 +87,24 @@ func normalizeCharset(label string) string {
 // and charset_invalid is recorded. ok is false when the charset was not
 // understood.
 func decodeCharset(b []byte, label string, f *flaws) (s string, ok bool) {
+	return decodeCharsetBuf(b, label, f, false)
+}
+
+// decodeCharsetBuf is decodeCharset; with owned, b is the caller's to
+// give away (never written again), and text that needs no conversion is
+// returned as a string over b instead of a copy of it.
+func decodeCharsetBuf(b []byte, label string, f *flaws, owned bool) (s string, ok bool) {
+	same := func() string {
+		if owned {
+			return unsafe.String(unsafe.SliceData(b), len(b))
+		}
+		return string(b)
+	}
 	enc, kind := lookupCharset(label)
 	switch kind {
 	case charsetUTF8:
 		if utf8.Valid(b) {
-			return string(b), true
+			return same(), true
 		}
 		if l := normalizeCharset(label); l == "utf-8" || l == "utf8" {
 			f.add(MalformedCharsetInvalid)
@@ -108,7 +122,7 @@ func decodeCharset(b []byte, label string, f *flaws) (s string, ok bool) {
 		enc = unicode.UTF16(unicode.LittleEndian, unicode.IgnoreBOM)
 	}
 	if isASCII(b) && asciiCompatible(enc) {
-		return string(b), true
+		return same(), true
 	}
 	out, err := enc.NewDecoder().Bytes(b)
 	if err != nil {

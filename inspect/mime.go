@@ -73,9 +73,9 @@ type parser struct {
 
 	sink     *textSink
 	sinkPart int
-	text     strings.Builder
-	html     strings.Builder
-	htmlText strings.Builder
+	text     joinedText
+	html     joinedText
+	htmlText joinedText
 	urls     urlSet
 }
 
@@ -360,6 +360,16 @@ func (p *parser) beginLeaf(idx int, mediaType, charset string, enc uint8, dispos
 		return
 	}
 	p.sink = &textSink{html: mediaType == "text/html", enc: enc, charset: charset, max: int(min(room, 1<<30))}
+	// The rest of the message bounds the part's text; a single-part
+	// message's body is all of it, so its buffer is sized once. A part
+	// of a multipart may be followed by much else: start smaller.
+	hint := min(room, p.size-p.lr.off+1)
+	if len(p.frames) > 0 {
+		hint = min(hint, 16<<10)
+	}
+	if hint > 0 {
+		p.sink.out = make([]byte, 0, hint)
+	}
 	p.sinkPart = idx
 }
 
@@ -380,7 +390,7 @@ func (p *parser) finishText() {
 			raw = trimPartialRune(raw)
 		}
 	}
-	text, _ := decodeCharset(raw, charset, &p.flaws)
+	text, _ := decodeCharsetBuf(raw, charset, &p.flaws, true) // the sink is done with raw
 	if strings.Contains(text, "\r\n") {
 		// Line breaks inside base64 are the sender's CRLFs; Text uses
 		// "\n" throughout, so rules match the same text however it was
@@ -411,14 +421,36 @@ func (p *parser) finishText() {
 }
 
 // appendJoined adds a part's text, joining parts with "\n".
-func appendJoined(b *strings.Builder, s string) {
-	if s == "" {
-		return
+func appendJoined(b *joinedText, s string) {
+	switch {
+	case s == "":
+	case b.Len() == 0:
+		b.one = s
+	default:
+		if b.buf == nil {
+			b.buf = make([]byte, 0, len(b.one)+1+len(s))
+			b.buf = append(b.buf, b.one...)
+			b.one = ""
+		}
+		b.buf = append(b.buf, '\n')
+		b.buf = append(b.buf, s...)
 	}
-	if b.Len() > 0 {
-		b.WriteByte('\n')
+}
+
+// joinedText is the text of a message's parts, joined by appendJoined.
+// Most messages have one text part: it is kept as it is, not copied.
+type joinedText struct {
+	one string // the only part so far
+	buf []byte // two or more parts
+}
+
+func (b *joinedText) Len() int { return len(b.one) + len(b.buf) }
+
+func (b *joinedText) String() string {
+	if b.buf != nil {
+		return string(b.buf)
 	}
-	b.WriteString(s)
+	return b.one
 }
 
 // trimPartialRune drops an incomplete UTF-8 sequence at the end of b.

@@ -3,6 +3,7 @@ package inspect
 import (
 	"bufio"
 	"io"
+	"sync"
 )
 
 // A message's content is parsed in one forward pass over its bytes, as deep
@@ -128,6 +129,9 @@ func ParseContent(r ReaderAt, size int64, depth Depth, limits ContentLimits) (c 
 			p.flaws.add(MalformedParserPanic)
 		}
 		c.Malformed = p.flaws.list
+		if p.lr != nil {
+			p.lr.release()
+		}
 	}()
 	p.run()
 	return c
@@ -161,10 +165,11 @@ func (f *flaws) has(reason string) bool {
 // line has start set, so boundary and header checks look at line starts
 // only.
 type lineReader struct {
-	br  *bufio.Reader
-	off int64 // offset of the next byte to be returned
-	mid bool  // the last fragment did not end its line
-	err error // the read error that ended the input, if not io.EOF
+	br   *bufio.Reader
+	off  int64      // offset of the next byte to be returned
+	mid  bool       // the last fragment did not end its line
+	err  error      // the read error that ended the input, if not io.EOF
+	pool *sync.Pool // where br goes back to, if it came from one
 }
 
 // Read buffer sizes: at DepthHeaders a small buffer keeps the read close
@@ -176,10 +181,34 @@ const (
 )
 
 func newLineReader(r ReaderAt, size int64, bufSize int) *lineReader {
+	src := io.NewSectionReader(r, 0, size)
 	if size < int64(bufSize) {
-		bufSize = max(int(size)+1, 64)
+		return &lineReader{br: bufio.NewReaderSize(src, max(int(size)+1, 64))}
 	}
-	return &lineReader{br: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), bufSize)}
+	// Full-size buffers are reused from message to message.
+	pool := &headerBufs
+	if bufSize == bodyBufSize {
+		pool = &bodyBufs
+	}
+	br, _ := pool.Get().(*bufio.Reader)
+	if br == nil || br.Size() != bufSize {
+		br = bufio.NewReaderSize(src, bufSize)
+	} else {
+		br.Reset(src)
+	}
+	return &lineReader{br: br, pool: pool}
+}
+
+var headerBufs, bodyBufs sync.Pool
+
+// release gives a pooled buffer back. Nothing read from it may be used
+// afterwards: the parser copies what it keeps.
+func (l *lineReader) release() {
+	if l.pool != nil {
+		l.br.Reset(nil)
+		l.pool.Put(l.br)
+		l.pool, l.br = nil, nil
+	}
 }
 
 // next returns the next fragment of the input, valid until the following
