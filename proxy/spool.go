@@ -1,9 +1,9 @@
 package proxy
 
 import (
-	"bytes"
 	"io"
 	"os"
+	"sync"
 )
 
 // spool holds one message while it is inspected: in memory up to a
@@ -13,15 +13,29 @@ import (
 type spool struct {
 	memLimit int64
 	dir      string
-	mem      bytes.Buffer
+	mem      []byte // from spoolBufs while a message is held
 	f        *os.File
 	size     int64
 }
 
+// spoolBufs are the memory spools of finished messages, for the next
+// message of any session: an idle session holds none, and a busy server
+// does not allocate a new one per message.
+var spoolBufs sync.Pool
+
+// maxPooledSpool is the largest memory spool kept for reuse.
+const maxPooledSpool = 1 << 20
+
 func (s *spool) Write(p []byte) (int, error) {
-	if s.f == nil && int64(s.mem.Len()+len(p)) <= s.memLimit {
+	if s.f == nil && int64(len(s.mem)+len(p)) <= s.memLimit {
+		if s.mem == nil {
+			if b, ok := spoolBufs.Get().(*[]byte); ok {
+				s.mem = (*b)[:0]
+			}
+		}
 		s.size += int64(len(p))
-		return s.mem.Write(p)
+		s.mem = append(s.mem, p...)
+		return len(p), nil
 	}
 	if s.f == nil {
 		f, err := os.CreateTemp(s.dir, "moat-spool-*")
@@ -30,7 +44,7 @@ func (s *spool) Write(p []byte) (int, error) {
 		}
 		// Unlink at once: the file lives only as long as the descriptor.
 		os.Remove(f.Name())
-		if _, err := f.Write(s.mem.Bytes()); err != nil {
+		if _, err := f.Write(s.mem); err != nil {
 			f.Close()
 			return 0, err
 		}
@@ -46,7 +60,7 @@ func (s *spool) ReadAt(p []byte, off int64) (int, error) {
 	if s.f != nil {
 		return s.f.ReadAt(p, off)
 	}
-	b := s.mem.Bytes()
+	b := s.mem
 	if off >= int64(len(b)) {
 		return 0, io.EOF
 	}
@@ -62,20 +76,21 @@ func (s *spool) WriteTo(w io.Writer) (int64, error) {
 	if s.f != nil {
 		return io.Copy(w, io.NewSectionReader(s.f, 0, s.size))
 	}
-	n, err := w.Write(s.mem.Bytes())
+	n, err := w.Write(s.mem)
 	return int64(n), err
 }
 
-// reset empties the spool for the next message, keeping the memory buffer
-// unless it grew large.
+// reset empties the spool for the next message and gives its memory back
+// for reuse. Nothing may hold on to the message's bytes after it.
 func (s *spool) reset() {
 	if s.f != nil {
 		s.f.Close()
 		s.f = nil
 	}
-	if s.mem.Cap() > 256<<10 {
-		s.mem = bytes.Buffer{}
+	if s.mem != nil && cap(s.mem) <= maxPooledSpool {
+		b := s.mem[:0]
+		spoolBufs.Put(&b)
 	}
-	s.mem.Reset()
+	s.mem = nil
 	s.size = 0
 }
