@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"moat/inspect"
+	"moat/rules"
 )
 
 // benchSessions is the size of the generated benchmark capture.
@@ -77,14 +78,45 @@ func (nopJudge) Evaluate(inspect.Stage, *inspect.Facts) inspect.Verdict {
 	return inspect.Verdict{Action: inspect.Accept}
 }
 
-// TestWriteBenchCapture writes the benchmark capture to $MOAT_BENCH_PCAP,
-// for scripts/bench-capture.sh; without the variable it does nothing.
-func TestWriteBenchCapture(t *testing.T) {
-	path := os.Getenv("MOAT_BENCH_PCAP")
-	if path == "" {
-		t.Skip("MOAT_BENCH_PCAP not set")
+// BenchmarkAnalyzeFile analyses the capture file $MOAT_BENCH_PCAP (one
+// recorded by bench/e2e's TestAnalyzer, say) with moat's default rules,
+// on one shard, the way `moat analyze --shards 1` does: for profiling on
+// real traffic,
+//
+//	MOAT_BENCH_PCAP=FILE go test -run '^$' -bench AnalyzeFile -cpuprofile cpu.out ./capture
+//
+// Without the variable it is skipped.
+func BenchmarkAnalyzeFile(b *testing.B) {
+	file := os.Getenv("MOAT_BENCH_PCAP")
+	if file == "" {
+		b.Skip("MOAT_BENCH_PCAP not set")
 	}
-	if err := os.WriteFile(path, benchCapture(t), 0o644); err != nil {
-		t.Fatal(err)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		b.Fatal(err)
 	}
+	set, err := rules.Default(rules.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	engine, err := inspect.New(inspect.Config{Judge: set})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	sessions := 0
+	for b.Loop() {
+		src, err := NewReader(bytes.NewReader(data), file, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		a, _ := New(Config{Shards: 1}, Deps{Engine: engine})
+		st, err := a.Run(context.Background(), src, func(*Session) error { return nil })
+		if err != nil {
+			b.Fatal(err)
+		}
+		sessions += int(st.Sessions)
+	}
+	b.ReportMetric(float64(sessions)/b.Elapsed().Seconds(), "sessions/s")
 }

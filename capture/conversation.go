@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"moat/inspect"
@@ -155,8 +156,14 @@ func (c *conversation) run() {
 			c.an.engine.End(&c.sess)
 		}
 	}()
-	c.cr = bufio.NewReaderSize(c.cs, readerBufSize)
-	c.sr = bufio.NewReaderSize(c.ss, readerBufSize)
+	c.cr, c.sr = newStreamBuf(c.cs), newStreamBuf(c.ss)
+	defer func() {
+		for _, br := range []*bufio.Reader{c.cr, c.sr} {
+			br.Reset(nil) // not to keep the stream alive
+			readerBufs.Put(br)
+		}
+		c.cr, c.sr = nil, nil
+	}()
 	c.serverOK = c.sh.size > 0 || len(c.sh.gaps) > 0
 	if c.sh.size == 0 {
 		c.out.problem("client_only")
@@ -179,6 +186,16 @@ func (c *conversation) run() {
 		c.active = true
 	}
 	c.finish()
+}
+
+// readerBufs are the bufio.Readers conversations read their two
+// directions through, reused from session to session.
+var readerBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readerBufSize) }}
+
+func newStreamBuf(r io.Reader) *bufio.Reader {
+	br := readerBufs.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
 }
 
 // startTLS recognises a connection that begins with a TLS ClientHello:
@@ -709,7 +726,9 @@ func (c *conversation) cmdData(cmd smtp.Command) {
 // resumes after it with a new one, which finds the real end if the
 // terminator itself was captured.
 func (c *conversation) copyData(body *halfStream, ends *smtp.LineEndings) (complete, gapped bool) {
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	for {
 		dr := smtp.NewDataReader(c.cr)
 		for {
@@ -769,7 +788,9 @@ func (c *conversation) cmdBdat(cmd smtp.Command) error {
 		c.bdat = c.newBody()
 		c.bdatEnds = smtp.LineEndings{}
 	}
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	left := size
 	for left > 0 {
 		n := int64(len(buf))
