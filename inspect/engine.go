@@ -22,6 +22,10 @@ type Judge interface {
 type Needs struct {
 	Depth Depth // how deep to parse the message (data stage)
 	RDNS  bool  // the client's reverse DNS
+	// Recipients: the stage reads the recipients accepted so far
+	// (rcpt_count), so each RCPT must be answered before the next is
+	// judged.
+	Recipients bool
 }
 
 // Resolver answers the DNS questions behind the rDNS facts. moat's
@@ -137,6 +141,13 @@ func (e *Engine) Data(ctx context.Context, s *Session, t *Transaction, m *Messag
 		c = ParseContent(m.Body, m.Size, d, e.limits)
 	}
 	return e.DataWithContent(ctx, s, t, m, c)
+}
+
+// RcptReadsRecipients reports whether judging a recipient depends on the
+// ones accepted before it. When it does not, the proxy may send a
+// pipelined batch of RCPTs to the upstream before reading any reply.
+func (e *Engine) RcptReadsRecipients() bool {
+	return e.judge != nil && e.judge.Needs(StageRcpt).Recipients
 }
 
 // ContentDepth is how deep the data stage's rules need a message parsed.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -198,6 +199,9 @@ func (c *conn) cmdRcpt(cmd smtp.Command) bool {
 		}
 	}
 	c.rcptTried++
+	if len(c.pending) > 0 && len(c.tx.Rcpts)+len(c.pending) >= c.cfg.Limits.MaxRecipients {
+		c.resolvePending() // the limit counts what the upstream accepted
+	}
 	if len(c.tx.Rcpts) >= c.cfg.Limits.MaxRecipients {
 		// RFC 5321 §4.5.3.1.10: 452 so the client sends the rest later.
 		r := smtp.Replyf(452, "4.5.3", "Too many recipients")
@@ -220,22 +224,70 @@ func (c *conn) cmdRcpt(cmd smtp.Command) bool {
 		c.reply(r)
 		return true
 	}
-	rep, err := c.up.cmd(c.cfg.Upstream.CommandTimeout, "RCPT TO:"+smtp.FormatPathArg(to, params))
-	if err != nil {
-		var ue *upstreamError
-		errors.As(err, &ue)
-		rep = ue.reply()
-		c.log.Warn("upstream failed", "stage", "rcpt", "err", err)
-	} else {
-		c.srv.metrics.upstreamReply("rcpt", rep.Code)
+	// The RCPT goes to the upstream's buffer; it is sent, with any
+	// others of the client's pipelined batch, when the batch ends.
+	c.up.queue(c.cfg.Upstream.CommandTimeout, "RCPT TO:"+smtp.FormatPathArg(to, params))
+	c.pending = append(c.pending, pendingRcpt{to: to, rc: rc})
+	if !c.up.caps.pipelining || len(c.pending) >= maxPipelinedRcpts || !c.lineBuffered() ||
+		c.engine.RcptReadsRecipients() {
+		c.resolvePending()
 	}
-	c.logRcpt(to, rep)
-	if err == nil && rep.Class() == 2 {
-		c.tx.Rcpts = append(c.tx.Rcpts, rc)
-		c.state = stateRcpt
-	}
-	c.reply(rep)
 	return true
+}
+
+// pendingRcpt is a recipient sent to the upstream whose reply is not
+// read yet.
+type pendingRcpt struct {
+	to smtp.Path
+	rc inspect.Recipient
+}
+
+// maxPipelinedRcpts bounds a batch of RCPTs sent before their replies
+// are read, so that the upstream's replies cannot fill its socket
+// buffer while moat is still writing.
+const maxPipelinedRcpts = 100
+
+// lineBuffered reports whether a whole command line from the client is
+// waiting in the read buffer: the client pipelined (RFC 2920), and the
+// command will be read without blocking.
+func (c *conn) lineBuffered() bool {
+	n := c.r.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := c.r.Peek(n)
+	return bytes.IndexByte(b, '\n') >= 0
+}
+
+// resolvePending sends the pending RCPTs with one flush, reads their
+// replies in order and answers each to the client: the upstream's reply,
+// or a 4xx when the upstream failed (then for the rest of the batch too).
+func (c *conn) resolvePending() {
+	batch := c.pending
+	c.pending = batch[len(batch):] // empty while the replies are queued
+	err := c.up.flush(c.cfg.Upstream.CommandTimeout)
+	for _, p := range batch {
+		var rep smtp.Reply
+		if err == nil {
+			rep, err = c.up.read(c.cfg.Upstream.CommandTimeout)
+		}
+		if err != nil {
+			var ue *upstreamError
+			errors.As(err, &ue)
+			rep = ue.reply()
+			c.log.Warn("upstream failed", "stage", "rcpt", "err", err)
+		} else {
+			c.srv.metrics.upstreamReply("rcpt", rep.Code)
+		}
+		c.logRcpt(p.to, rep)
+		if err == nil && rep.Class() == 2 {
+			c.tx.Rcpts = append(c.tx.Rcpts, p.rc)
+			c.state = stateRcpt
+		}
+		c.reply(rep)
+	}
+	clear(batch)
+	c.pending = batch[:0]
 }
 
 // checkRcptParam accepts RFC 3461's NOTIFY and ORCPT when DSN is offered;

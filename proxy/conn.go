@@ -77,6 +77,9 @@ type conn struct {
 	txStart   time.Time
 	rcptTried int
 	rcptLog   []rcptResult
+	// pending are RCPTs of a pipelined batch written to the upstream
+	// whose replies are not read yet (RFC 2920), in command order.
+	pending []pendingRcpt
 	spool     spool
 	bdat      *bdatState      // a BDAT transfer in progress
 	verdict   inspect.Verdict // the data stage's verdict, for the log
@@ -144,6 +147,9 @@ func (c *conn) serve() {
 		// RFC 2920 §3.1: replies to a pipelined batch may be held back,
 		// but must be flushed before the server blocks waiting for more
 		// input.
+		if len(c.pending) > 0 && !c.lineBuffered() {
+			c.resolvePending()
+		}
 		if c.r.Buffered() == 0 {
 			if err := c.w.Flush(); err != nil {
 				return
@@ -321,6 +327,10 @@ func (c *conn) dispatch(cmd smtp.Command) bool {
 	if c.state == stateRefused && cmd.Verb != "QUIT" {
 		return c.refuse(smtp.Replyf(503, "5.5.1", "Bad sequence of commands"))
 	}
+	if len(c.pending) > 0 && cmd.Verb != "RCPT" {
+		// A pipelined batch of RCPTs ends here (typically at DATA).
+		c.resolvePending()
+	}
 	switch cmd.Verb {
 	case "HELO", "EHLO":
 		return c.cmdHelo(cmd)
@@ -377,6 +387,10 @@ func (c *conn) reset() {
 
 // reply queues a reply; it reaches the client at the next flush.
 func (c *conn) reply(r smtp.Reply) {
+	if len(c.pending) > 0 {
+		// Replies go out in command order: the batch's first.
+		c.resolvePending()
+	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.cfg.Timeouts.Command))
 	r.WriteTo(c.w)
 }

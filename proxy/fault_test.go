@@ -30,6 +30,9 @@ const (
 	failData452     = "data452"     // reads the message, answers 452
 	failCloseInData = "closeInData" // closes after 354 without reading the message
 	failIdleClose   = "idleClose"   // accepts a message, then closes as an idle timeout would
+	// rcptBatch answers no RCPT until it holds three (a server that
+	// needs its client to pipeline), then refuses the second.
+	rcptBatch = "rcptBatch"
 )
 
 func startFakeUpstream(t *testing.T, fail string) *fakeUpstream {
@@ -82,6 +85,7 @@ func (f *fakeUpstream) serve(nc net.Conn, fail string) {
 		return
 	}
 	say("220 fake.test ESMTP")
+	rcpts := 0
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -98,6 +102,10 @@ func (f *fakeUpstream) serve(nc net.Conn, fail string) {
 		case verb == "RCPT" && fail == failRcpt421:
 			say("421 4.3.0 fake.test closing")
 			return
+		case verb == "RCPT" && fail == rcptBatch:
+			if rcpts++; rcpts == 3 {
+				say("250 2.1.5 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok")
+			}
 		case verb == "MAIL", verb == "RCPT", verb == "RSET", verb == "NOOP":
 			say("250 2.0.0 ok")
 		case verb == "DATA":

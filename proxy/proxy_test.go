@@ -54,6 +54,16 @@ type harness struct {
 // The proxy is shut down when the test ends.
 func startProxy(t *testing.T, upstream string, mod func(*Config)) *harness {
 	t.Helper()
+	engine, err := inspect.New(inspect.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startProxyEngine(t, upstream, engine, mod)
+}
+
+// startProxyEngine is startProxy with the given engine.
+func startProxyEngine(t *testing.T, upstream string, engine *inspect.Engine, mod func(*Config)) *harness {
+	t.Helper()
 	cfg := Config{Hostname: "moat.test"}
 	cfg.Upstream.Address = HostPort(upstream)
 	cfg.Upstream.Helo = "moat.test"
@@ -64,10 +74,6 @@ func startProxy(t *testing.T, upstream string, mod func(*Config)) *harness {
 	cfg.Timeouts.Data = 30 * time.Second
 	if mod != nil {
 		mod(&cfg)
-	}
-	engine, err := inspect.New(inspect.Config{})
-	if err != nil {
-		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
 	srv, err := New(cfg, Deps{Engine: engine, Logger: slog.New(slog.NewJSONHandler(logs, nil))})

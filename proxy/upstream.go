@@ -299,6 +299,30 @@ func (u *upstream) cmd(timeout time.Duration, line string) (smtp.Reply, error) {
 	return u.read(timeout)
 }
 
+// queue writes a command line to the send buffer without waiting for
+// its reply (RFC 2920 pipelining); flush sends what is queued. A write
+// error, should the buffer fill, surfaces at flush.
+func (u *upstream) queue(timeout time.Duration, line string) {
+	if u.broken {
+		return
+	}
+	u.nc.SetWriteDeadline(time.Now().Add(timeout))
+	u.w.WriteString(line)
+	u.w.WriteString("\r\n")
+}
+
+func (u *upstream) flush(timeout time.Duration) error {
+	if u.broken {
+		return &upstreamError{"write", errors.New("connection already failed")}
+	}
+	u.nc.SetWriteDeadline(time.Now().Add(timeout))
+	if err := u.w.Flush(); err != nil {
+		u.broken = true
+		return &upstreamError{"write", err}
+	}
+	return nil
+}
+
 func (u *upstream) read(timeout time.Duration) (smtp.Reply, error) {
 	u.nc.SetReadDeadline(time.Now().Add(timeout))
 	rep, err := smtp.ReadReply(u.r)

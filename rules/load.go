@@ -312,7 +312,7 @@ func (p *parser) parseRule(n *yaml.Node) *rule {
 	}
 	c := &compiler{p: p, stage: r.stage, optional: optional}
 	r.cond = c.cond(when)
-	r.deps, r.depth, r.rdns = c.deps, c.depth, c.rdns
+	r.deps, r.depth, r.rdns, r.rcpts = c.deps, c.depth, c.rdns, c.rcpts
 	if c.missingList {
 		return nil // optional rule naming a list that is not configured
 	}
@@ -396,6 +396,7 @@ func (p *parser) link(s *Set, rules []*rule, names map[string]*yaml.Node) {
 		n := &s.needs[r.stage]
 		n.Depth = max(n.Depth, r.depth)
 		n.RDNS = n.RDNS || r.rdns
+		n.Recipients = n.Recipients || r.rcpts
 	}
 	p.rule = ""
 }
@@ -444,6 +445,7 @@ type compiler struct {
 	deps        []string
 	depth       inspect.Depth
 	rdns        bool
+	rcpts       bool // reads the recipients accepted so far
 	missingList bool
 	hasList     bool
 }
@@ -514,6 +516,9 @@ func (c *compiler) term(k, v *yaml.Node) cond {
 	}
 	if k.Value == "client_rdns" || k.Value == "client_fcrdns" || k.Value == "helo_matches_rdns" {
 		c.rdns = true
+	}
+	if k.Value == "rcpt_count" {
+		c.rcpts = true
 	}
 	c.depth = max(c.depth, f.depth)
 	return c.ops(k.Value, f, v)

@@ -59,6 +59,7 @@ type rule struct {
 	deps        []string
 	depth       inspect.Depth
 	rdns        bool
+	rcpts       bool // reads the recipients accepted so far (rcpt_count)
 	line        int
 }
 
