@@ -80,9 +80,9 @@ type conn struct {
 	// pending are RCPTs of a pipelined batch written to the upstream
 	// whose replies are not read yet (RFC 2920), in command order.
 	pending []pendingRcpt
-	spool     spool
-	bdat      *bdatState      // a BDAT transfer in progress
-	verdict   inspect.Verdict // the data stage's verdict, for the log
+	spool   spool
+	bdat    *bdatState      // a BDAT transfer in progress
+	verdict inspect.Verdict // the data stage's verdict, for the log
 }
 
 // rcptResult is one RCPT and the reply it got, for the transaction log.
