@@ -145,6 +145,14 @@ func (a *Analyzer) Run(ctx context.Context, src Source, emit func(*Session) erro
 			pending[i] = nil
 		}
 	}
+	// One shard takes each packet before the next is read: it may lend
+	// the reader's buffer, and one job serves every packet. Batches for
+	// several shards need packets of their own.
+	next := src.Next
+	if ss, ok := src.(sharedSource); ok && n == 1 {
+		next = ss.nextShared
+	}
+	one := &tcpJob{}
 	dec := newDecoder()
 	var ord uint64
 	var clock time.Time
@@ -154,7 +162,7 @@ func (a *Analyzer) Run(ctx context.Context, src Source, emit func(*Session) erro
 			err = ctx.Err()
 			break
 		}
-		p, rerr := src.Next()
+		p, rerr := next()
 		if rerr == io.EOF {
 			break
 		}
@@ -201,16 +209,18 @@ func (a *Analyzer) Run(ctx context.Context, src Source, emit func(*Session) erro
 			a.dns.addTCP(ts, dec.tcp.Payload)
 			continue
 		}
-		job := tcpJob{net: seg.net, tcp: dec.tcp, ci: p.Info, ord: ord}
-		job.tcp.Options = nil // shares the decoder's array
-		job.tcp.Padding = nil
 		if n == 1 {
-			shards[0].packet(&job)
+			*one = tcpJob{net: seg.net, tcp: dec.tcp, ci: p.Info, ord: ord}
+			one.ci.AncillaryData = nil
+			shards[0].packet(one)
 			if ord%4096 == 0 {
 				shards[0].tick(clock)
 			}
 			continue
 		}
+		job := tcpJob{net: seg.net, tcp: dec.tcp, ci: p.Info, ord: ord}
+		job.tcp.Options = nil // shares the decoder's array
+		job.tcp.Padding = nil
 		i := int(flowHash(seg.net, dec.tcp.SrcPort, dec.tcp.DstPort) % uint64(n))
 		b := pending[i]
 		if b == nil {

@@ -113,7 +113,7 @@ func NewReader(r io.Reader, name string, closer io.Closer) (s Source, err error)
 		if err != nil {
 			return nil, fmt.Errorf("%s: pcapng: %w", name, err)
 		}
-		fs.read = ng.ReadPacketData
+		fs.read, fs.zread = ng.ReadPacketData, ng.ZeroCopyReadPacketData
 		fs.link = func(ci gopacket.CaptureInfo) layers.LinkType {
 			if len(ci.AncillaryData) > 0 {
 				if lt, ok := ci.AncillaryData[0].(layers.LinkType); ok {
@@ -131,7 +131,7 @@ func NewReader(r io.Reader, name string, closer io.Closer) (s Source, err error)
 		if err != nil {
 			return nil, fmt.Errorf("%s: pcap: %w", name, err)
 		}
-		fs.read = pr.ReadPacketData
+		fs.read, fs.zread = pr.ReadPacketData, pr.ZeroCopyReadPacketData
 		lt := pr.LinkType()
 		fs.link = func(gopacket.CaptureInfo) layers.LinkType { return lt }
 	default:
@@ -263,12 +263,24 @@ type fileSource struct {
 	name   string
 	closer io.Closer
 	read   func() ([]byte, gopacket.CaptureInfo, error)
+	zread  func() ([]byte, gopacket.CaptureInfo, error) // into the reader's buffer
 	link   func(gopacket.CaptureInfo) layers.LinkType
 	n      int
 	done   bool
 }
 
-func (s *fileSource) Next() (p Packet, err error) {
+func (s *fileSource) Next() (Packet, error) { return s.next(s.read) }
+
+// nextShared is Next, but the packet's Data is the reader's buffer, valid
+// only until the next call: no allocation per packet.
+func (s *fileSource) nextShared() (Packet, error) { return s.next(s.zread) }
+
+// sharedSource is a Source that can lend its packets' bytes.
+type sharedSource interface {
+	nextShared() (Packet, error)
+}
+
+func (s *fileSource) next(read func() ([]byte, gopacket.CaptureInfo, error)) (p Packet, err error) {
 	if s.done {
 		return p, io.EOF
 	}
@@ -281,7 +293,7 @@ func (s *fileSource) Next() (p Packet, err error) {
 			p, err = Packet{}, &ReadError{File: s.name, Packet: s.n + 1, Err: fmt.Errorf("%w (%v)", errCorrupt, v)}
 		}
 	}()
-	data, ci, err := s.read()
+	data, ci, err := read()
 	if err != nil {
 		s.done = true
 		if err == io.EOF {
