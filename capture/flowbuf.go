@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -89,6 +90,9 @@ func (h *halfStream) add(data []byte, ts time.Time, skip int) {
 		return
 	}
 	if h.file == nil && int64(len(h.mem)+len(data)) <= h.memMax && h.budget.take(int64(len(data))) {
+		if len(h.mem)+len(data) > cap(h.mem) {
+			h.mem = growBuf(h.mem, len(h.mem)+len(data))
+		}
 		h.mem = append(h.mem, data...)
 		h.size += int64(len(data))
 		return
@@ -139,14 +143,57 @@ func (h *halfStream) spill() error {
 		return fmt.Errorf("capture spool: %w", err)
 	}
 	h.budget.give(int64(len(h.mem)))
+	freeBuf(h.mem)
 	h.mem = nil
 	h.file = f
 	return nil
 }
 
+// Stream memory is recycled by size class, so that the streams of one
+// session after another reuse the same buffers instead of growing new
+// ones from nothing.
+var (
+	bufClasses = [...]int{1 << 10, 4 << 10, 16 << 10, 64 << 10}
+	bufPools   [len(bufClasses)]sync.Pool
+)
+
+// growBuf returns a buffer holding b with room for need bytes; b is
+// recycled.
+func growBuf(b []byte, need int) []byte {
+	for i, c := range bufClasses {
+		if need <= c {
+			var nb []byte
+			if p, _ := bufPools[i].Get().(*[]byte); p != nil {
+				nb = (*p)[:0]
+			} else {
+				nb = make([]byte, 0, c)
+			}
+			nb = append(nb, b...)
+			freeBuf(b)
+			return nb
+		}
+	}
+	nb := make([]byte, len(b), max(need, 2*cap(b)))
+	copy(nb, b)
+	freeBuf(b)
+	return nb
+}
+
+// freeBuf recycles a buffer of a size class; no one may use it after.
+func freeBuf(b []byte) {
+	for i, c := range bufClasses {
+		if cap(b) == c {
+			b = b[:0]
+			bufPools[i].Put(&b)
+			return
+		}
+	}
+}
+
 // release frees the stream's memory and file.
 func (h *halfStream) release() {
 	h.budget.give(int64(len(h.mem)))
+	freeBuf(h.mem)
 	h.mem = nil
 	if h.file != nil {
 		h.file.Close()
