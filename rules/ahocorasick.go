@@ -121,47 +121,84 @@ func buildAC(patterns []string, fold bool) *acMachine {
 }
 
 // scan sets the bit of every pattern that occurs in s. A long s is
-// scanned as two halves at once, two independent chains of table loads
-// that the CPU overlaps; the second half starts maxLen-1 bytes early so
-// that a pattern crossing the middle is seen whole.
+// scanned as four quarters at once: four independent chains of table
+// loads, which the CPU overlaps, where one chain waits on each load.
+// Each quarter after the first starts maxLen-1 bytes early, so that a
+// pattern across a seam is seen whole.
 func (m *acMachine) scan(s string, found []uint64) {
-	delta, class := m.delta, &m.class
-	if len(s) < 512 || m.maxLen > len(s)/4 {
-		st := uint32(0)
-		for i := 0; i < len(s); i++ {
-			st = delta[st+uint32(class[s[i]])]
-			if st&acOut != 0 {
-				st &^= acOut
-				m.report(st, found)
-			}
-		}
+	const ways = 4
+	if len(s) < 1024 || m.maxLen > len(s)/(2*ways) {
+		m.scan1(s, found)
 		return
 	}
-	mid := len(s) / 2
-	a, b := s[:mid], s[mid-(m.maxLen-1):]
-	sa, sb := uint32(0), uint32(0)
-	i := 0
-	for ; i < len(a); i++ {
-		sa = delta[sa+uint32(class[a[i]])]
-		sb = delta[sb+uint32(class[b[i]])]
-		if (sa|sb)&acOut != 0 {
-			if sa&acOut != 0 {
-				sa &^= acOut
-				m.report(sa, found)
+	q := len(s) / ways
+	back := m.maxLen - 1
+	// Chains 1–3 start back bytes before their quarter; chain 0 covers
+	// its quarter, chain 3 the rest of s. All run n steps together,
+	// then chain 3 finishes alone.
+	s0 := s[:q]
+	s1 := s[q-back : 2*q]
+	s2 := s[2*q-back : 3*q]
+	s3 := s[3*q-back:]
+	n := len(s0) // the shortest
+	delta, class := m.delta, &m.class
+	var a, b, c, d uint32
+	// Chains 1-3 are back bytes longer than chain 0: run them alone
+	// over their first back bytes, so that all four end their common
+	// part at their quarter's end.
+	for i := 0; i < back; i++ {
+		b = m.step(b, s1[i], found)
+		c = m.step(c, s2[i], found)
+		d = m.step(d, s3[i], found)
+	}
+	s1, s2, s3 = s1[back:], s2[back:], s3[back:]
+	s1, s2 = s1[:n], s2[:n]
+	s3a := s3[:n]
+	for i := 0; i < n; i++ {
+		a = delta[a+uint32(class[s0[i]])]
+		b = delta[b+uint32(class[s1[i]])]
+		c = delta[c+uint32(class[s2[i]])]
+		d = delta[d+uint32(class[s3a[i]])]
+		if (a|b|c|d)&acOut != 0 {
+			if a&acOut != 0 {
+				a &^= acOut
+				m.report(a, found)
 			}
-			if sb&acOut != 0 {
-				sb &^= acOut
-				m.report(sb, found)
+			if b&acOut != 0 {
+				b &^= acOut
+				m.report(b, found)
+			}
+			if c&acOut != 0 {
+				c &^= acOut
+				m.report(c, found)
+			}
+			if d&acOut != 0 {
+				d &^= acOut
+				m.report(d, found)
 			}
 		}
 	}
-	for ; i < len(b); i++ {
-		sb = delta[sb+uint32(class[b[i]])]
-		if sb&acOut != 0 {
-			sb &^= acOut
-			m.report(sb, found)
-		}
+	for i := n; i < len(s3); i++ {
+		d = m.step(d, s3[i], found)
 	}
+}
+
+// scan1 is scan in one chain.
+func (m *acMachine) scan1(s string, found []uint64) {
+	st := uint32(0)
+	for i := 0; i < len(s); i++ {
+		st = m.step(st, s[i], found)
+	}
+}
+
+// step moves from state st over byte c, reporting what ends there.
+func (m *acMachine) step(st uint32, c byte, found []uint64) uint32 {
+	st = m.delta[st+uint32(m.class[c])]
+	if st&acOut != 0 {
+		st &^= acOut
+		m.report(st, found)
+	}
+	return st
 }
 
 func (m *acMachine) report(st uint32, found []uint64) {

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"regexp"
 	"strings"
@@ -66,7 +67,7 @@ func TestAhoCorasick(t *testing.T) {
 	for i := 0; i < 2000; i++ {
 		b := make([]byte, r.IntN(40))
 		if i%4 == 0 {
-			b = make([]byte, 500+r.IntN(600)) // scanned as two halves
+			b = make([]byte, 500+r.IntN(3000)) // long enough for the four-way scan
 		}
 		for j := range b {
 			b[j] = "abcehirsxyz"[r.IntN(11)]
@@ -92,7 +93,7 @@ func TestAhoCorasickFold(t *testing.T) {
 	for i := 0; i < 5000; i++ {
 		b := make([]byte, r.IntN(50))
 		if i%4 == 0 {
-			b = make([]byte, 500+r.IntN(600)) // scanned as two halves
+			b = make([]byte, 500+r.IntN(3000)) // long enough for the four-way scan
 		}
 		for j := range b {
 			b[j] = alphabet[r.IntN(len(alphabet))]
@@ -127,5 +128,27 @@ func TestAhoCorasickLongPattern(t *testing.T) {
 		if found[0] != want {
 			t.Errorf("scan of %d bytes found %b, want %b", len(s), found[0], want)
 		}
+	}
+}
+
+// BenchmarkAhoCorasick scans 200 KB of text for the literals of the
+// benchmark rule set's shape (200 words like "w042xqz", folded).
+func BenchmarkAhoCorasick(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var pats []string
+	for i := range 200 {
+		pats = append(pats, fmt.Sprintf("w%03dx%c%c", i, 'a'+r.IntN(26), 'a'+r.IntN(26)))
+	}
+	m := buildAC(pats, true)
+	prose := strings.Repeat("Dear customer, our new collection is here. Visit the shop for details and offers. ", 2500)[:200<<10]
+	xs := strings.Repeat(strings.Repeat("X", 78)+"\n", 2600)[:200<<10]
+	for _, tc := range []struct{ name, text string }{{"prose", prose}, {"smtp-source", xs}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(tc.text)))
+			found := make([]uint64, 4)
+			for b.Loop() {
+				m.scan(tc.text, found)
+			}
+		})
 	}
 }
