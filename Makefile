@@ -25,13 +25,15 @@ vet:
 	CGO_ENABLED=0 $(GO) build ./...
 
 # The Go micro-benchmarks, then the end-to-end benchmark against the TCP
-# floor and Haraka (bench/e2e; results and how to read them in
-# BENCHMARKS.md). BENCH_E2E_FLAGS=-quick sends a tenth of the messages;
-# -haraka=false leaves Haraka (and npm) out.
+# floor and Haraka, then moat analyze against tshark on a recorded capture
+# (bench/e2e; results and how to read them in BENCHMARKS.md).
+# BENCH_E2E_FLAGS=-quick sends a tenth of the messages; -haraka=false
+# leaves Haraka (and npm) out.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	@case "$(BENCH_E2E_FLAGS)" in *-haraka=false*) ;; *) test -d bench/haraka/node_modules/Haraka || (cd bench/haraka && npm ci --no-audit --no-fund --loglevel=error) ;; esac
 	$(GO) test -tags e2ebench -count=1 -v -run '^TestEndToEnd$$' -timeout 4h ./bench/e2e -args $(BENCH_E2E_FLAGS)
+	$(GO) test -tags e2ebench -count=1 -v -run '^TestAnalyzer$$' -timeout 30m ./bench/e2e
 
 # Runs every fuzz target for FUZZTIME each, one after the other.
 fuzz:
