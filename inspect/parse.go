@@ -182,10 +182,7 @@ const (
 
 func newLineReader(r ReaderAt, size int64, bufSize int) *lineReader {
 	src := io.NewSectionReader(r, 0, size)
-	if size < int64(bufSize) {
-		return &lineReader{br: bufio.NewReaderSize(src, max(int(size)+1, 64))}
-	}
-	// Full-size buffers are reused from message to message.
+	// Buffers are reused from message to message, whatever their size.
 	pool := &headerBufs
 	if bufSize == bodyBufSize {
 		pool = &bodyBufs
