@@ -262,13 +262,13 @@ func renderAnalyzer(tools []anTool, results [][]anSample, size int64, sessions i
 	var base float64
 	for i, a := range tools {
 		if a.name == "tshark" && a.oneCore {
-			base = medianOf(results[i], mbps)
+			base = median(results[i], mbps)
 		}
 	}
 	rate := map[string]float64{}
 	for i, a := range tools {
 		ss := results[i]
-		v := medianOf(ss, mbps)
+		v := median(ss, mbps)
 		lo, hi := v, v
 		var rss int64
 		for _, s := range ss {
@@ -285,9 +285,9 @@ func renderAnalyzer(tools []anTool, results [][]anSample, size int64, sessions i
 		}
 		rate[a.label()] = v
 		fmt.Fprintf(&b, "| %s | %s | %.3f | %.1f [%.1f–%.1f] | %.0f | %.2f | %.0f | %s |\n",
-			a.name, cores, medianOf(ss, func(s anSample) float64 { return s.wall.Seconds() }), v, lo, hi,
-			medianOf(ss, func(s anSample) float64 { return float64(sessions) / s.wall.Seconds() }),
-			medianOf(ss, func(s anSample) float64 { return s.cpu.Seconds() }), mb(rss), ratio)
+			a.name, cores, median(ss, func(s anSample) float64 { return s.wall.Seconds() }), v, lo, hi,
+			median(ss, func(s anSample) float64 { return float64(sessions) / s.wall.Seconds() }),
+			median(ss, func(s anSample) float64 { return s.cpu.Seconds() }), mb(rss), ratio)
 	}
 	if base > 0 {
 		r := rate["moat analyze (1 core)"] / base
@@ -298,7 +298,7 @@ func renderAnalyzer(tools []anTool, results [][]anSample, size int64, sessions i
 		fmt.Fprintf(&b, "\nIssue 8's target, analyzer ≥ 10× tshark's MB/s on one core: %.1f× (%s).\n", r, verdict)
 		var mc, tc float64
 		for i, a := range tools {
-			c := medianOf(results[i], func(s anSample) float64 { return s.cpu.Seconds() })
+			c := median(results[i], func(s anSample) float64 { return s.cpu.Seconds() })
 			switch {
 			case a.oneCore && a.name == "tshark":
 				tc = c
@@ -313,46 +313,7 @@ func renderAnalyzer(tools []anTool, results [][]anSample, size int64, sessions i
 	return b.String()
 }
 
-func medianOf(ss []anSample, f func(anSample) float64) float64 {
-	v := make([]float64, len(ss))
-	for i, s := range ss {
-		v[i] = f(s)
-	}
-	slices.Sort(v)
-	if len(v) == 0 {
-		return 0
-	}
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
 // analyzerMachine describes where the run happened and what ran.
 func analyzerMachine(root string) string {
-	model := "unknown"
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	first := func(name string, args ...string) string {
-		o, err := exec.Command(name, args...).Output()
-		if err != nil {
-			return "n/a"
-		}
-		l, _, _ := strings.Cut(strings.TrimSpace(string(o)), "\n")
-		return l
-	}
-	rev := first("git", "-C", root, "rev-parse", "--short", "HEAD")
-	if first("git", "-C", root, "status", "--porcelain", "--untracked-files=no") != "" {
-		rev += " with uncommitted changes"
-	}
-	return fmt.Sprintf("%d cores, %s, Linux %s; moat at %s, built with %s; %s; postfix %s",
-		runtime.NumCPU(), model, strings.TrimSpace(string(kernel)), rev, runtime.Version(),
-		first("tshark", "--version"), first("postconf", "-h", "mail_version"))
+	return fmt.Sprintf("%s; %s", hostAndBuild(root), strings.TrimSuffix(firstLine("tshark", "--version"), "."))
 }

@@ -297,7 +297,7 @@ func msPerMsg(d time.Duration, n int) float64 {
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
 
-func median(ss []sample, f func(sample) float64) float64 {
+func median[S any](ss []S, f func(S) float64) float64 {
 	if len(ss) == 0 {
 		return 0
 	}
@@ -314,6 +314,12 @@ func median(ss []sample, f func(sample) float64) float64 {
 
 // machine describes where the run happened and what ran.
 func machine(root string) string {
+	return fmt.Sprintf("%s; node %s, Haraka %s", hostAndBuild(root), firstLine("node", "--version"), harakaVersion(root))
+}
+
+// hostAndBuild describes the machine, moat's revision and Go, and the
+// Postfix whose smtp-source and smtp-sink ran.
+func hostAndBuild(root string) string {
 	model := "unknown"
 	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(data), "\n") {
@@ -324,20 +330,23 @@ func machine(root string) string {
 		}
 	}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	ver := func(name string, args ...string) string {
-		o, err := exec.Command(name, args...).Output()
-		if err != nil {
-			return "n/a"
-		}
-		return strings.TrimSpace(string(o))
-	}
-	rev := ver("git", "-C", root, "rev-parse", "--short", "HEAD")
-	if ver("git", "-C", root, "status", "--porcelain", "--untracked-files=no") != "" {
+	rev := firstLine("git", "-C", root, "rev-parse", "--short", "HEAD")
+	if firstLine("git", "-C", root, "status", "--porcelain", "--untracked-files=no") != "" {
 		rev += " with uncommitted changes"
 	}
-	return fmt.Sprintf("%d cores, %s, Linux %s; moat at %s, built with %s; postfix %s; node %s, Haraka %s",
+	return fmt.Sprintf("%d cores, %s, Linux %s; moat at %s, built with %s; postfix %s",
 		runtime.NumCPU(), model, strings.TrimSpace(string(kernel)), rev, runtime.Version(),
-		ver("postconf", "-h", "mail_version"), ver("node", "--version"), harakaVersion(root))
+		firstLine("postconf", "-h", "mail_version"))
+}
+
+// firstLine is the first line a command prints, or "n/a".
+func firstLine(name string, args ...string) string {
+	o, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "n/a"
+	}
+	l, _, _ := strings.Cut(strings.TrimSpace(string(o)), "\n")
+	return l
 }
 
 // harakaVersion is the installed Haraka's version.
