@@ -60,25 +60,9 @@ func TestAnalyzer(t *testing.T) {
 			t.Fatalf("%s is missing (Debian packages tshark and util-linux): %v", bin, err)
 		}
 	}
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := *flagOut
-	if out == "" {
-		out = filepath.Join(root, "bench", "out")
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	root, out := benchDirs(t)
 	dir := t.TempDir()
-	moatBin := filepath.Join(dir, "moat")
-	build := exec.Command("go", "build", "-o", moatBin, "./cmd/moat")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if o, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/moat: %v\n%s", err, o)
-	}
+	moatBin := buildMoat(t, root, dir)
 
 	n := *flagAnSessions
 	snk := startSink(t, dir)

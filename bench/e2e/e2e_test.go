@@ -157,17 +157,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("%s is missing (Debian packages postfix and rbldnsd; scripts/install-test-deps.sh installs them): %v", bin, err)
 		}
 	}
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := *flagOut
-	if out == "" {
-		out = filepath.Join(root, "bench", "out")
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	root, out := benchDirs(t)
 	ws := slices.Clone(workloads)
 	div := *flagDivide
 	if div == 0 && *flagQuick {
@@ -178,13 +168,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	dir := t.TempDir()
 
-	moatBin := filepath.Join(dir, "moat")
-	build := exec.Command("go", "build", "-o", moatBin, "./cmd/moat")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if o, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/moat: %v\n%s", err, o)
-	}
+	moatBin := buildMoat(t, root, dir)
 	rulesFile := filepath.Join(dir, "rules.yaml")
 	writeRules(t, moatBin, rulesFile, 200)
 
@@ -264,6 +248,37 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("results written to %s", resultsFile)
+}
+
+// benchDirs returns the repository's root and the results folder
+// (-out, default bench/out), which it creates.
+func benchDirs(t *testing.T) (root, out string) {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = *flagOut
+	if out == "" {
+		out = filepath.Join(root, "bench", "out")
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return root, out
+}
+
+// buildMoat builds cmd/moat without cgo into dir and returns its path.
+func buildMoat(t *testing.T, root, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "moat")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/moat")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if o, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/moat: %v\n%s", err, o)
+	}
+	return bin
 }
 
 // writeRules writes moat's default rules plus n generated regex rules
