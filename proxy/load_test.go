@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -669,37 +668,12 @@ func (c *loadBenchClient) close() { c.nc.Close() }
 // formatted, as in production, but thrown away rather than kept.
 func loadStartProxy(tb testing.TB, upstream string) string {
 	tb.Helper()
-	cfg := Config{Hostname: "moat.test"}
-	cfg.Upstream.Address = HostPort(upstream)
-	cfg.Upstream.Helo = "moat.test"
-	cfg.Upstream.ConnectTimeout = 5 * time.Second
-	cfg.Upstream.CommandTimeout = 10 * time.Second
-	cfg.Upstream.DataTimeout = 10 * time.Second
 	engine, err := inspect.New(inspect.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := New(cfg, Deps{Engine: engine, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln, false) }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			tb.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			tb.Errorf("serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
+	_, addr := serveProxy(tb, testConfig(upstream), engine, io.Discard)
+	return addr
 }
 
 // loadSink is an upstream MTA that accepts every message, like

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/textproto"
@@ -64,6 +65,22 @@ func startProxy(t *testing.T, upstream string, mod func(*Config)) *harness {
 // startProxyEngine is startProxy with the given engine.
 func startProxyEngine(t *testing.T, upstream string, engine *inspect.Engine, mod func(*Config)) *harness {
 	t.Helper()
+	cfg := testConfig(upstream)
+	if mod != nil {
+		mod(&cfg)
+	}
+	logs := &syncBuffer{}
+	srv, addr := serveProxy(t, cfg, engine, logs)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", logs.String())
+		}
+	})
+	return &harness{srv: srv, addr: addr, logs: logs}
+}
+
+// testConfig is the tests' proxy configuration in front of upstream.
+func testConfig(upstream string) Config {
 	cfg := Config{Hostname: "moat.test"}
 	cfg.Upstream.Address = HostPort(upstream)
 	cfg.Upstream.Helo = "moat.test"
@@ -72,34 +89,34 @@ func startProxyEngine(t *testing.T, upstream string, engine *inspect.Engine, mod
 	cfg.Upstream.DataTimeout = 10 * time.Second
 	cfg.Timeouts.Command = 30 * time.Second
 	cfg.Timeouts.Data = 30 * time.Second
-	if mod != nil {
-		mod(&cfg)
-	}
-	logs := &syncBuffer{}
+	return cfg
+}
+
+// serveProxy runs a proxy with cfg on a loopback port, logging JSON to
+// logs, and shuts it down when the test ends.
+func serveProxy(tb testing.TB, cfg Config, engine *inspect.Engine, logs io.Writer) (*Server, string) {
+	tb.Helper()
 	srv, err := New(cfg, Deps{Engine: engine, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln, false) }()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+			tb.Errorf("shutdown: %v", err)
 		}
 		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", logs.String())
+			tb.Errorf("serve: %v", err)
 		}
 	})
-	return &harness{srv: srv, addr: ln.Addr().String(), logs: logs}
+	return srv, ln.Addr().String()
 }
 
 // client is a raw SMTP client for driving sessions command by command.
