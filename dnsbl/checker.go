@@ -101,7 +101,9 @@ func New(cfg Config, deps Deps) (*Checker, error) {
 	for _, r := range cfg.Resolver {
 		c.resolvers = append(c.resolvers, string(r))
 	}
-	if len(c.resolvers) == 0 && len(cfg.Lists) > 0 {
+	// The resolvers serve the rDNS facts too, which the rules may use
+	// with no list configured at all: fall back to the system's.
+	if len(c.resolvers) == 0 {
 		c.resolvers = systemResolvers(log)
 	}
 	m, err := newMetrics(deps.Registerer)

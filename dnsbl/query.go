@@ -176,6 +176,8 @@ var (
 	// ErrUnhealthy is the result of a list that failed its health probe:
 	// it is not asked until it recovers.
 	ErrUnhealthy = errors.New("dnsbl: list failed its health check")
+	// ErrNoResolver is a lookup with no resolver to send it to.
+	ErrNoResolver = errors.New("dnsbl: no resolver configured")
 )
 
 // ErrKind values: low-cardinality names of failures, used as metric
@@ -192,6 +194,8 @@ const (
 	// ErrKindCanceled is a lookup whose caller gave up (its context
 	// ended): not the list's failure, and not counted in metrics.
 	ErrKindCanceled = "canceled"
+	// ErrKindNoResolver: there is no resolver to ask.
+	ErrKindNoResolver = "no_resolver"
 )
 
 // minAttempts is how many times a query is sent when there is one
@@ -209,6 +213,9 @@ const ednsSize = 1232
 // It returns the answer, or the last failure with its ErrKind.
 func (c *Checker) ask(ctx context.Context, name string, qtype uint16) (*dns.Msg, string, error) {
 	servers := c.resolvers
+	if len(servers) == 0 {
+		return nil, ErrKindNoResolver, ErrNoResolver
+	}
 	attempts := max(len(servers), minAttempts)
 	start := int(c.next.Add(1))
 	kind, err := ErrKindTimeout, error(context.DeadlineExceeded)

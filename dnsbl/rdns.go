@@ -3,6 +3,7 @@ package dnsbl
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +75,11 @@ func (r ReverseResolver) ask(ctx context.Context, name string, qtype uint16) (*d
 
 // LookupPTR returns the PTR names of ip (RFC 1035 §3.5).
 func (r ReverseResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+	if ip.Unmap().IsLoopback() {
+		// 127.in-addr.arpa and ::1's reverse zone are served by every
+		// resolver itself (RFC 6303 §4.2, §4.3): no query needed.
+		return []string{"localhost."}, nil
+	}
 	name, err := dns.ReverseAddr(ip.Unmap().String())
 	if err != nil {
 		return nil, err
@@ -96,6 +102,10 @@ func (r ReverseResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string
 // LookupAddr returns the A and AAAA addresses of host.
 func (r ReverseResolver) LookupAddr(ctx context.Context, host string) ([]netip.Addr, error) {
 	name := dns.Fqdn(host)
+	if strings.EqualFold(name, "localhost.") {
+		// RFC 6761 §6.3: localhost is the loopback address, never asked.
+		return []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()}, nil
+	}
 	var out []netip.Addr
 	var firstErr error
 	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
