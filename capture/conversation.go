@@ -321,6 +321,7 @@ func (c *conversation) connectStage() {
 	}
 	c.judged = true
 	c.connect = c.an.engine.Connect(c.ctx, &c.sess)
+	c.sess.Keep(inspect.StageConnect, c.connect)
 	if c.connect.Action >= inspect.Tempfail {
 		c.state = pRefused
 	}
@@ -533,6 +534,7 @@ func (c *conversation) cmdHelo(cmd smtp.Command) {
 		return
 	}
 	c.helo = c.an.engine.Helo(c.ctx, &c.sess)
+	c.sess.Keep(inspect.StageHelo, c.helo) // replaces an earlier HELO's
 	c.heloOK = c.helo.Action < inspect.Tempfail
 	if !c.heloOK {
 		c.sess.HeloVerb, c.sess.Helo = "", ""
@@ -594,6 +596,7 @@ func (c *conversation) cmdMail(cmd smtp.Command) {
 	c.tx = inspect.Transaction{From: from, FromParams: params}
 	if c.an.engine != nil {
 		v := c.an.engine.Mail(c.ctx, &c.sess, &c.tx)
+		c.tx.Keep(inspect.StageMail, v)
 		c.last = &refusal{stage: inspect.StageMail, v: v}
 		if v.Action >= inspect.Tempfail {
 			c.tx = inspect.Transaction{}
@@ -651,6 +654,7 @@ func (c *conversation) cmdRcpt(cmd smtp.Command) {
 	rc := inspect.Recipient{Path: to, Params: params}
 	if c.an.engine != nil {
 		v := c.an.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc)
+		rc.Result = v.Result
 		if v.Action >= inspect.Tempfail {
 			c.refuse(inspect.StageRcpt, v, "")
 			return
@@ -994,6 +998,7 @@ func (c *conversation) message(body *halfStream, bareLF, bareCR, complete bool) 
 	}
 	msg := &inspect.Message{Size: body.size, Body: body, BareLF: bareLF, BareCR: bareCR}
 	v := c.an.engine.DataWithContent(c.ctx, &c.sess, &c.tx, msg, content)
+	c.tx.Keep(inspect.StageData, v)
 	c.last = &refusal{stage: inspect.StageData, v: v}
 	if v.Action >= inspect.Tempfail {
 		c.refuse(inspect.StageData, v, "")

@@ -39,17 +39,18 @@ func (j *testJudge) Evaluate(st inspect.Stage, f *inspect.Facts) inspect.Verdict
 	}
 	j.calls[f.Session.ID] = append(j.calls[f.Session.ID], st)
 	j.mu.Unlock()
-	v := inspect.Verdict{Action: inspect.Accept, Score: f.Session.Score}
+	before := inspect.Before(st, f.Session, f.Tx)
+	v := inspect.Verdict{Action: inspect.Accept, Score: before.Score}
 	hit := func(rule string, score float64) {
 		v.Rules = append(v.Rules, rule)
 		v.Score += score
+		v.Result.Rules = append(v.Result.Rules, rule)
+		v.Result.Score += score
 	}
 	switch st {
 	case inspect.StageHelo:
 		if strings.HasPrefix(f.Session.Helo, "[") {
 			hit("HELO_LITERAL", 1)
-			f.Session.Score++
-			f.Session.Rules = append(f.Session.Rules, "HELO_LITERAL")
 		}
 	case inspect.StageMail:
 		if f.Tx.From.IsNull() {
@@ -68,7 +69,7 @@ func (j *testJudge) Evaluate(st inspect.Stage, f *inspect.Facts) inspect.Verdict
 		}
 	}
 	v.WouldBe = v.Action
-	v.Rules = append(append([]string(nil), f.Session.Rules...), v.Rules...)
+	v.Rules = append(before.Rules, v.Rules...)
 	return v
 }
 

@@ -43,11 +43,13 @@ type Session struct {
 	// (MAIL commands that passed the mail stage).
 	Transactions int
 
-	// Judgement so far: the score and matched rules of the connect and
-	// helo stages, and whether an allowlist rule accepted the session.
-	Score       float64
-	Rules       []string
-	Allowlisted bool
+	// ConnectResult and HeloResult are the judgements of the connect and
+	// helo stages, one each: a HELO/EHLO sent again (after STARTTLS,
+	// RSET or simply twice) replaces HeloResult, so its rules are never
+	// counted twice (RFC 5321 §4.1.4 makes a repeated EHLO a fresh
+	// start). The front end stores them with Keep.
+	ConnectResult StageResult
+	HeloResult    StageResult
 
 	engine *sessionState // the engine's lookups for this session
 }
@@ -82,17 +84,74 @@ type Transaction struct {
 	// upstream).
 	Rcpts []Recipient
 
-	// Judgement so far in this transaction (mail and data stages), on
-	// top of the session's.
-	Score       float64
-	Rules       []string
-	Allowlisted bool
+	// MailResult and DataResult are the judgements of the mail and data
+	// stages of this transaction, on top of the session's. Recipients
+	// carry their own (Recipient.Result).
+	MailResult StageResult
+	DataResult StageResult
 }
 
 // Recipient is one RCPT of a transaction.
 type Recipient struct {
 	Path   smtp.Path
 	Params []smtp.Param
+	// Result is the rcpt stage's judgement of this recipient. Its score
+	// is not carried into the data stage (each recipient is judged on
+	// its own), but data-stage meta rules may name its rules.
+	Result StageResult
+}
+
+// StageResult is what one stage's rules concluded on their own: the score
+// they added, the rules that matched (enforced, not shadow) and whether
+// an allowlist rule accepted. Later stages build on it.
+type StageResult struct {
+	Score       float64
+	Rules       []string
+	Allowlisted bool
+}
+
+// Keep stores v's result as the session's result of stage (connect or
+// helo), replacing what an earlier run of the same stage left.
+func (s *Session) Keep(stage Stage, v Verdict) {
+	switch stage {
+	case StageConnect:
+		s.ConnectResult = v.Result
+	case StageHelo:
+		s.HeloResult = v.Result
+	}
+}
+
+// Keep stores v's result as the transaction's result of stage (mail or
+// data), replacing what an earlier run of the same stage left.
+func (t *Transaction) Keep(stage Stage, v Verdict) {
+	switch stage {
+	case StageMail:
+		t.MailResult = v.Result
+	case StageData:
+		t.DataResult = v.Result
+	}
+}
+
+// Before sums up the results of the stages before stage: the score and
+// rules a stage builds on, and whether an allowlist rule accepted
+// earlier. A stage that runs again never sees its own earlier result.
+func Before(stage Stage, s *Session, t *Transaction) StageResult {
+	var out StageResult
+	add := func(r StageResult) {
+		out.Score += r.Score
+		out.Rules = append(out.Rules, r.Rules...)
+		out.Allowlisted = out.Allowlisted || r.Allowlisted
+	}
+	if stage > StageConnect {
+		add(s.ConnectResult)
+	}
+	if stage > StageHelo {
+		add(s.HeloResult)
+	}
+	if t != nil && stage > StageMail {
+		add(t.MailResult)
+	}
+	return out
 }
 
 // Message is the content of a transaction as received after DATA:

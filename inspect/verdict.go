@@ -86,6 +86,9 @@ type Verdict struct {
 	Trace []string
 	// Hits are the rules that matched at this stage, with their scores.
 	Hits []Hit
+	// Result is this stage's own contribution, for the front end to Keep
+	// in the session or transaction (Score and Rules above are totals).
+	Result StageResult
 }
 
 // Hit is one rule that matched.

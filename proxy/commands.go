@@ -24,7 +24,9 @@ func (c *conn) cmdHelo(cmd smtp.Command) bool {
 	}
 	c.reset()
 	c.sess.HeloVerb, c.sess.Helo = cmd.Verb, cmd.Arg
-	if v := c.engine.Helo(c.ctx, &c.sess); c.judged(inspect.StageHelo, v) {
+	v := c.engine.Helo(c.ctx, &c.sess)
+	c.sess.Keep(inspect.StageHelo, v) // replaces an earlier HELO's
+	if c.judged(inspect.StageHelo, v) {
 		c.sess.HeloVerb, c.sess.Helo = "", ""
 		c.state = stateGreeted
 		c.reply(v.WireReply(inspect.StageHelo))
@@ -87,7 +89,9 @@ func (c *conn) cmdMail(cmd smtp.Command) bool {
 	}
 	c.tx = inspect.Transaction{From: from, FromParams: params}
 	c.txStart = time.Now()
-	if v := c.engine.Mail(c.ctx, &c.sess, &c.tx); c.judged(inspect.StageMail, v) {
+	v := c.engine.Mail(c.ctx, &c.sess, &c.tx)
+	c.tx.Keep(inspect.StageMail, v)
+	if c.judged(inspect.StageMail, v) {
 		c.tx = inspect.Transaction{}
 		c.reply(v.WireReply(inspect.StageMail))
 		return true
@@ -210,7 +214,9 @@ func (c *conn) cmdRcpt(cmd smtp.Command) bool {
 		return true
 	}
 	rc := inspect.Recipient{Path: to, Params: params}
-	if v := c.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc); c.judged(inspect.StageRcpt, v) {
+	v := c.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc)
+	rc.Result = v.Result // kept with the recipient once the upstream accepts it
+	if c.judged(inspect.StageRcpt, v) {
 		r := v.WireReply(inspect.StageRcpt)
 		c.logRcpt(to, r)
 		c.reply(r)

@@ -299,6 +299,7 @@ func (c *conn) greet() bool {
 		}
 	}
 	v := c.engine.Connect(c.ctx, &c.sess)
+	c.sess.Keep(inspect.StageConnect, v)
 	if v.Action == inspect.Accept {
 		c.judged(inspect.StageConnect, v) // monitor mode, shadow rules
 	}

@@ -184,6 +184,7 @@ func (c *conn) deliver(sink *sink) {
 	c.srv.metrics.messageReceived(c.spool.size)
 	msg := &inspect.Message{Size: c.spool.size, Body: &c.spool, BareLF: sink.ends.BareLF, BareCR: sink.ends.BareCR}
 	v := c.engine.Data(c.ctx, &c.sess, &c.tx, msg)
+	c.tx.Keep(inspect.StageData, v)
 	c.verdict = v
 	if c.judged(inspect.StageData, v) {
 		r := v.WireReply(inspect.StageData)

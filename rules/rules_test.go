@@ -105,11 +105,14 @@ func (sc session) run(t *testing.T, set *Set) (verdicts map[inspect.Stage]inspec
 	defer e.End(s)
 	verdicts = map[inspect.Stage]inspect.Verdict{}
 	verdicts[inspect.StageConnect] = e.Connect(ctx, s)
+	s.Keep(inspect.StageConnect, verdicts[inspect.StageConnect])
 	s.HeloVerb, s.Helo = "EHLO", orDefault(sc.helo, "mail.example.org")
 	verdicts[inspect.StageHelo] = e.Helo(ctx, s)
+	s.Keep(inspect.StageHelo, verdicts[inspect.StageHelo])
 	from, params, _ := smtp.ParseMailArg("FROM:<" + sc.from + "> " + sc.params)
 	tx := &inspect.Transaction{From: from, FromParams: params}
 	verdicts[inspect.StageMail] = e.Mail(ctx, s, tx)
+	tx.Keep(inspect.StageMail, verdicts[inspect.StageMail])
 	rcpts := sc.rcpts
 	if rcpts == nil {
 		rcpts = []string{"bob@example.net"}
@@ -119,7 +122,7 @@ func (sc session) run(t *testing.T, set *Set) (verdicts map[inspect.Stage]inspec
 		v := e.Rcpt(ctx, s, tx, inspect.Recipient{Path: p})
 		verdicts[inspect.StageRcpt] = v
 		if v.Action < inspect.Tempfail {
-			tx.Rcpts = append(tx.Rcpts, inspect.Recipient{Path: p})
+			tx.Rcpts = append(tx.Rcpts, inspect.Recipient{Path: p, Result: v.Result})
 		}
 	}
 	verdicts[inspect.StageData] = judgeData(e, s, tx, sc.content, sc.size, sc.bare)
@@ -460,5 +463,80 @@ rules:
 		if got := strings.Join(v.Rules, ","); got != tt.want {
 			t.Errorf("client %s: rules %q, want %q (trace %v)", tt.client, got, tt.want, v.Trace)
 		}
+	}
+}
+
+// A data-stage meta rule may name a rcpt-stage rule (README: "at this
+// stage or an earlier one"). It used to load and never match, because
+// recipients' results were not kept. It matches when the rule matched
+// for a recipient the transaction accepted, and only then.
+func TestMetaRuleNamesRcptRule(t *testing.T) {
+	set := mustParse(t, `
+rules:
+  - {name: RCPT_POSTMASTER, stage: rcpt, when: {rcpt: postmaster@example.net}, score: 0.1}
+  - {name: TO_POSTMASTER, stage: data, when: {rule: RCPT_POSTMASTER}, score: 2}
+  - {name: RCPT_REFUSED, stage: rcpt, when: {rcpt: nobody@example.net}, action: reject}
+  - {name: TO_REFUSED, stage: data, when: {rule: RCPT_REFUSED}, score: 2}
+`)
+	v := session{rcpts: []string{"bob@example.net", "postmaster@example.net", "nobody@example.net"}}.run(t, set)[inspect.StageData]
+	if !contains(v.Rules, "TO_POSTMASTER") {
+		t.Errorf("data meta rule on an accepted recipient's rule did not match: rules %v, trace %v", v.Rules, v.Trace)
+	}
+	if contains(v.Rules, "TO_REFUSED") {
+		t.Errorf("data meta rule matched a refused recipient's rule: rules %v", v.Rules)
+	}
+	if v.Score != 2 {
+		t.Errorf("score %v, want 2 (recipient scores are not carried into data)", v.Score)
+	}
+	none := session{rcpts: []string{"bob@example.net"}}.run(t, set)[inspect.StageData]
+	if contains(none.Rules, "TO_POSTMASTER") {
+		t.Errorf("meta rule matched without the recipient: %v", none.Rules)
+	}
+}
+
+// A stage judged again (EHLO after STARTTLS or RSET) replaces its earlier
+// result: the helo rules count once, whatever the number of EHLOs.
+func TestStageRunAgainReplacesItsResult(t *testing.T) {
+	set := mustParse(t, `
+thresholds: {tag: 2}
+rules:
+  - {name: HELO_LOCAL, stage: helo, when: {helo: localhost}, score: 3}
+  - {name: HELO_OK, stage: helo, when: {helo: mail.example.org}, action: accept}
+`)
+	e, err := inspect.New(inspect.Config{Judge: set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s := &inspect.Session{ID: "T", Client: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), 1)}
+	defer e.End(s)
+	s.Keep(inspect.StageConnect, e.Connect(ctx, s))
+	var v inspect.Verdict
+	for i := 0; i < 3; i++ {
+		s.HeloVerb, s.Helo = "EHLO", "localhost"
+		v = e.Helo(ctx, s)
+		s.Keep(inspect.StageHelo, v)
+	}
+	if v.Score != 3 || strings.Join(v.Rules, ",") != "HELO_LOCAL" {
+		t.Fatalf("after three EHLOs: score %v rules %v, want 3 [HELO_LOCAL]", v.Score, v.Rules)
+	}
+	tx := &inspect.Transaction{}
+	mv := e.Mail(ctx, s, tx)
+	if mv.Score != 3 || len(mv.Rules) != 1 {
+		t.Fatalf("mail stage builds on score %v rules %v, want 3 [HELO_LOCAL]", mv.Score, mv.Rules)
+	}
+	// An allowlisting EHLO, then a plain one: the allowlist of the
+	// first does not outlive it.
+	s.HeloVerb, s.Helo = "EHLO", "mail.example.org"
+	v = e.Helo(ctx, s)
+	s.Keep(inspect.StageHelo, v)
+	if !s.HeloResult.Allowlisted {
+		t.Fatalf("allowlist rule did not allowlist: %+v", v)
+	}
+	s.HeloVerb, s.Helo = "EHLO", "localhost"
+	v = e.Helo(ctx, s)
+	s.Keep(inspect.StageHelo, v)
+	if s.HeloResult.Allowlisted || v.Score != 3 {
+		t.Fatalf("second EHLO kept the first's allowlist: %+v", s.HeloResult)
 	}
 }

@@ -120,9 +120,11 @@ func (s *Set) Evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 }
 
 func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
-	sess, tx := f.Session, f.Tx
-	if sess.Allowlisted || tx != nil && tx.Allowlisted {
-		return inspect.Verdict{Action: inspect.Accept, WouldBe: inspect.Accept, Reason: "allowlisted", Score: s.base(stage, f)}
+	// What the earlier stages concluded; a stage run again (EHLO after
+	// STARTTLS) builds on them, never on its own earlier result.
+	before := inspect.Before(stage, f.Session, f.Tx)
+	if before.Allowlisted {
+		return inspect.Verdict{Action: inspect.Accept, WouldBe: inspect.Accept, Reason: "allowlisted", Score: before.Score}
 	}
 	var (
 		matched  []string
@@ -135,7 +137,8 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 		actTexts []string // what the deciding rule's DNS lists said
 	)
 	matchedBefore := func(name string) bool {
-		return contains(sess.Rules, name) || tx != nil && contains(tx.Rules, name) || contains(matched, name)
+		return contains(before.Rules, name) || contains(matched, name) ||
+			stage == inspect.StageData && rcptMatched(f.Tx, name)
 	}
 	var scans *scanCache
 	if s.needs[stage].Depth >= inspect.DepthHeaders && s.lits != nil {
@@ -198,28 +201,14 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 		}
 	}
 
-	// Remember this stage's judgement for the later ones. Recipient
-	// rules judge one recipient and are not carried into data.
-	switch {
-	case stage <= inspect.StageHelo:
-		sess.Score += score
-		sess.Rules = append(sess.Rules, matched...)
-	case stage == inspect.StageMail || stage == inspect.StageData:
-		tx.Score += score
-		tx.Rules = append(tx.Rules, matched...)
-	}
-	total := s.base(stage, f)
-	if stage == inspect.StageRcpt {
-		total += score
-	}
-	v := inspect.Verdict{Score: total, Rules: s.allMatched(stage, f, matched), Trace: trace, Hits: hits}
+	// This stage's own result goes back to the front end, which keeps
+	// it for the later stages (inspect.Session.Keep); the totals are the
+	// earlier stages' plus this one's.
+	total := before.Score + score
+	v := inspect.Verdict{Score: total, Rules: append(before.Rules, matched...), Trace: trace, Hits: hits,
+		Result: inspect.StageResult{Score: score, Rules: matched, Allowlisted: act == actAccept}}
 
 	if act == actAccept {
-		if stage <= inspect.StageHelo {
-			sess.Allowlisted = true
-		} else if tx != nil && stage != inspect.StageRcpt {
-			tx.Allowlisted = true
-		}
 		v.Action, v.WouldBe, v.Reason = inspect.Accept, inspect.Accept, "allowlisted:"+actRule.name
 		return v
 	}
@@ -256,24 +245,18 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 	return v
 }
 
-// base is the score carried into stage from the earlier ones.
-func (s *Set) base(stage inspect.Stage, f *inspect.Facts) float64 {
-	b := f.Session.Score
-	if f.Tx != nil && stage >= inspect.StageMail {
-		b += f.Tx.Score
+// rcptMatched reports whether rule name matched any recipient the
+// transaction accepted: data-stage meta rules may name rcpt-stage rules.
+func rcptMatched(tx *inspect.Transaction, name string) bool {
+	if tx == nil {
+		return false
 	}
-	return b
-}
-
-func (s *Set) allMatched(stage inspect.Stage, f *inspect.Facts, now []string) []string {
-	out := append([]string(nil), f.Session.Rules...)
-	if f.Tx != nil && stage >= inspect.StageMail {
-		out = append(out, f.Tx.Rules...)
+	for i := range tx.Rcpts {
+		if contains(tx.Rcpts[i].Result.Rules, name) {
+			return true
+		}
 	}
-	if stage == inspect.StageRcpt {
-		out = append(out, now...)
-	}
-	return out
+	return false
 }
 
 func (s *Set) taggedByRule(names []string) bool {
