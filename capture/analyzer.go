@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -360,14 +361,17 @@ var uidEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPad
 
 // process reconstructs and judges one finished connection.
 func (a *Analyzer) process(f *flow) (s *Session) {
+	var c *conversation
 	defer func() {
 		if v := recover(); v != nil {
 			// One connection's bug must not cost the others their
-			// analysis; the count makes tests fail.
+			// analysis, nor this one its record: it comes out with
+			// the problem internal_error. The count makes tests fail.
 			a.panics.Add(1)
 			panicsRecovered.Add(1)
-			a.log.Error("capture: session panic", "panic", fmt.Sprint(v), "client", f.addr[0].String(), "server", f.addr[1].String())
-			s = nil
+			s = panicked(f, s, c)
+			a.log.Error("capture: session panic", "panic", fmt.Sprint(v), "session", s.UID,
+				"client", s.Client.String(), "server", s.Server.String(), "stack", string(debug.Stack()))
 		}
 	}()
 	ci, si, ok := f.roles()
@@ -379,7 +383,7 @@ func (a *Analyzer) process(f *flow) (s *Session) {
 	if !f.handshake {
 		s.problem("mid_stream")
 	}
-	c := &conversation{an: a, ctx: context.Background(), out: s,
+	c = &conversation{an: a, ctx: context.Background(), out: s,
 		ch: &f.half[ci], sh: &f.half[si]}
 	c.cs = &streamReader{h: c.ch}
 	c.ss = &streamReader{h: c.sh}
@@ -393,6 +397,35 @@ func (a *Analyzer) process(f *flow) (s *Session) {
 	if a.metrics != nil {
 		a.metrics.session(s)
 	}
+	return s
+}
+
+// panicked turns the session whose analysis panicked into a problem
+// record: what was reconstructed so far, plus one record for the
+// transaction in progress (or the session, if it had none) carrying the
+// problem internal_error. It touches no conversation state that the
+// panic may have left half-written beyond copying the current record.
+func panicked(f *flow, s *Session, c *conversation) *Session {
+	if s == nil {
+		s = &Session{Start: f.first, Client: f.addr[0], Server: f.addr[1], order: f.ord}
+		s.UID = uid(s.Start, s.Client, s.Server)
+	}
+	s.problem("internal_error")
+	var rec Record
+	if c != nil && c.rec != nil && (c.active || len(s.Records) == 0) {
+		rec = *c.rec
+	} else if len(s.Records) > 0 {
+		// The panic came between transactions: mark the last one.
+		s.Records[len(s.Records)-1].Problems = append([]string(nil), s.Problems...)
+		return s
+	} else {
+		rec = Record{UID: s.UID, OrigH: s.Client.Addr().String(), OrigP: s.Client.Port(),
+			RespH: s.Server.Addr().String(), RespP: s.Server.Port(), TransDepth: 1,
+			Helo: s.Helo, TLS: s.TLS, TS: Epoch(s.Start),
+			Path: []string{s.Server.Addr().String(), s.Client.Addr().String()}}
+	}
+	rec.Problems = append([]string(nil), s.Problems...)
+	s.Records = append(s.Records, rec)
 	return s
 }
 

@@ -56,7 +56,8 @@ type Session struct {
 	// what the session did wrong, as short stable names: gap_client,
 	// gap_server, client_only, server_only, mid_stream, bad_reply,
 	// invalid_command, line_too_long, prelude, unterminated_data,
-	// bdat_invalid, bdat_lost, message_truncated, reply_mismatch.
+	// bdat_invalid, bdat_lost, message_truncated, reply_mismatch,
+	// internal_error (moat itself failed on this session: a bug).
 	Problems []string
 	Records  []Record
 	// Smuggling: some DATA body ended earlier for a lenient parser.
