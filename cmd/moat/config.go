@@ -101,24 +101,31 @@ func (c *Config) validate(file string) error {
 // loadConfig reads, decodes, completes and validates a configuration
 // file. path "" means the built-in default configuration.
 func loadConfig(path string) (*Config, error) {
-	var cfg Config
-	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil, &configError{fmt.Errorf("config file %s: does not exist", path)}
-			}
-			return nil, &configError{fmt.Errorf("config file %s: %v", path, err)}
+	if path == "" {
+		return parseConfig("", nil)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &configError{fmt.Errorf("config file %s: does not exist", path)}
 		}
-		if err := strictyaml.Decode(path, data, &cfg); err != nil {
+		return nil, &configError{fmt.Errorf("config file %s: %v", path, err)}
+	}
+	return parseConfig(path, data)
+}
+
+// parseConfig decodes, completes and validates the configuration data
+// read from the file name; name "" means the built-in default.
+func parseConfig(name string, data []byte) (*Config, error) {
+	var cfg Config
+	if name != "" {
+		if err := strictyaml.Decode(name, data, &cfg); err != nil {
 			return nil, &configError{err}
 		}
-	}
-	cfg.defaults()
-	name := path
-	if name == "" {
+	} else {
 		name = "built-in default config"
 	}
+	cfg.defaults()
 	if err := cfg.validate(name); err != nil {
 		return nil, err
 	}
