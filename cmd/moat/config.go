@@ -101,6 +101,13 @@ func (c *Config) validate(file string) error {
 // loadConfig reads, decodes, completes and validates a configuration
 // file. path "" means the built-in default configuration.
 func loadConfig(path string) (*Config, error) {
+	return loadConfigWith(path, nil)
+}
+
+// loadConfigWith is loadConfig with override applied to the decoded file
+// before defaults and validation (moat serve's --listen, --upstream and
+// --http), so values derived from them are derived from the override.
+func loadConfigWith(path string, override func(*Config)) (*Config, error) {
 	var cfg Config
 	if path != "" {
 		data, err := os.ReadFile(path)
@@ -113,6 +120,9 @@ func loadConfig(path string) (*Config, error) {
 		if err := strictyaml.Decode(path, data, &cfg); err != nil {
 			return nil, &configError{err}
 		}
+	}
+	if override != nil {
+		override(&cfg)
 	}
 	cfg.defaults()
 	name := path
