@@ -15,12 +15,14 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// The captures in ../../shared/testdata/pcap come with what Zeek,
+// The captures in testdata/pcap come with what Zeek,
 // Suricata and nDPI make of them in their own test suites. These tests
 // hold moat's reconstruction against those baselines, field by field, and
 // write down every place where moat's honest answer differs and why.
 
-const testdata = "../../shared/testdata"
+// testdata holds the third-party captures, their upstream baselines and
+// SOURCES.md (origin, commit and licence of every file).
+const testdata = "testdata"
 
 // analyzeFile runs an Analyzer without an engine over one capture.
 func analyzeFile(t *testing.T, path string, cfg Config, deps Deps) ([]*Session, *Stats) {

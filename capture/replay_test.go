@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -50,7 +51,7 @@ func TestReplay(t *testing.T) {
 	}
 
 	t.Run("shared capture", func(t *testing.T) {
-		src, err := OpenFile("../../shared/testdata/pcap/zeek/smtp.pcap")
+		src, err := OpenFile(filepath.Join(testdata, "pcap/zeek/smtp.pcap"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +122,7 @@ func TestReplay(t *testing.T) {
 	})
 
 	t.Run("BDAT", func(t *testing.T) {
-		src, err := OpenFile("../../shared/testdata/pcap/zeek/rfc3030-bdat-multipart.pcap")
+		src, err := OpenFile(filepath.Join(testdata, "pcap/zeek/rfc3030-bdat-multipart.pcap"))
 		if err != nil {
 			t.Fatal(err)
 		}

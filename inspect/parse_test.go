@@ -16,9 +16,9 @@ import (
 	"unicode/utf8"
 )
 
-// corpusDir holds the third-party test mail (see shared/testdata/SOURCES.md);
-// CI checks shared/ out beside the repository.
-const corpusDir = "../../shared/testdata/mail"
+// corpusDir holds the third-party test mail (origin, commit and licence of
+// every file in testdata/SOURCES.md).
+const corpusDir = "testdata/mail"
 
 // corpusFiles lists every file of the mail corpus.
 func corpusFiles(t testing.TB) []string {

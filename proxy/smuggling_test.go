@@ -65,7 +65,7 @@ var smugIssueVectors = []smugVector{
 // set, id, escaped, hex[, lab result]) followed by smugIssueVectors.
 func smugVectors(t *testing.T) []smugVector {
 	t.Helper()
-	data, err := os.ReadFile("../../shared/testdata/smuggling/eod-sequences.tsv")
+	data, err := os.ReadFile("../inspect/smtp/testdata/smuggling/eod-sequences.tsv")
 	if err != nil {
 		t.Fatalf("smuggling test data: %v", err)
 	}

@@ -18,7 +18,7 @@ import (
 
 func TestAnalyzeSharedCapture(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := run([]string{"analyze", "../../../shared/testdata/pcap/zeek/smtp.pcap"}, &out, &errb)
+	code := run([]string{"analyze", sharedSMTPCapture}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}

@@ -101,8 +101,15 @@ func (c *Config) validate(file string) error {
 // loadConfig reads, decodes, completes and validates a configuration
 // file. path "" means the built-in default configuration.
 func loadConfig(path string) (*Config, error) {
+	return loadConfigWith(path, nil)
+}
+
+// loadConfigWith is loadConfig with override applied to the decoded file
+// before defaults and validation (moat serve's --listen, --upstream and
+// --http), so values derived from them are derived from the override.
+func loadConfigWith(path string, override func(*Config)) (*Config, error) {
 	if path == "" {
-		return parseConfig("", nil)
+		return parseConfig("", nil, override)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -111,12 +118,13 @@ func loadConfig(path string) (*Config, error) {
 		}
 		return nil, &configError{fmt.Errorf("config file %s: %v", path, err)}
 	}
-	return parseConfig(path, data)
+	return parseConfig(path, data, override)
 }
 
 // parseConfig decodes, completes and validates the configuration data
-// read from the file name; name "" means the built-in default.
-func parseConfig(name string, data []byte) (*Config, error) {
+// read from the file name, with override applied before the defaults;
+// name "" means the built-in default.
+func parseConfig(name string, data []byte, override func(*Config)) (*Config, error) {
 	var cfg Config
 	if name != "" {
 		if err := strictyaml.Decode(name, data, &cfg); err != nil {
@@ -124,6 +132,9 @@ func parseConfig(name string, data []byte) (*Config, error) {
 		}
 	} else {
 		name = "built-in default config"
+	}
+	if override != nil {
+		override(&cfg)
 	}
 	cfg.defaults()
 	if err := cfg.validate(name); err != nil {

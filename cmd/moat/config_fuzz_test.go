@@ -31,7 +31,7 @@ func FuzzConfig(f *testing.F) {
 	f.Add([]byte("dnsbl: {resolver: [\"127.0.0.1:1\"], lists: [{name: x, zone: x.test, kind: ip}]}\n"))
 	f.Add([]byte("rules: {mode: monitor}\nupstream: {pool_size: 3, tls: required}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := parseConfig("fuzz.yaml", data)
+		cfg, err := parseConfig("fuzz.yaml", data, nil)
 		if err != nil {
 			return
 		}

@@ -72,8 +72,14 @@ type moatProc struct {
 // which names the addresses it really listens on (the config uses port 0).
 func startMoat(t *testing.T, args ...string) *moatProc {
 	t.Helper()
+	return startMoatCmd(t, exec.Command(moatBin, append([]string{"serve"}, args...)...))
+}
+
+// startMoatCmd is startMoat for a command of the caller's making (a moat
+// serve run through a wrapper, in another directory).
+func startMoatCmd(t *testing.T, cmd *exec.Cmd) *moatProc {
+	t.Helper()
 	log := &lockedBuffer{}
-	cmd := exec.Command(moatBin, append([]string{"serve"}, args...)...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {

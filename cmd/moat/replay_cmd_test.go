@@ -13,7 +13,9 @@ import (
 	"moat/internal/postfixtest"
 )
 
-const sharedSMTPCapture = "../../../shared/testdata/pcap/zeek/smtp.pcap"
+// sharedSMTPCapture is Zeek's smtp.pcap from the capture package's test
+// data (capture/testdata/SOURCES.md).
+const sharedSMTPCapture = "../../capture/testdata/pcap/zeek/smtp.pcap"
 
 func TestReplayUsage(t *testing.T) {
 	for _, tc := range []struct {

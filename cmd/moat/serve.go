@@ -27,35 +27,81 @@ import (
 )
 
 const serveUsage = `Usage:
-  moat serve [--config FILE]
+  moat serve [--config FILE] [--listen HOST:PORT]... [--upstream HOST:PORT] [--http HOST:PORT|off]
 
 Runs the SMTP proxy. Without --config, moat listens on 127.0.0.1:2525,
 forwards to 127.0.0.1:25 and serves /metrics on 127.0.0.1:9325.
+--listen, --upstream and --http replace the configuration's listen,
+upstream.address and http.listen (the file's or the built-in ones), also
+when SIGHUP re-reads the file.
 SIGTERM or SIGINT stop it gracefully: idle sessions are closed with 421,
 messages in flight are finished.
 
 Flags:
 `
 
+// serveOverrides are the addresses given on the command line; they win
+// over the configuration file's, on every (re)load.
+type serveOverrides struct {
+	listen   []proxy.HostPort
+	upstream proxy.HostPort
+	http     string
+}
+
+func (o serveOverrides) apply(c *Config) {
+	if len(o.listen) > 0 {
+		c.Listen = o.listen
+	}
+	if o.upstream != "" {
+		c.Upstream.Address = o.upstream
+	}
+	if o.http != "" {
+		c.HTTP.Listen = o.http
+	}
+}
+
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("moat serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration `FILE` (default: built-in defaults)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), serveUsage)
+	var ov serveOverrides
+	fs.Func("listen", "SMTP listener `HOST:PORT` instead of the configuration's listen (repeat for several)", func(s string) error {
+		hp, err := proxy.ParseHostPort(s)
+		ov.listen = append(ov.listen, hp)
+		return err
+	})
+	fs.Func("upstream", "the upstream MTA's `HOST:PORT` instead of the configuration's upstream.address", func(s string) error {
+		hp, err := proxy.ParseHostPort(s)
+		ov.upstream = hp
+		return err
+	})
+	fs.Func("http", "HTTP listener `HOST:PORT` (/metrics, /healthz, /readyz) or off, instead of the configuration's http.listen", func(s string) error {
+		if s != "off" {
+			if _, err := proxy.ParseHostPort(s); err != nil {
+				return err
+			}
+		}
+		ov.http = s
+		return nil
+	})
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, serveUsage)
+		fs.SetOutput(w)
 		fs.PrintDefaults()
+		fs.SetOutput(stderr)
 	}
+	fs.Usage = func() {} // printed below, once, to the right stream
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
-			fs.Usage()
+			usage(stdout)
 			return 0
 		}
+		usage(stderr)
 		return exitUsage
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "moat serve: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
+		usage(stderr)
 		return exitUsage
 	}
 	// Catch SIGHUP before anything else: its default action would kill a
@@ -63,18 +109,19 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	cfg, err := loadConfig(*configPath)
+	cfg, err := loadConfigWith(*configPath, ov.apply)
 	if err != nil {
 		return exitCode(stderr, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return exitCode(stderr, serve(ctx, hup, *configPath, cfg, stderr))
+	return exitCode(stderr, serve(ctx, hup, *configPath, ov, cfg, stderr))
 }
 
 // serve runs moat until ctx is cancelled, then shuts down gracefully.
-// Every value on hup (SIGHUP) re-reads the config file at path.
-func serve(ctx context.Context, hup <-chan os.Signal, path string, cfg *Config, logOut io.Writer) error {
+// Every value on hup (SIGHUP) re-reads the config file at path, with the
+// command line's overrides applied again.
+func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverrides, cfg *Config, logOut io.Writer) error {
 	log := newLogger(cfg.Log, logOut)
 	prof, err := startProfiling(cfg.Profiling.Pyroscope, log)
 	if err != nil {
@@ -180,7 +227,7 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-hup:
-			reload(log, path, srv, reloads, ruleMetrics, lists)
+			reload(log, path, ov, srv, reloads, ruleMetrics, lists)
 		case err := <-errc:
 			if err != nil {
 				runErr = err
@@ -207,12 +254,12 @@ loop:
 // reload re-reads the configuration on SIGHUP. A file that does not load
 // or validate is refused whole, logged, and the running configuration
 // stays; a good one takes effect for every session that starts after it.
-func reload(log *slog.Logger, path string, srv *proxy.Server, reloads reloadMetrics, m *rules.Metrics, lists *dnsbl.Checker) {
+func reload(log *slog.Logger, path string, ov serveOverrides, srv *proxy.Server, reloads reloadMetrics, m *rules.Metrics, lists *dnsbl.Checker) {
 	if path == "" {
 		log.Info("SIGHUP: running on the built-in default config, nothing to reload")
 		return
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := loadConfigWith(path, ov.apply)
 	var engine *inspect.Engine
 	var set *rules.Set
 	if err == nil {

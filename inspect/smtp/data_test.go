@@ -190,7 +190,8 @@ func TestDataReaderZeroLengthRead(t *testing.T) {
 	}
 }
 
-// eodRow is one line of shared/testdata/smuggling/eod-sequences.tsv.
+// eodRow is one line of testdata/smuggling/eod-sequences.tsv (origin and
+// licence in testdata/SOURCES.md).
 type eodRow struct {
 	source, set, id string
 	seq             []byte
@@ -198,7 +199,7 @@ type eodRow struct {
 
 func loadEODSequences(t *testing.T) []eodRow {
 	t.Helper()
-	data, err := os.ReadFile("../../../shared/testdata/smuggling/eod-sequences.tsv")
+	data, err := os.ReadFile("testdata/smuggling/eod-sequences.tsv")
 	if err != nil {
 		t.Skipf("smuggling test data not available: %v", err)
 	}
