@@ -56,9 +56,11 @@ func (p *upstreamPool) get(maxIdle time.Duration) *upstream {
 }
 
 // put offers an idle, sound connection to the pool; false means the
-// caller keeps it (and closes it).
+// caller keeps it (and closes it). A connection with a transaction still
+// open upstream, or with replies not read yet, would hand the next
+// session someone else's state: it is never pooled.
 func (p *upstreamPool) put(u *upstream, size int) bool {
-	if u.broken || u.inTx {
+	if u.broken || u.inTx || u.r.Buffered() > 0 {
 		return false
 	}
 	p.mu.Lock()
