@@ -91,6 +91,11 @@ type UpstreamConfig struct {
 	// PoolIdle is how long a pooled connection may sit idle; keep it well
 	// below the upstream's own idle timeout (Postfix: 300s).
 	PoolIdle time.Duration `yaml:"pool_idle"`
+	// PoolMaxAge bounds how long one upstream connection is reused,
+	// counted from its connect (Postfix's smtp_connection_reuse_time_limit,
+	// also 300s): load spreads again over the addresses behind the name,
+	// and an upstream restarted or reconfigured is met afresh.
+	PoolMaxAge time.Duration `yaml:"pool_max_age"`
 
 	// XClient sends Postfix's XCLIENT (ADDR, PORT, NAME, HELO, PROTO)
 	// before MAIL, so the upstream sees the real client. The upstream
@@ -198,6 +203,7 @@ func (c *Config) Defaults() {
 		u.PoolSize = &n
 	}
 	setDuration(&u.PoolIdle, 10*time.Second)
+	setDuration(&u.PoolMaxAge, 5*time.Minute)
 	if u.TLS == "" {
 		u.TLS = "off"
 	}
@@ -298,6 +304,7 @@ func (c *Config) Validate() error {
 		{"greeting.delay", c.Greeting.Delay},
 		{"upstream.probe_interval", c.Upstream.ProbeInterval},
 		{"upstream.pool_idle", c.Upstream.PoolIdle},
+		{"upstream.pool_max_age", c.Upstream.PoolMaxAge},
 		{"timeouts.shutdown", c.Timeouts.Shutdown},
 	} {
 		if d.v < 0 {

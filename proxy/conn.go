@@ -124,7 +124,7 @@ func (c *conn) serve() {
 		if c.state >= stateMail && c.state != stateRefused {
 			c.finishTx("aborted", smtp.Reply{})
 		}
-		if c.up != nil && !(poolable(c.cfg) && c.srv.pool.put(c.up, *c.cfg.Upstream.PoolSize)) {
+		if c.up != nil && !c.srv.pool.put(c.up, c.srv.cfg.Load()) {
 			c.up.quit()
 		}
 		cancel()

@@ -74,6 +74,7 @@ type upstream struct {
 	tls     bool // the connection runs over STARTTLS
 	inTx    bool // a MAIL was accepted and no RSET or final reply since
 	broken  bool // an I/O error or 421 happened; the connection is unusable
+	dialed  time.Time
 	scratch []byte
 	dw      *smtp.DataWriter
 }
@@ -130,7 +131,7 @@ func dialUpstreamTLS(ctx context.Context, cfg *Config, sess *inspect.Session, us
 		return nil, &upstreamError{"connect", err}
 	}
 	// The writer carries messages: 32 KB per write system call.
-	u := &upstream{cfg: ucfg, nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 32<<10)}
+	u := &upstream{cfg: ucfg, nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 32<<10), dialed: time.Now()}
 	fail := func(op string, err error) (*upstream, error) {
 		u.nc.Close()
 		return nil, &upstreamError{op, err}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +169,81 @@ func waitClosed(t *testing.T, c *client) {
 			}
 			return
 		}
+	}
+}
+
+// A reload (SIGHUP) to another upstream address stops the pool's
+// connections to the old one from being used: the next session's mail
+// reaches the new upstream, and the old pooled connection is closed.
+func TestUpstreamPoolReload(t *testing.T) {
+	oldPF := postfixtest.Start(t, postfixtest.Options{})
+	newPF := postfixtest.Start(t, postfixtest.Options{})
+	pool := 4
+	h := startProxy(t, oldPF.Addr, func(c *Config) { c.Upstream.PoolSize = &pool })
+	sendThrough := func(subject string) {
+		t.Helper()
+		c := ehloed(t, h.addr)
+		c.cmd(250, "MAIL FROM:<ana@client.test>")
+		c.cmd(250, "RCPT TO:<bo@example.net>")
+		c.cmd(354, "DATA")
+		c.send("Subject: " + subject + "\r\n\r\nbody\r\n.\r\n")
+		c.expect(250)
+		c.cmd(221, "QUIT")
+		waitClosed(t, c)
+	}
+	sendThrough("before reload")
+	oldPF.WaitMessages(t, 1, 20*time.Second)
+
+	cfg := h.srv.Config()
+	cfg.Upstream.Address = HostPort(newPF.Addr)
+	if err := h.srv.Reload(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	sendThrough("after reload")
+	if msg := newPF.WaitMessages(t, 1, 20*time.Second)[0]; !strings.Contains(string(msg), "Subject: after reload") {
+		t.Fatalf("new upstream got:\n%s", msg)
+	}
+	// The pooled connection to the old upstream says QUIT and goes.
+	oldPF.WaitLog(t, "mail=1 rcpt=1 data=1 quit=1", 10*time.Second)
+	if n := len(oldPF.Messages(t)); n != 1 {
+		t.Fatalf("old upstream has %d messages, want 1", n)
+	}
+}
+
+// A pooled connection is reused only for upstream.pool_max_age from its
+// connect: being put back does not make it younger. And one made under
+// an older configuration is not reused at all.
+func TestUpstreamPoolAge(t *testing.T) {
+	size := 4
+	cfg := testConfig("127.0.0.1:25")
+	cfg.Upstream.PoolSize = &size
+	cfg.Defaults()
+	newUp := func(dialed time.Time, cfg *Config) *upstream {
+		a, b := net.Pipe()
+		b.Close() // quit's QUIT fails at once; the pipe closes
+		return &upstream{cfg: &cfg.Upstream, nc: a, r: bufio.NewReader(a), w: bufio.NewWriter(a), dialed: dialed}
+	}
+	var p upstreamPool
+	old := newUp(time.Now().Add(-cfg.Upstream.PoolMaxAge-time.Second), &cfg)
+	if p.put(old, &cfg) {
+		t.Fatal("a connection older than pool_max_age was pooled")
+	}
+	fresh := newUp(time.Now(), &cfg)
+	if !p.put(fresh, &cfg) {
+		t.Fatal("a fresh connection was not pooled")
+	}
+	// Make it look older than its age allows while it sits in the pool.
+	fresh.dialed = time.Now().Add(-cfg.Upstream.PoolMaxAge - time.Second)
+	if u := p.get(&cfg); u != nil {
+		t.Fatal("got a connection older than pool_max_age from the pool")
+	}
+
+	reloaded := cfg // the same settings, but another configuration
+	u := newUp(time.Now(), &cfg)
+	if !p.put(u, &cfg) {
+		t.Fatal("not pooled")
+	}
+	if got := p.get(&reloaded); got != nil {
+		t.Fatal("a connection made under the previous configuration was reused")
 	}
 }
