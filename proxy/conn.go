@@ -164,8 +164,10 @@ func (c *conn) serve() {
 		c.setIdle(false)
 		if err != nil {
 			if errors.Is(err, smtp.ErrLineTooLong) {
-				// RFC 5321 §4.5.3.1.4, and §4.2.4's 500 for a line too long.
-				if !c.refuse(smtp.Replyf(500, "5.5.6", "Line too long")) {
+				// RFC 5321 §4.5.3.1.4, and §4.2.4's 500 for a line too long;
+				// RFC 3463's X.5.2 is a syntax error (X.5.6 belongs to
+				// AUTH, RFC 4954 §6).
+				if !c.refuse(smtp.Replyf(500, "5.5.2", "Line too long")) {
 					return
 				}
 				continue
