@@ -146,11 +146,12 @@ func (c *conn) serve() {
 	for {
 		// RFC 2920 §3.1: replies to a pipelined batch may be held back,
 		// but must be flushed before the server blocks waiting for more
-		// input.
+		// input — which it does when no whole command is buffered, even
+		// if part of one is.
 		if len(c.pending) > 0 && !c.lineBuffered() {
 			c.resolvePending()
 		}
-		if c.r.Buffered() == 0 {
+		if !c.lineBuffered() {
 			if err := c.w.Flush(); err != nil {
 				return
 			}

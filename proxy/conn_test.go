@@ -145,3 +145,17 @@ func TestShutdownClosesIdleSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// RFC 2920 §3.1: a reply is flushed when no complete command is waiting,
+// even with part of the next command already received.
+func TestReplyFlushedBeforePartialCommand(t *testing.T) {
+	h := startProxy(t, deadUpstream(t), nil)
+	c := greeted(t, h.addr)
+	c.send("NOOP\r\nNO")
+	c.nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	c.expect(250)
+	c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c.send("OP\r\n")
+	c.expect(250)
+	c.cmd(221, "QUIT")
+}
