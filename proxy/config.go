@@ -156,6 +156,10 @@ type Timeouts struct {
 	// Shutdown is how long a stopping moat waits for messages in flight
 	// before it closes the remaining connections.
 	Shutdown time.Duration `yaml:"shutdown"`
+	// ProxyHeader is the wait for the PROXY header of a trusted load
+	// balancer (listen_proxy_protocol), which sends it as soon as it has
+	// connected. Postfix's smtpd_upstream_proxy_timeout is also 5s.
+	ProxyHeader time.Duration `yaml:"proxy_header"`
 }
 
 // DataConfig controls how message data is held while it is inspected.
@@ -244,6 +248,7 @@ func (c *Config) Defaults() {
 	setDuration(&c.Timeouts.Data, 3*time.Minute)
 	setDuration(&c.Timeouts.Session, 30*time.Minute)
 	setDuration(&c.Timeouts.Shutdown, time.Minute)
+	setDuration(&c.Timeouts.ProxyHeader, 5*time.Second)
 	if c.Data.SpoolMemory == 0 {
 		c.Data.SpoolMemory = 1 << 20
 	}
@@ -306,6 +311,7 @@ func (c *Config) Validate() error {
 		{"upstream.pool_idle", c.Upstream.PoolIdle},
 		{"upstream.pool_max_age", c.Upstream.PoolMaxAge},
 		{"timeouts.shutdown", c.Timeouts.Shutdown},
+		{"timeouts.proxy_header", c.Timeouts.ProxyHeader},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s: must be positive", d.key)

@@ -203,7 +203,9 @@ func (c *conn) serve() {
 // the per-address connection limit.
 func (c *conn) setup() bool {
 	if c.trustedProxy() {
-		c.rd.timeout = c.cfg.Upstream.ConnectTimeout
+		// The balancer sends its header at once, in one segment; a peer
+		// that does not is not worth waiting for as long as a client.
+		c.rd.timeout = c.cfg.Timeouts.ProxyHeader
 		h, err := ReadProxyHeader(c.r)
 		c.rd.timeout = c.cfg.Timeouts.Command
 		if err != nil {
