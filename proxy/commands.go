@@ -363,7 +363,7 @@ func (c *conn) ensureUpstream(fromPool bool) error {
 		c.up = nil
 	}
 	if fromPool && poolable(c.cfg) {
-		if u := c.srv.pool.get(c.cfg.Upstream.PoolIdle); u != nil {
+		if u := c.srv.pool.get(c.cfg); u != nil {
 			c.up, c.upPooled = u, true
 			c.srv.metrics.upstreamReused()
 			return nil

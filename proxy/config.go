@@ -91,6 +91,11 @@ type UpstreamConfig struct {
 	// PoolIdle is how long a pooled connection may sit idle; keep it well
 	// below the upstream's own idle timeout (Postfix: 300s).
 	PoolIdle time.Duration `yaml:"pool_idle"`
+	// PoolMaxAge bounds how long one upstream connection is reused,
+	// counted from its connect (Postfix's smtp_connection_reuse_time_limit,
+	// also 300s): load spreads again over the addresses behind the name,
+	// and an upstream restarted or reconfigured is met afresh.
+	PoolMaxAge time.Duration `yaml:"pool_max_age"`
 
 	// XClient sends Postfix's XCLIENT (ADDR, PORT, NAME, HELO, PROTO)
 	// before MAIL, so the upstream sees the real client. The upstream
@@ -151,6 +156,10 @@ type Timeouts struct {
 	// Shutdown is how long a stopping moat waits for messages in flight
 	// before it closes the remaining connections.
 	Shutdown time.Duration `yaml:"shutdown"`
+	// ProxyHeader is the wait for the PROXY header of a trusted load
+	// balancer (listen_proxy_protocol), which sends it as soon as it has
+	// connected. Postfix's smtpd_upstream_proxy_timeout is also 5s.
+	ProxyHeader time.Duration `yaml:"proxy_header"`
 }
 
 // DataConfig controls how message data is held while it is inspected.
@@ -198,6 +207,7 @@ func (c *Config) Defaults() {
 		u.PoolSize = &n
 	}
 	setDuration(&u.PoolIdle, 10*time.Second)
+	setDuration(&u.PoolMaxAge, 5*time.Minute)
 	if u.TLS == "" {
 		u.TLS = "off"
 	}
@@ -238,6 +248,7 @@ func (c *Config) Defaults() {
 	setDuration(&c.Timeouts.Data, 3*time.Minute)
 	setDuration(&c.Timeouts.Session, 30*time.Minute)
 	setDuration(&c.Timeouts.Shutdown, time.Minute)
+	setDuration(&c.Timeouts.ProxyHeader, 5*time.Second)
 	if c.Data.SpoolMemory == 0 {
 		c.Data.SpoolMemory = 1 << 20
 	}
@@ -298,7 +309,9 @@ func (c *Config) Validate() error {
 		{"greeting.delay", c.Greeting.Delay},
 		{"upstream.probe_interval", c.Upstream.ProbeInterval},
 		{"upstream.pool_idle", c.Upstream.PoolIdle},
+		{"upstream.pool_max_age", c.Upstream.PoolMaxAge},
 		{"timeouts.shutdown", c.Timeouts.Shutdown},
+		{"timeouts.proxy_header", c.Timeouts.ProxyHeader},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s: must be positive", d.key)

@@ -124,7 +124,7 @@ func (c *conn) serve() {
 		if c.state >= stateMail && c.state != stateRefused {
 			c.finishTx("aborted", smtp.Reply{})
 		}
-		if c.up != nil && !(poolable(c.cfg) && c.srv.pool.put(c.up, *c.cfg.Upstream.PoolSize)) {
+		if c.up != nil && !c.srv.pool.put(c.up, c.srv.cfg.Load()) {
 			c.up.quit()
 		}
 		cancel()
@@ -146,11 +146,12 @@ func (c *conn) serve() {
 	for {
 		// RFC 2920 §3.1: replies to a pipelined batch may be held back,
 		// but must be flushed before the server blocks waiting for more
-		// input.
+		// input — which it does when no whole command is buffered, even
+		// if part of one is.
 		if len(c.pending) > 0 && !c.lineBuffered() {
 			c.resolvePending()
 		}
-		if c.r.Buffered() == 0 {
+		if !c.lineBuffered() {
 			if err := c.w.Flush(); err != nil {
 				return
 			}
@@ -164,8 +165,10 @@ func (c *conn) serve() {
 		c.setIdle(false)
 		if err != nil {
 			if errors.Is(err, smtp.ErrLineTooLong) {
-				// RFC 5321 §4.5.3.1.4, and §4.2.4's 500 for a line too long.
-				if !c.refuse(smtp.Replyf(500, "5.5.6", "Line too long")) {
+				// RFC 5321 §4.5.3.1.4, and §4.2.4's 500 for a line too long;
+				// RFC 3463's X.5.2 is a syntax error (X.5.6 belongs to
+				// AUTH, RFC 4954 §6).
+				if !c.refuse(smtp.Replyf(500, "5.5.2", "Line too long")) {
 					return
 				}
 				continue
@@ -200,7 +203,9 @@ func (c *conn) serve() {
 // the per-address connection limit.
 func (c *conn) setup() bool {
 	if c.trustedProxy() {
-		c.rd.timeout = c.cfg.Upstream.ConnectTimeout
+		// The balancer sends its header at once, in one segment; a peer
+		// that does not is not worth waiting for as long as a client.
+		c.rd.timeout = c.cfg.Timeouts.ProxyHeader
 		h, err := ReadProxyHeader(c.r)
 		c.rd.timeout = c.cfg.Timeouts.Command
 		if err != nil {

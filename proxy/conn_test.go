@@ -54,7 +54,7 @@ func TestCommandReplies(t *testing.T) {
 		{"MAIL bad BODY", []string{"EHLO c.test"}, "MAIL FROM:<a@b.test> BODY=BINARYMIME", 501, "5.5.4"},
 		{"MAIL params after HELO", []string{"HELO c.test"}, "MAIL FROM:<a@b.test> SIZE=10", 555, "5.5.4"},
 		{"SMTPUTF8 not offered", []string{"EHLO c.test"}, "MAIL FROM:<a@b.test> SMTPUTF8", 555, "5.5.4"},
-		{"line too long", nil, "NOOP " + strings.Repeat("a", 3000), 500, "5.5.6"},
+		{"line too long", nil, "NOOP " + strings.Repeat("a", 3000), 500, "5.5.2"},
 		{"NUL in command", nil, "NOOP \x00", 500, "5.5.2"},
 	}
 	for _, tt := range tests {
@@ -144,4 +144,18 @@ func TestShutdownClosesIdleSessions(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// RFC 2920 §3.1: a reply is flushed when no complete command is waiting,
+// even with part of the next command already received.
+func TestReplyFlushedBeforePartialCommand(t *testing.T) {
+	h := startProxy(t, deadUpstream(t), nil)
+	c := greeted(t, h.addr)
+	c.send("NOOP\r\nNO")
+	c.nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	c.expect(250)
+	c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c.send("OP\r\n")
+	c.expect(250)
+	c.cmd(221, "QUIT")
 }

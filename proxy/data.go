@@ -196,6 +196,11 @@ func (c *conn) deliver(sink *sink) {
 	}
 
 	rep := c.relay(&v)
+	// An upstream that refused DATA itself still holds the transaction
+	// (RFC 5321 §4.1.1.4); end it there too, or the client's next MAIL
+	// would meet "503 nested MAIL command" — on this session or, through
+	// the pool, on another client's.
+	c.rsetUpstream()
 	outcome := "delivered"
 	if rep.Class() != 2 {
 		outcome = "upstream_refused"
@@ -289,7 +294,6 @@ func (c *conn) relay(v *inspect.Verdict) smtp.Reply {
 		}
 		return writeMessage(w, &c.spool, v)
 	})
-	c.up.inTx = false
 	c.srv.metrics.upstreamData(err, time.Since(start))
 	if err != nil {
 		var ue *upstreamError

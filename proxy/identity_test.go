@@ -132,3 +132,23 @@ func TestListenProxyProtocol(t *testing.T) {
 	u.sendMessage("direct")
 	pf.WaitLog(t, ": client=unknown[127.0.0.2]", 10*time.Second)
 }
+
+// A trusted balancer that sends no PROXY header is dropped after
+// timeouts.proxy_header, not after some unrelated timeout (the upstream's
+// connect timeout, here a minute).
+func TestProxyHeaderTimeout(t *testing.T) {
+	h := startProxy(t, deadUpstream(t), func(c *Config) {
+		c.ListenProxyProtocol = []Prefix{{netip.MustParsePrefix("127.0.0.1/32")}}
+		c.Timeouts.ProxyHeader = 200 * time.Millisecond
+		c.Upstream.ConnectTimeout = time.Minute
+	})
+	c := dial(t, h.addr)
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.nc.Read(make([]byte, 1))
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("a silent trusted peer was still connected after 5s")
+	}
+	if err == nil {
+		t.Fatal("a trusted peer without a PROXY header got a reply")
+	}
+}

@@ -28,45 +28,85 @@ func poolable(cfg *Config) bool {
 	return *cfg.Upstream.PoolSize > 0 && !cfg.Upstream.XClient && cfg.Upstream.ProxyProtocol == ""
 }
 
-// get returns the most recently used idle connection that has not been
-// idle for longer than maxIdle, or nil. Expired ones are closed.
-func (p *upstreamPool) get(maxIdle time.Duration) *upstream {
-	now := time.Now()
+// usable reports whether a pooled connection may serve a session under
+// cfg: it was made under cfg's upstream settings (a reload to another
+// address or TLS mode must not keep using the old ones), it has not sat
+// idle longer than pool_idle, and it is younger than pool_max_age,
+// counted from its connect so that reuse never extends it.
+func (e pooled) usable(cfg *Config, now time.Time) bool {
+	return e.u.cfg == &cfg.Upstream && now.Sub(e.since) <= cfg.Upstream.PoolIdle &&
+		now.Sub(e.u.dialed) <= cfg.Upstream.PoolMaxAge
+}
+
+// get returns the most recently used idle connection usable under cfg,
+// or nil. The others are closed.
+func (p *upstreamPool) get(cfg *Config) *upstream {
 	var u *upstream
-	var stale []*upstream
 	p.mu.Lock()
-	keep := p.idle[:0]
-	for _, e := range p.idle {
-		if now.Sub(e.since) > maxIdle {
-			stale = append(stale, e.u)
-			continue
-		}
-		keep = append(keep, e)
-	}
-	p.idle = keep
+	stale := p.prune(cfg)
 	if n := len(p.idle); n > 0 {
 		u = p.idle[n-1].u
 		p.idle = p.idle[:n-1]
 	}
 	p.mu.Unlock()
-	for _, s := range stale {
-		go s.quit() // a polite goodbye, off the session's path
-	}
+	closeAll(stale)
 	return u
 }
 
+// drop closes every idle connection not usable under cfg: after a reload,
+// those made under the old upstream settings.
+func (p *upstreamPool) drop(cfg *Config) {
+	p.mu.Lock()
+	stale := p.prune(cfg)
+	p.mu.Unlock()
+	closeAll(stale)
+}
+
+// prune removes the connections not usable under cfg from the pool and
+// returns them. p.mu is held.
+func (p *upstreamPool) prune(cfg *Config) []*upstream {
+	now := time.Now()
+	var stale []*upstream
+	keep := p.idle[:0]
+	for _, e := range p.idle {
+		if !e.usable(cfg, now) {
+			stale = append(stale, e.u)
+			continue
+		}
+		keep = append(keep, e)
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	return stale
+}
+
+func closeAll(us []*upstream) {
+	for _, u := range us {
+		go u.quit() // a polite goodbye, off the session's path
+	}
+}
+
 // put offers an idle, sound connection to the pool; false means the
-// caller keeps it (and closes it).
-func (p *upstreamPool) put(u *upstream, size int) bool {
-	if u.broken || u.inTx {
+// caller keeps it (and closes it). A connection with a transaction still
+// open upstream, or with replies not read yet, would hand the next
+// session someone else's state: it is never pooled.
+//
+// cfg is the configuration in force now, which may be newer than the
+// one the connection was made under.
+func (p *upstreamPool) put(u *upstream, cfg *Config) bool {
+	if u.broken || u.inTx || u.r.Buffered() > 0 || !poolable(cfg) {
+		return false
+	}
+	e := pooled{u, time.Now()}
+	if !e.usable(cfg, e.since) {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle) >= size {
+	if p.closed || len(p.idle) >= *cfg.Upstream.PoolSize {
 		return false
 	}
-	p.idle = append(p.idle, pooled{u, time.Now()})
+	p.idle = append(p.idle, e)
 	return true
 }
 

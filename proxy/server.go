@@ -116,6 +116,9 @@ func (s *Server) Reload(cfg Config, engine *inspect.Engine) error {
 	}
 	s.cert.Store(cert)
 	s.cfg.Store(&cfg)
+	// Pooled upstream connections were made under the old upstream
+	// settings (address, TLS mode, names): none is used again.
+	s.pool.drop(&cfg)
 	return nil
 }
 

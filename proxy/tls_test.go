@@ -279,3 +279,42 @@ func (ca *testCA) issue(t *testing.T, dir, base, name string) (certFile, keyFile
 	}
 	return certFile, keyFile
 }
+
+// On an implicit-TLS listener, a client over its per-address connection
+// limit is turned away before the TLS handshake: it costs moat no
+// handshake, and counts as a refusal, not as a failed handshake.
+func TestImplicitTLSLimitBeforeHandshake(t *testing.T) {
+	h := startProxy(t, deadUpstream(t), func(c *Config) { c.Limits.MaxConnectionsPerIP = 1 })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go h.srv.Serve(ln, true)
+	dialTLS := func() (*tls.Conn, error) {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.6")}}
+		nc, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := tls.Client(nc, insecure)
+		return tc, tc.Handshake()
+	}
+	first, err := dialTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, nc: first, tp: textproto.NewConn(first)}
+	c.expect(220)
+	if _, err := dialTLS(); err == nil {
+		t.Fatal("a client over its limit got a TLS handshake")
+	}
+	if n := counterValue(t, h.srv.metrics.connsRefused.WithLabelValues("max_connections_per_ip")); n != 1 {
+		t.Errorf("max_connections_per_ip refusals: %v, want 1", n)
+	}
+	if n := counterValue(t, h.srv.metrics.tlsFailures.WithLabelValues("implicit")); n != 0 {
+		t.Errorf("implicit TLS handshake failures: %v, want 0", n)
+	}
+	c.cmd(221, "QUIT")
+}

@@ -74,6 +74,7 @@ type upstream struct {
 	tls     bool // the connection runs over STARTTLS
 	inTx    bool // a MAIL was accepted and no RSET or final reply since
 	broken  bool // an I/O error or 421 happened; the connection is unusable
+	dialed  time.Time
 	scratch []byte
 	dw      *smtp.DataWriter
 }
@@ -130,7 +131,7 @@ func dialUpstreamTLS(ctx context.Context, cfg *Config, sess *inspect.Session, us
 		return nil, &upstreamError{"connect", err}
 	}
 	// The writer carries messages: 32 KB per write system call.
-	u := &upstream{cfg: ucfg, nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 32<<10)}
+	u := &upstream{cfg: ucfg, nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 32<<10), dialed: time.Now()}
 	fail := func(op string, err error) (*upstream, error) {
 		u.nc.Close()
 		return nil, &upstreamError{op, err}
@@ -342,12 +343,17 @@ func (u *upstream) read(timeout time.Duration) (smtp.Reply, error) {
 
 // data sends DATA, then the message produced by write through a
 // dot-stuffing writer, and returns the final reply. A non-354 answer to
-// DATA is returned as the reply with no error.
+// DATA is returned as the reply with no error; the transaction then is
+// still open upstream (RFC 5321 §4.1.1.4: a refused DATA leaves MAIL and
+// RCPT in force), and inTx stays set until someone sends RSET.
 func (u *upstream) data(write func(w io.Writer) error) (smtp.Reply, error) {
 	rep, err := u.cmd(u.cfg.CommandTimeout, "DATA")
 	if err != nil || rep.Code != 354 {
 		return rep, err
 	}
+	// Whatever follows — the final reply, or an error that breaks the
+	// connection — the upstream transaction is over (§4.1.1.4).
+	u.inTx = false
 	// The whole message may take a while on a slow link; the deadline is
 	// per write, refreshed by the deadline writer. The encoder is reused
 	// for every message of the connection.
