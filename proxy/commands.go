@@ -127,8 +127,21 @@ func (c *conn) cmdMail(cmd smtp.Command) bool {
 	}
 	// The upstream's own answer, code, enhanced code and text, goes back
 	// unchanged: the sender policy of the shielded server still applies.
-	c.reply(rep)
+	// Only a missing enhanced code is added (see relayed).
+	c.reply(c.relayed(rep, "MAIL"))
 	return true
+}
+
+// relayed returns an upstream's reply to verb as it goes to the client:
+// unchanged, but with an enhanced status code added where the upstream gave
+// none and this client was offered ENHANCEDSTATUSCODES in moat's EHLO
+// reply, because RFC 2034 §3 then requires one on every 2xx, 4xx and 5xx
+// reply. A legacy upstream such as Exim answers "250 OK" without one.
+func (c *conn) relayed(rep smtp.Reply, verb string) smtp.Reply {
+	if !c.offer.esmtp {
+		return rep // HELO: nothing was offered
+	}
+	return rep.WithDefaultEnhanced(verb)
 }
 
 // checkMailParams accepts the MAIL parameters of the extensions offered
@@ -284,6 +297,7 @@ func (c *conn) resolvePending() {
 			c.log.Warn("upstream failed", "stage", "rcpt", "err", err)
 		} else {
 			c.srv.metrics.upstreamReply("rcpt", rep.Code)
+			rep = c.relayed(rep, "RCPT")
 		}
 		c.logRcpt(p.to, rep)
 		if err == nil && rep.Class() == 2 {

@@ -307,7 +307,7 @@ func (c *conn) relay(v *inspect.Verdict) smtp.Reply {
 		// it sent nothing. Never pass a 3xx as a final answer.
 		return (&upstreamError{"data", errors.New("unexpected 354")}).reply()
 	}
-	return rep
+	return c.relayed(rep, "DATA")
 }
 
 // receivedHeader is moat's trace header (RFC 5321 §4.4): the client's

@@ -63,7 +63,8 @@ for entry in $TEST_PACKAGES; do
 	log "not usable: $pkg${check:+ ($check)}"
 	case " ${missing[*]} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Nothing missing: go on to the sections after the package list (Exim).
+if [ ${#missing[@]} -ne 0 ]; then # ---- package list: install ----
 
 # Postfix's package asks how to configure the system MTA; "No configuration"
 # leaves /etc/postfix/main.cf unwritten and the system instance unstarted —
@@ -122,3 +123,81 @@ if [ ${#still[@]} -ne 0 ]; then
 	log "still missing after installing: ${still[*]}"
 	exit 1
 fi
+fi # ---- package list: end ----
+
+# ---- Exim 4 as an unpacked test upstream (internal/eximtest) ----
+# Debian's MTA packages conflict (Provides/Conflicts mail-transport-agent):
+# "apt-get install exim4-daemon-light" would remove Postfix. So Exim is not
+# installed but downloaded and unpacked with dpkg-deb -x into a cache
+# directory, and internal/eximtest runs the binary from there. The cache is
+# /var/cache/moat-test/exim: outside the repository, so it survives git clean
+# and serves every checkout, and under /var/cache, the place for data that
+# can be fetched again (FHS 3.0 section 5.5). MOAT_EXIM_ROOT moves the
+# unpacked tree (eximtest reads the same variable); the .deb is kept beside it.
+# Ready means exactly what eximtest checks before it starts Exim: the
+# unpacked binary exists, ldd finds all its shared libraries, and the
+# Debian-exim user (Exim's compiled-in EXIM_USER) exists.
+EXIM_ROOT="${MOAT_EXIM_ROOT:-/var/cache/moat-test/exim/root}"
+EXIM_DEBS="$(dirname "$EXIM_ROOT")/debs"
+EXIM_BIN="$EXIM_ROOT/usr/sbin/exim4"
+EXIM_USER=Debian-exim
+
+exim_ready() {
+	[ -x "$EXIM_BIN" ] || return 1
+	ldd "$EXIM_BIN" 2>&1 | grep -q 'not found' && return 1
+	getent passwd "$EXIM_USER" >/dev/null
+}
+
+if ! exim_ready; then
+	if [ "$(id -u)" -ne 0 ]; then
+		log "Exim test upstream not ready in $EXIM_ROOT; run this script as root (sudo $0)"
+		exit 1
+	fi
+	if ! command -v apt-get >/dev/null 2>&1; then
+		log "Exim test upstream missing, and this is not a Debian-like system; unpack exim4-daemon-light into $EXIM_ROOT by hand"
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	mkdir -p "$EXIM_DEBS"
+	# apt-get download fetches as _apt when it may write the directory.
+	getent passwd _apt >/dev/null && chown _apt "$EXIM_DEBS"
+	exim_deb() { find "$EXIM_DEBS" -maxdepth 1 -name 'exim4-daemon-light_*.deb' | sort -V | tail -n 1; }
+	if [ -z "$(exim_deb)" ]; then
+		log "downloading exim4-daemon-light into $EXIM_DEBS"
+		(cd "$EXIM_DEBS" && apt-get download exim4-daemon-light </dev/null) ||
+			{ apt-get update </dev/null && (cd "$EXIM_DEBS" && apt-get download exim4-daemon-light </dev/null); } ||
+			{ log "apt-get download exim4-daemon-light failed"; exit 1; }
+	fi
+	deb=$(exim_deb)
+	if [ ! -x "$EXIM_BIN" ]; then
+		log "unpacking $deb into $EXIM_ROOT"
+		rm -rf "$EXIM_ROOT.new"
+		dpkg-deb -x "$deb" "$EXIM_ROOT.new" || { log "dpkg-deb -x $deb failed"; exit 1; }
+		rm -rf "$EXIM_ROOT"
+		mv "$EXIM_ROOT.new" "$EXIM_ROOT"
+	fi
+	# The shared libraries are ordinary packages that install beside
+	# Postfix: the library packages among the .deb's Depends (first of each
+	# set of alternatives, version constraint dropped) that are missing.
+	libs=()
+	for dep in $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed -e 's/|.*//' -e 's/(.*)//' -e 's/[[:space:]]//g' | grep '^lib'); do
+		dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q 'ok installed' || libs+=("$dep")
+	done
+	if [ ${#libs[@]} -ne 0 ]; then
+		log "installing Exim's libraries: ${libs[*]}"
+		apt-get install -y --no-install-recommends "${libs[@]}" </dev/null ||
+			{ apt-get update </dev/null && apt-get install -y --no-install-recommends "${libs[@]}" </dev/null; } ||
+			{ log "apt-get install ${libs[*]} failed"; exit 1; }
+	fi
+	if ! getent passwd "$EXIM_USER" >/dev/null; then
+		log "creating system user $EXIM_USER"
+		useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin "$EXIM_USER" || { log "useradd $EXIM_USER failed"; exit 1; }
+	fi
+	if ! exim_ready; then
+		log "Exim test upstream still not ready in $EXIM_ROOT:"
+		ldd "$EXIM_BIN" 2>&1 | grep 'not found' >&2 || true
+		exit 1
+	fi
+fi
+# ---- Exim: end ----

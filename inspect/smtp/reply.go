@@ -281,3 +281,59 @@ func ParseReply(s string) (Reply, error) {
 	}
 	return rep, nil
 }
+
+// WithDefaultEnhanced returns r with an enhanced status code added when it
+// has none, for relaying a reply from a server that does not speak
+// ENHANCEDSTATUSCODES to a client that was offered it: RFC 2034 §3 asks
+// for a code on every 2xx, 4xx and 5xx reply other than the greeting and
+// the answer to HELO/EHLO, which callers do not pass here. The text stays
+// as the server wrote it; a reply that already has a code, and a 3xx
+// reply, are returned unchanged.
+//
+// verb is the command the reply answers ("MAIL", "RCPT", "DATA" for the
+// reply to the message, "BDAT"; case does not matter). The code chosen is
+// one RFC 3463 defines and the reply surely means, never a guess at a
+// detail the server did not state:
+//
+//   - 2xx: X.1.0 "other address status" for MAIL, X.1.5 "destination
+//     address valid" for RCPT (§3.2), X.0.0 for anything else, the message
+//     included (as Postfix and Sendmail answer the final dot).
+//   - 500 to 504 and 555: these codes name a command or syntax problem
+//     in themselves (RFC 5321 §4.2.3), so X.5.2 for
+//     500 (syntax error), X.5.4 for 501, 504 and 555 (invalid arguments),
+//     X.5.1 for 502 and 503 (invalid command) (§3.6).
+//   - 530: X.7.0, as RFC 4954 §6 pairs it ("530 5.7.0 Authentication
+//     required").
+//   - any other 4xx or 5xx: the undefined X.0.0 (§3.1). A 550 to RCPT may
+//     well mean an unknown mailbox (X.1.1), but it may as well be a policy
+//     refusal (X.7.1) or a relay refusal; claiming either would mislead
+//     the client's bounce.
+func (r Reply) WithDefaultEnhanced(verb string) Reply {
+	if r.Enhanced != "" {
+		return r
+	}
+	switch class := r.Class(); {
+	case class == 2:
+		switch strings.ToUpper(verb) {
+		case "MAIL":
+			r.Enhanced = "2.1.0"
+		case "RCPT":
+			r.Enhanced = "2.1.5"
+		default:
+			r.Enhanced = "2.0.0"
+		}
+	case class == 4 || class == 5:
+		r.Enhanced = string(rune('0'+class)) + ".0.0"
+		switch r.Code {
+		case 500:
+			r.Enhanced = "5.5.2"
+		case 501, 504, 555:
+			r.Enhanced = "5.5.4"
+		case 502, 503:
+			r.Enhanced = "5.5.1"
+		case 530:
+			r.Enhanced = "5.7.0"
+		}
+	}
+	return r
+}

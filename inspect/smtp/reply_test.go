@@ -209,3 +209,60 @@ func TestIsEnhancedCode(t *testing.T) {
 		}
 	}
 }
+
+func TestWithDefaultEnhanced(t *testing.T) {
+	tests := []struct {
+		verb string
+		in   string // the reply as the upstream sent it
+		want string // as relayed
+	}{
+		// Exim's legacy replies get a code; the text stays.
+		{"MAIL", "250 OK", "250 2.1.0 OK"},
+		{"mail", "250 OK", "250 2.1.0 OK"},
+		{"RCPT", "250 Accepted", "250 2.1.5 Accepted"},
+		{"RCPT", "251 User not local; will forward", "251 2.1.5 User not local; will forward"},
+		{"DATA", "250 OK id=1xaDxR-00038S-07", "250 2.0.0 OK id=1xaDxR-00038S-07"},
+		{"BDAT", "250 OK", "250 2.0.0 OK"},
+		{"RCPT", "550 Administrative prohibition", "550 5.0.0 Administrative prohibition"},
+		{"RCPT", "451 Temporary local problem - please try later", "451 4.0.0 Temporary local problem - please try later"},
+		{"RCPT", "452 Too many recipients", "452 4.0.0 Too many recipients"},
+		{"DATA", "552 Message size exceeds maximum permitted", "552 5.0.0 Message size exceeds maximum permitted"},
+		{"DATA", "554 Transaction failed", "554 5.0.0 Transaction failed"},
+		{"MAIL", "421 closing connection", "421 4.0.0 closing connection"},
+		{"MAIL", "500 unrecognized command", "500 5.5.2 unrecognized command"},
+		{"MAIL", "501 bad address", "501 5.5.4 bad address"},
+		{"MAIL", "502 not implemented", "502 5.5.1 not implemented"},
+		{"RCPT", "503 sender not yet given", "503 5.5.1 sender not yet given"},
+		{"MAIL", "504 parameter not implemented", "504 5.5.4 parameter not implemented"},
+		{"MAIL", "555 SIZE not supported", "555 5.5.4 SIZE not supported"},
+		{"MAIL", "530 Authentication required", "530 5.7.0 Authentication required"},
+		// Every line of a multi-line reply carries the code (RFC 2034 §3).
+		{"RCPT", "550-no such user\r\n550 here", "550-5.0.0 no such user\r\n550 5.0.0 here"},
+		// No text at all.
+		{"MAIL", "250", "250 2.1.0"},
+		// A server's own code is kept as it is, even one moat would not
+		// have chosen.
+		{"MAIL", "250 2.1.0 Ok", "250 2.1.0 Ok"},
+		{"RCPT", "250 2.0.0 Ok", "250 2.0.0 Ok"},
+		{"RCPT", "550 5.1.1 <x@example.net>: Recipient address rejected", "550 5.1.1 <x@example.net>: Recipient address rejected"},
+		{"DATA", "250 2.0.0 Ok: queued as 4Xyz", "250 2.0.0 Ok: queued as 4Xyz"},
+		// 3xx replies carry no enhanced code.
+		{"DATA", `354 Enter message, ending with "." on a line by itself`, `354 Enter message, ending with "." on a line by itself`},
+	}
+	for _, tt := range tests {
+		in, err := ParseReply(tt.in)
+		if err != nil {
+			t.Fatalf("ParseReply(%q): %v", tt.in, err)
+		}
+		got := in.WithDefaultEnhanced(tt.verb)
+		if got.String() != tt.want {
+			t.Errorf("%s %q: got %q, want %q", tt.verb, tt.in, got.String(), tt.want)
+		}
+		if got.Enhanced != "" && !IsEnhancedCode(got.Enhanced) {
+			t.Errorf("%s %q: %q is no enhanced code", tt.verb, tt.in, got.Enhanced)
+		}
+		if got.Enhanced != "" && got.Enhanced[0] != byte('0'+got.Class()) {
+			t.Errorf("%s %q: class of %q differs from the reply's", tt.verb, tt.in, got.Enhanced)
+		}
+	}
+}
