@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strings"
 
 	"time"
 )
@@ -110,21 +111,19 @@ func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
 	if e.resolver != nil && e.needRDNS && s.Client.Addr().IsValid() {
 		st.rdns = startRDNS(st.ctx, e.resolver, s.Client.Addr())
 	}
-	e.startLists(s, KindIP, s.Client.Addr().String())
+	e.startKeys(s, KindIP, listKeys(s, nil, nil, SourceClientIP))
 	return e.evaluate(ctx, StageConnect, &Facts{Session: s})
 }
 
 // Helo judges the HELO/EHLO greeting: s.HeloVerb and s.Helo are set.
 func (e *Engine) Helo(ctx context.Context, s *Session) Verdict {
-	e.startLists(s, KindDomain, heloDomain(s.Helo))
+	e.startKeys(s, KindDomain, listKeys(s, nil, nil, SourceHelo))
 	return e.evaluate(ctx, StageHelo, &Facts{Session: s})
 }
 
 // Mail judges the envelope sender of a new transaction.
 func (e *Engine) Mail(ctx context.Context, s *Session, t *Transaction) Verdict {
-	if !t.From.IsNull() {
-		e.startLists(s, KindDomain, lowerASCII(t.From.Domain))
-	}
+	e.startKeys(s, KindDomain, listKeys(s, t, nil, SourceMailFrom))
 	return e.evaluate(ctx, StageMail, &Facts{Session: s, Tx: t})
 }
 
@@ -165,12 +164,8 @@ func (e *Engine) ContentDepth() Depth {
 func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction, m *Message, c *Content) Verdict {
 	f := &Facts{Session: s, Tx: t, Message: m, Content: c}
 	if c != nil {
-		if len(c.From) > 0 {
-			e.startLists(s, KindDomain, c.From[0].Domain)
-		}
-		for _, u := range c.URLs {
-			e.startLists(s, KindURI, u.Host)
-		}
+		e.startKeys(s, KindDomain, listKeys(s, t, c, SourceFrom))
+		e.startKeys(s, KindURI, listKeys(s, t, c, SourceURL))
 	}
 	return e.evaluate(ctx, StageData, f)
 }
@@ -248,7 +243,7 @@ func trimDot(s string) string {
 }
 
 // heloDomain is the HELO argument as a domain to look up, "" when it is an
-// address literal or not a name.
+// address literal, an address, or a single label (no list holds those).
 func heloDomain(h string) string {
 	if h == "" || h[0] == '[' {
 		return ""
@@ -256,7 +251,11 @@ func heloDomain(h string) string {
 	if _, err := netip.ParseAddr(h); err == nil {
 		return ""
 	}
-	return lowerASCII(h)
+	d := domainKey(h)
+	if strings.IndexByte(d, '.') < 0 {
+		return ""
+	}
+	return d
 }
 
 func lowerASCII(s string) string {

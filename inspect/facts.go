@@ -53,29 +53,19 @@ func (f *Facts) Lists(kind ListKind, key string) []ListResult {
 func (f *Facts) ListKeys(kind ListKind) []string {
 	switch kind {
 	case KindIP:
-		if a := f.Session.Client.Addr(); a.IsValid() {
-			return []string{a.String()}
-		}
+		return f.ListKeysFrom(SourceClientIP)
 	case KindDomain:
 		var keys []string
-		if d := heloDomain(f.Session.Helo); d != "" {
-			keys = append(keys, d)
-		}
-		if f.Tx != nil && !f.Tx.From.IsNull() {
-			keys = append(keys, lowerASCII(f.Tx.From.Domain))
-		}
-		if f.Content != nil && len(f.Content.From) > 0 && f.Content.From[0].Domain != "" {
-			keys = append(keys, f.Content.From[0].Domain)
+		for _, src := range []ListSource{SourceHelo, SourceMailFrom, SourceFrom} {
+			for _, k := range f.ListKeysFrom(src) {
+				if !containsString(keys, k) {
+					keys = append(keys, k)
+				}
+			}
 		}
 		return keys
 	case KindURI:
-		if f.Content != nil {
-			keys := make([]string, 0, len(f.Content.URLs))
-			for _, u := range f.Content.URLs {
-				keys = append(keys, u.Host)
-			}
-			return keys
-		}
+		return f.ListKeysFrom(SourceURL)
 	}
 	return nil
 }

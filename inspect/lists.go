@@ -56,6 +56,13 @@ func (p *pendingList) get(ctx context.Context) []ListResult {
 	return p.results
 }
 
+// startKeys starts the lookups of every key on the lists of kind.
+func (e *Engine) startKeys(s *Session, kind ListKind, keys []string) {
+	for _, k := range keys {
+		e.startLists(s, kind, k)
+	}
+}
+
 // startLists starts the lookups of key on the lists of kind, once per
 // session.
 func (e *Engine) startLists(s *Session, kind ListKind, key string) {
@@ -71,4 +78,83 @@ func (e *Engine) startLists(s *Session, kind ListKind, key string) {
 		st.lists = make(map[listKey]*pendingList)
 	}
 	st.lists[k] = &pendingList{wait: e.blocks.Lookup(st.ctx, kind, key)}
+}
+
+// ListSource is where the key of a list lookup comes from. The engine
+// starts lookups from the same sources, with the same normalisation, as
+// the rules later ask for, so a lookup started early is the one a rule
+// waits for (one query per key, never two spellings of one name).
+type ListSource uint8
+
+// The sources of list keys.
+const (
+	SourceClientIP ListSource = iota + 1 // the client's address (KindIP)
+	SourceHelo                           // the HELO/EHLO name, when it is a domain
+	SourceMailFrom                       // the envelope sender's domain
+	SourceFrom                           // the From: header's domains
+	SourceURL                            // the hosts of URLs in the message (KindURI)
+)
+
+// ListKeysFrom returns the lookup keys of src known at this point of the
+// session, normalised: lower case, no trailing dot, no address literals.
+func (f *Facts) ListKeysFrom(src ListSource) []string {
+	return listKeys(f.Session, f.Tx, f.Content, src)
+}
+
+func listKeys(s *Session, t *Transaction, c *Content, src ListSource) []string {
+	switch src {
+	case SourceClientIP:
+		if a := s.Client.Addr(); a.IsValid() {
+			return []string{a.Unmap().String()}
+		}
+	case SourceHelo:
+		if d := heloDomain(s.Helo); d != "" {
+			return []string{d}
+		}
+	case SourceMailFrom:
+		if t != nil && !t.From.IsNull() {
+			if d := domainKey(t.From.Domain); d != "" {
+				return []string{d}
+			}
+		}
+	case SourceFrom:
+		if c != nil {
+			var keys []string
+			for _, a := range c.From {
+				if d := domainKey(a.Domain); d != "" && !containsString(keys, d) {
+					keys = append(keys, d)
+				}
+			}
+			return keys
+		}
+	case SourceURL:
+		if c != nil {
+			keys := make([]string, 0, len(c.URLs))
+			for _, u := range c.URLs {
+				if d := domainKey(u.Host); d != "" && !containsString(keys, d) {
+					keys = append(keys, d)
+				}
+			}
+			return keys
+		}
+	}
+	return nil
+}
+
+// domainKey is a domain as a list key: ASCII lower case, without the
+// trailing dot of an absolute name (RFC 1034 §3.1: both spell one name).
+func domainKey(d string) string {
+	for len(d) > 0 && d[len(d)-1] == '.' {
+		d = d[:len(d)-1]
+	}
+	return lowerASCII(d)
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

@@ -198,30 +198,23 @@ func (l listCond) eval(c *evalCtx) tri {
 	return r
 }
 
-// listKeys picks the lookup keys a list condition tests.
+// listKeys picks the lookup keys a list condition tests: the keys
+// package inspect derives, with the same normalisation as the lookups the
+// engine started early.
 func listKeys(f *inspect.Facts, kind inspect.ListKind, on string) []string {
-	switch on {
-	case "client_ip":
-		return f.ListKeys(inspect.KindIP)
-	case "helo":
-		if d := strings.ToLower(f.Session.Helo); d != "" && isFQDN(d) {
-			return []string{strings.TrimSuffix(d, ".")}
-		}
-		return nil
-	case "mail_from":
-		if f.Tx != nil && !f.Tx.From.IsNull() {
-			return []string{strings.ToLower(f.Tx.From.Domain)}
-		}
-		return nil
-	case "from":
-		if f.Content != nil {
-			return domains(f.Content.From)
-		}
-		return nil
-	case "url":
-		return f.ListKeys(inspect.KindURI)
+	if src, ok := listSources[on]; ok {
+		return f.ListKeysFrom(src)
 	}
 	return f.ListKeys(kind)
+}
+
+// listSources maps a list condition's "on:" to where its keys come from.
+var listSources = map[string]inspect.ListSource{
+	"client_ip": inspect.SourceClientIP,
+	"helo":      inspect.SourceHelo,
+	"mail_from": inspect.SourceMailFrom,
+	"from":      inspect.SourceFrom,
+	"url":       inspect.SourceURL,
 }
 
 func contains(list []string, s string) bool {

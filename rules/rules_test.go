@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -538,5 +539,57 @@ rules:
 	s.Keep(inspect.StageHelo, v)
 	if s.HeloResult.Allowlisted || v.Score != 3 {
 		t.Fatalf("second EHLO kept the first's allowlist: %+v", s.HeloResult)
+	}
+}
+
+// countingLists records every lookup the engine starts.
+type countingLists struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (c *countingLists) Lookup(ctx context.Context, kind inspect.ListKind, key string) func(context.Context) []inspect.ListResult {
+	c.mu.Lock()
+	c.keys = append(c.keys, key)
+	c.mu.Unlock()
+	return func(context.Context) []inspect.ListResult {
+		return []inspect.ListResult{{List: "dbl", Key: key, Listed: true, Weight: 1, Text: "listed"}}
+	}
+}
+
+// The lookup the engine starts as soon as a domain is known is the one
+// the rules wait for: the domain is spelt one way (lower case, no
+// trailing dot) in both places, so a HELO of "MX.Example.ORG." costs one
+// query, not one early and a second when the rule asks.
+func TestListLookupStartedEarlyIsReused(t *testing.T) {
+	set := mustParse(t, `
+rules:
+  - {name: HELO_DBL, stage: helo, when: {dnsbl: {list: dbl, on: helo}}, score: 1}
+  - {name: FROM_DBL, stage: mail, when: {dnsbl: {list: dbl, on: mail_from}}, score: 1}
+  - {name: HDR_DBL, stage: data, when: {dnsbl: {list: dbl, on: from}}, score: 1}
+`)
+	lists := &countingLists{}
+	e, err := inspect.New(inspect.Config{Judge: set, Blocklists: lists})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s := &inspect.Session{ID: "T", Client: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), 1)}
+	defer e.End(s)
+	s.Keep(inspect.StageConnect, e.Connect(ctx, s))
+	s.HeloVerb, s.Helo = "EHLO", "MX.Example.ORG."
+	hv := e.Helo(ctx, s)
+	s.Keep(inspect.StageHelo, hv)
+	from, _, _ := smtp.ParseMailArg("FROM:<a@Sender.EXAMPLE>")
+	tx := &inspect.Transaction{From: from}
+	mv := e.Mail(ctx, s, tx)
+	c := &inspect.Content{From: []inspect.Address{{Addr: "a@sender.example", Domain: "sender.example"}}}
+	dv := e.DataWithContent(ctx, s, tx, &inspect.Message{}, c)
+	if !contains(hv.Rules, "HELO_DBL") || !contains(mv.Rules, "FROM_DBL") || !contains(dv.Rules, "HDR_DBL") {
+		t.Fatalf("rules did not see the lookups: helo %v mail %v data %v", hv.Rules, mv.Rules, dv.Rules)
+	}
+	want := []string{"192.0.2.1", "mx.example.org", "sender.example"}
+	if strings.Join(lists.keys, " ") != strings.Join(want, " ") {
+		t.Fatalf("lookups %q, want each key once: %q", lists.keys, want)
 	}
 }
