@@ -58,7 +58,9 @@ type resolverTrap struct {
 	questions []string
 }
 
-const trapResolver = "127.0.0.53"
+// trapResolver is a loopback address of its own, not 127.0.0.53, where
+// systemd-resolved may already listen.
+const trapResolver = "127.83.0.53"
 
 func newResolverTrap(t *testing.T) *resolverTrap {
 	t.Helper()
