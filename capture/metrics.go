@@ -2,6 +2,8 @@ package capture
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"moat/inspect"
 )
 
 // Metrics are capture's collectors. moat analyze --metrics registers them
@@ -26,6 +28,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "moat_capture_problems_total", Help: "Sessions with a reconstruction problem, by problem.",
 		}, []string{"problem"}),
 	}
+	m.initKnownSeries()
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.sessions, m.transactions, m.problems} {
 			if err := reg.Register(c); err != nil {
@@ -34,6 +37,39 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// knownProblems are the reconstruction problems Session.problem is called
+// with (TestKnownProblemsComplete keeps the list in step with the code).
+var knownProblems = []string{
+	"bad_reply", "bdat_invalid", "bdat_lost", "client_only", "gap_client", "gap_server",
+	"incomplete_message", "invalid_command", "line_too_long", "message_truncated", "mid_stream",
+	"prelude", "reply_mismatch", "server_only", "too_many_commands", "unterminated_command",
+	"unterminated_data",
+}
+
+// initKnownSeries creates at zero the series whose label values are known
+// before any capture is read, so that dashboards show 0 rather than "no
+// data": the TLS modes, every problem, and every action at every stage
+// (tag only at data, where messages are tagged), plus the transactions no
+// stage judged.
+func (m *Metrics) initKnownSeries() {
+	for _, tls := range []string{"none", "starttls", "implicit"} {
+		m.sessions.WithLabelValues(tls)
+	}
+	for _, p := range knownProblems {
+		m.problems.WithLabelValues(p)
+	}
+	m.transactions.WithLabelValues("none", "")
+	for _, stage := range []inspect.Stage{inspect.StageConnect, inspect.StageHelo, inspect.StageMail, inspect.StageRcpt, inspect.StageData} {
+		actions := []inspect.Action{inspect.Accept, inspect.Tempfail, inspect.Reject}
+		if stage == inspect.StageData {
+			actions = append(actions, inspect.Tag)
+		}
+		for _, a := range actions {
+			m.transactions.WithLabelValues(a.String(), stage.String())
+		}
+	}
 }
 
 func (m *Metrics) session(s *Session) {

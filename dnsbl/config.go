@@ -54,6 +54,8 @@ type ListConfig struct {
 	// without a profile, any answer in 127.0.0.0/8 is a listing with
 	// reason "listed" and weight 1 (RFC 5782 §2.3). With codes, an
 	// answer that matches no entry is not a listing (as in postscreen).
+	// Either way an answer in 127.255.255.0/24 that no address entry
+	// maps is the list refusing the query: a list error.
 	Codes Codes `yaml:"codes"`
 	// TXT fetches the TXT record of a listed key, the list's own words
 	// for why, which reject texts may show.

@@ -32,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"list", "reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_dnsbl_errors_total",
-			Help: "Failed lookups by kind: timeout, servfail, refused, truncated, blocked_resolver, bad_answer, network.",
+			Help: "Failed lookups by kind: timeout, servfail, refused, truncated, blocked_resolver, bad_answer, network, no_resolver.",
 		}, []string{"list", "kind"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "moat_dnsbl_lookup_duration_seconds",
@@ -112,7 +112,20 @@ func (m *metrics) forList(l *list) listMetrics {
 	for _, reason := range l.info().Reasons {
 		lm.listings[reason] = m.listings.WithLabelValues(l.name, reason)
 	}
+	// The error series too, at zero, so that an error-rate panel shows 0
+	// for a list that never failed instead of "no data".
+	for _, kind := range countedErrKinds {
+		m.errors.WithLabelValues(l.name, kind)
+	}
 	return lm
+}
+
+// countedErrKinds are the ErrKinds record can count: the failures of a
+// query sent (ask) and of its answer (classify). Unhealthy and canceled
+// lookups are not counted.
+var countedErrKinds = []string{
+	ErrKindTimeout, ErrKindServfail, ErrKindRefused, ErrKindTruncated,
+	ErrKindBlockedResolver, ErrKindBadAnswer, ErrKindNetwork, ErrKindNoResolver,
 }
 
 // record counts the outcome of one lookup.

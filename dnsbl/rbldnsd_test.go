@@ -15,6 +15,7 @@ import (
 //	dbl.test    dnset   Spamhaus DBL-like domains, a wildcard
 //	surbl.test  dnset   SURBL bitmask answers for domains and a URL's IP
 //	wl.test     ip4set  dnswl-like 127.0.C.T allowlist answers
+//	refusing.test ip4set answers 127.255.255.254 (Spamhaus: public resolver) for the keys these tests ask
 //	all.test    ip4set  lists all of 127/8: fails RFC 5782's 127.0.0.1 test
 //	empty.test  ip4set  lacks RFC 5782's 127.0.0.2 test entry
 func startRbldnsd(t *testing.T) *rbldnstest.Server {
@@ -45,12 +46,19 @@ func startRbldnsd(t *testing.T) *rbldnstest.Server {
 			{Key: "abuse.example", A: "127.0.0.64"},
 			{Key: "7.2.0.192", A: "127.0.0.128"}, // http://192.0.2.7/
 			{Key: "blocked.example", A: "127.0.0.1"},
+			{Key: "refused.example", A: "127.255.255.254"}, // Spamhaus-style refusal
 		}},
 		"wl.test": {Entries: []rbldnstest.Entry{
 			{Key: "127.0.0.2", A: "127.0.10.0"},
 			{Key: "192.0.2.20", A: "127.0.5.3"},
 			{Key: "192.0.2.21", A: "127.0.9.1"},
 			{Key: "192.0.2.22", A: "127.0.0.255"},
+		}},
+		// A list refusing every query, as Spamhaus answers a public
+		// resolver: 127.255.255.254 for any key, its test entries too.
+		"refusing.test": {Entries: []rbldnstest.Entry{
+			{Key: "127.0.0.0/8", A: "127.255.255.254"},
+			{Key: "192.0.2.0/24", A: "127.255.255.254"},
 		}},
 		"all.test":   {Entries: []rbldnstest.Entry{{Key: "127.0.0.0/8"}}},
 		"empty.test": {Entries: []rbldnstest.Entry{{Key: "192.0.2.200"}}},
@@ -145,10 +153,11 @@ func TestRbldnsdIPLists(t *testing.T) {
 			"zen-hidden": {answers: "127.0.0.99"},
 		}},
 		// Spamhaus's "public resolver" code: an error with the profile,
-		// outside the postscreen-style filter without it.
+		// and without it too — 127.255.255.0/24 is about the query, and
+		// the postscreen-style filter does not map it.
 		{"203.0.113.254", map[string]want{
 			"zen":        {errKind: ErrKindBlockedResolver},
-			"ps":         {answers: "127.255.255.254"},
+			"ps":         {errKind: ErrKindBlockedResolver},
 			"zen-hidden": {errKind: ErrKindBlockedResolver},
 		}},
 		// The allowlist: listed means good, the weight is negative.
@@ -218,6 +227,8 @@ func TestRbldnsdURIList(t *testing.T) {
 		"abuse.example":   {"surbl": {listed: true, reasons: "abuse", weight: 5}},
 		"192.0.2.7":       {"surbl": {listed: true, reasons: "cr", weight: 5}},
 		"blocked.example": {"surbl": {errKind: ErrKindBlockedResolver}},
+		// 127.255.255.254 is a refusal, not the bits 2 to 128 at once.
+		"refused.example": {"surbl": {errKind: ErrKindBlockedResolver}},
 		"clean.example":   nil,
 	} {
 		checkResults(t, c, KindURI, key, w)
@@ -313,5 +324,56 @@ dnsbl:
 	}
 	if s.Count(t, "2.2.0.192.all.test") != before {
 		t.Error("the unhealthy list was asked")
+	}
+}
+
+// A list answering 127.255.255.254 — Spamhaus's answer to a query through
+// a public resolver — is refusing the query. Whatever its code table, as
+// long as the table does not map that answer, the lookup is a list error
+// (counted in moat_dnsbl_errors_total{kind="blocked_resolver"}), and the
+// health probe, which gets the same answer for its test entries, marks
+// the list unhealthy for that reason (moat_dnsbl_list_healthy 0).
+func TestRbldnsdRefusalRange(t *testing.T) {
+	s := startRbldnsd(t)
+	c, reg := newChecker(t, fmt.Sprintf(`
+dnsbl:
+  resolver: %q
+  timeout: 2s
+  lists:
+    - name: filter
+      zone: refusing.test
+      codes:
+        "127.0.0.[2..11]": {weight: 3}
+    - {name: plain, zone: refusing.test}
+    - name: mapped   # a list whose own table says what .254 means
+      zone: refusing.test
+      codes:
+        "127.255.255.254": {reason: special}
+`, s.Addr))
+	checkResults(t, c, KindIP, "192.0.2.1", map[string]want{
+		"filter": {errKind: ErrKindBlockedResolver},
+		"plain":  {errKind: ErrKindBlockedResolver},
+		"mapped": {listed: true, reasons: "special", weight: 1},
+	})
+	for _, list := range []string{"filter", "plain"} {
+		if got := metric(t, reg, "moat_dnsbl_errors_total", "list", list, "kind", ErrKindBlockedResolver); got != 1 {
+			t.Errorf("moat_dnsbl_errors_total{list=%s,kind=blocked_resolver} = %v, want 1", list, got)
+		}
+	}
+
+	problems := map[string]string{}
+	for _, h := range c.CheckHealth(t.Context()) {
+		problems[h.List] = h.Problem
+	}
+	const refused = "the list refuses our queries (answer 127.255.255.254 for test entry 127.0.0."
+	for list, wantRefused := range map[string]bool{"filter": true, "plain": true, "mapped": false} {
+		if got := strings.HasPrefix(problems[list], refused); got != wantRefused {
+			t.Errorf("%s: health problem %q; want it to say the list refuses our queries: %v", list, problems[list], wantRefused)
+		}
+		if wantRefused {
+			if g := metric(t, reg, "moat_dnsbl_list_healthy", "list", list); g != 0 {
+				t.Errorf("moat_dnsbl_list_healthy{list=%s} = %v, want 0", list, g)
+			}
+		}
 	}
 }

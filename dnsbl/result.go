@@ -91,11 +91,12 @@ func (l *list) fail(r *Result, kind string, err error) {
 
 // classify maps res.Answers through the code table. Answers outside
 // 127.0.0.0/8 (RFC 5782 §2.3: listings are in 127/8; anything else comes
-// from a resolver rewriting NXDOMAIN) and answers matching an error code
-// are failures, whatever else was answered. Without listing entries in the
-// table any answer is a listing, "listed" with weight 1; with them only
-// matching answers are, each matching rule adding its reason once and its
-// weight once.
+// from a resolver rewriting NXDOMAIN), answers matching an error code and
+// answers in 127.255.255.0/24 that no address rule of the table maps (see
+// refusalRange) are failures, whatever else was answered. Without listing
+// entries in the table any other answer is a listing, "listed" with weight
+// 1; with them only matching answers are, each matching rule adding its
+// reason once and its weight once.
 func (l *list) classify(res *Result) (string, error) {
 	for _, a := range res.Answers {
 		if !a.Is4() || a.As4()[0] != 127 {
@@ -105,6 +106,11 @@ func (l *list) classify(res *Result) (string, error) {
 	for _, r := range l.codes {
 		if r.Error && matchAny(r.Key, res.Answers) {
 			return ErrKindBlockedResolver, fmt.Errorf("%w: answer %s", ErrBlocked, res.Answers[0])
+		}
+	}
+	for _, a := range res.Answers {
+		if refusalRange.Contains(a) && !l.mapsAddress(a) {
+			return ErrKindBlockedResolver, fmt.Errorf("%w: answer %s (127.255.255.0/24 answers are about the query)", ErrBlocked, a)
 		}
 	}
 	if !l.listing {
@@ -122,6 +128,31 @@ func (l *list) classify(res *Result) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// refusalRange is where DNS lists answer about the query instead of the
+// queried key: Spamhaus returns 127.255.255.252 (typo in the zone name),
+// .254 (query through a public resolver) and .255 (excessive queries) on
+// every zone, and reserves the whole /24 for such answers (see
+// spamhausErrors), a convention other lists and mirrors follow. RFC 5782
+// §2.3 leaves the meaning of answers to each list, so a list's own code
+// table may still map an address here to a listing; when it does not, such
+// an answer is the list refusing the query — a list error — and never "not
+// listed", nor, on a list without codes, "listed".
+var refusalRange = netip.MustParsePrefix("127.255.255.0/24")
+
+// mapsAddress reports whether a listing rule of l's code table written as an
+// address pattern matches a. Bitmask rules ("bit:N") do not count: they
+// decode the last octet of a list's 127.0.0.x answers, and the last octet
+// of 127.255.255.254 has nearly every bit set, so URIBL's table would read
+// Spamhaus-style refusals as black, grey and red at once.
+func (l *list) mapsAddress(a netip.Addr) bool {
+	for _, r := range l.codes {
+		if !r.Error && r.Key.mask == 0 && r.Key.Match(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *list) sign(w float64) float64 {

@@ -37,7 +37,68 @@ var (
 	txOutcomes    = []string{"delivered", "reject", "tempfail", "rejected", "aborted", "upstream_refused", "upstream_failed"}
 	refusedLimits = []string{"max_connections", "max_connections_per_ip"}
 	tlsModes      = []string{"starttls", "implicit"}
+	// relayedCommands are the commands whose upstream replies are counted,
+	// replyClasses the classes a final reply can have (RFC 5321 §4.2.1).
+	relayedCommands = []string{"mail", "rcpt", "data"}
+	replyClasses    = []string{"2xx", "4xx", "5xx"}
+	// tlsVersions are the versions a client handshake can end with: moat
+	// requires TLS 1.2 at least.
+	tlsVersions = []string{"TLS1.2", "TLS1.3"}
+	// allStages are the stages a verdict is taken at, in order.
+	allStages = []inspect.Stage{inspect.StageConnect, inspect.StageHelo, inspect.StageMail, inspect.StageRcpt, inspect.StageData}
 )
+
+// initKnownSeries creates at zero the series whose label values are known
+// before any traffic, so that a fresh install's dashboards and alerts show
+// 0 rather than "no data". Only combinations that can occur are created:
+// the set stays small and bounded. Refusals by a rule or a list
+// ("rule:NAME", "lookup_failed:NAME") depend on the rules file and appear
+// with their first event.
+func (m *metrics) initKnownSeries() {
+	for _, o := range txOutcomes {
+		m.transactions.WithLabelValues(o)
+	}
+	for _, l := range refusedLimits {
+		m.connsRefused.WithLabelValues(l)
+	}
+	for _, mode := range tlsModes {
+		m.tlsFailures.WithLabelValues(mode)
+	}
+	for _, v := range tlsVersions {
+		m.tlsSessions.WithLabelValues(v)
+	}
+	for _, r := range []string{"ok", "error", "reused"} {
+		m.upstreamConns.WithLabelValues(r)
+	}
+	for _, op := range []string{"connect", "data"} {
+		m.upstreamLatency.WithLabelValues(op)
+	}
+	for _, cmd := range relayedCommands {
+		for _, class := range replyClasses {
+			m.upstreamReplies.WithLabelValues(cmd, class)
+		}
+	}
+	for _, kind := range []string{"lf", "cr"} {
+		for _, action := range []string{"normalized", "rejected"} {
+			m.bareEndings.WithLabelValues(kind, action)
+		}
+	}
+	m.sessions.WithLabelValues("none", "none")
+	for _, stage := range allStages {
+		actions := []inspect.Action{inspect.Accept, inspect.Tempfail, inspect.Reject}
+		if stage == inspect.StageData {
+			actions = append(actions, inspect.Tag) // tagging is for messages
+		}
+		for _, a := range actions {
+			m.sessions.WithLabelValues(a.String(), stage.String())
+		}
+		// The score thresholds refuse at any stage.
+		for _, a := range []inspect.Action{inspect.Tempfail, inspect.Reject} {
+			m.refusals.WithLabelValues(stage.String(), a.String(), "score")
+		}
+	}
+	m.refusals.WithLabelValues(inspect.StageConnect.String(), inspect.Reject.String(), "early_talker")
+}
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -88,23 +149,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "moat_proxy_bare_line_endings_total", Help: "Messages with bare CR or LF line endings (SMTP smuggling material), by kind and what was done.",
 		}, []string{"kind", "action"}),
 	}
-	for _, o := range txOutcomes {
-		m.transactions.WithLabelValues(o)
-	}
-	for _, l := range refusedLimits {
-		m.connsRefused.WithLabelValues(l)
-	}
-	for _, mode := range tlsModes {
-		m.tlsFailures.WithLabelValues(mode)
-	}
-	for _, r := range []string{"ok", "error", "reused"} {
-		m.upstreamConns.WithLabelValues(r)
-	}
-	for _, kind := range []string{"lf", "cr"} {
-		for _, action := range []string{"normalized", "rejected"} {
-			m.bareEndings.WithLabelValues(kind, action)
-		}
-	}
+	m.initKnownSeries()
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.connsCurrent, m.connsTotal, m.sessions, m.refusals, m.transactions, m.messageSize,
 			m.upstreamReplies, m.upstreamConns, m.upstreamLatency, m.upstreamUp, m.connsRefused, m.tlsSessions, m.tlsFailures, m.bareEndings} {

@@ -39,6 +39,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: []float64{-5, 0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30},
 		}),
 	}
+	m.initKnownSeries()
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.hits, m.errors, m.verdicts, m.duration, m.score} {
 			if err := reg.Register(c); err != nil {
@@ -47,6 +48,29 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// initKnownSeries creates at zero the verdict and duration series of every
+// stage, so that a fresh install's dashboards show 0 rather than "no
+// data". Only verdicts a Set can give are created: action and would_be
+// agree, except in monitor mode, where the action is accept whatever the
+// rules called for; tag is a data-stage action. Hits and errors are per
+// rule and appear with their first event.
+func (m *Metrics) initKnownSeries() {
+	stages := []inspect.Stage{inspect.StageConnect, inspect.StageHelo, inspect.StageMail, inspect.StageRcpt, inspect.StageData}
+	for _, stage := range stages {
+		m.duration.WithLabelValues(stage.String())
+		wouldBe := []inspect.Action{inspect.Accept, inspect.Tempfail, inspect.Reject}
+		if stage == inspect.StageData {
+			wouldBe = append(wouldBe, inspect.Tag)
+		}
+		for _, w := range wouldBe {
+			m.verdicts.WithLabelValues(stage.String(), w.String(), w.String())
+			if w != inspect.Accept {
+				m.verdicts.WithLabelValues(stage.String(), inspect.Accept.String(), w.String()) // monitor mode
+			}
+		}
+	}
 }
 
 func (m *Metrics) hit(rule, mode string) { m.hits.WithLabelValues(rule, mode).Inc() }
