@@ -90,6 +90,9 @@ func Parse(name string, data []byte, opts Options) (*Set, error) {
 		})
 		return nil, p.errs
 	}
+	if set.metrics != nil {
+		set.metrics.initRules(set)
+	}
 	return set, nil
 }
 

@@ -55,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 // data". Only verdicts a Set can give are created: action and would_be
 // agree, except in monitor mode, where the action is accept whatever the
 // rules called for; tag is a data-stage action. Hits and errors are per
-// rule and appear with their first event.
+// rule: initRules creates them when a rule set loads.
 func (m *Metrics) initKnownSeries() {
 	stages := []inspect.Stage{inspect.StageConnect, inspect.StageHelo, inspect.StageMail, inspect.StageRcpt, inspect.StageData}
 	for _, stage := range stages {
@@ -69,6 +69,22 @@ func (m *Metrics) initKnownSeries() {
 			if w != inspect.Accept {
 				m.verdicts.WithLabelValues(stage.String(), inspect.Accept.String(), w.String()) // monitor mode
 			}
+		}
+	}
+}
+
+// initRules creates at zero the hit and error series of every rule of a
+// freshly loaded set (its mode: shadow or enforce), so that a rule that
+// never matched shows 0 on the rules dashboard rather than nothing.
+func (m *Metrics) initRules(s *Set) {
+	for _, st := range s.stages {
+		for _, r := range st {
+			mode := "enforce"
+			if r.shadow {
+				mode = "shadow"
+			}
+			m.hits.WithLabelValues(r.name, mode)
+			m.errors.WithLabelValues(r.name)
 		}
 	}
 }

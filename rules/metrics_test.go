@@ -59,3 +59,43 @@ func TestMetricsKnownSeriesAtZero(t *testing.T) {
 		}
 	}
 }
+
+// Loading a rule set creates its rules' hit and error series at zero, in
+// the mode each rule runs in.
+func TestMetricsRuleSeriesAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse("t.yaml", []byte(`rules:
+  - {name: LOUD, stage: helo, when: {helo: x}, score: 1}
+  - {name: QUIET, stage: data, when: {size: 1}, score: 1, shadow: true}
+`), Options{Metrics: m}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			var labels []string
+			for _, lp := range s.GetLabel() {
+				labels = append(labels, lp.GetName()+"="+lp.GetValue())
+			}
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = s.GetCounter().GetValue() == 0
+		}
+	}
+	for _, want := range []string{
+		"moat_rules_hits_total{mode=enforce,rule=LOUD}",
+		"moat_rules_hits_total{mode=shadow,rule=QUIET}",
+		"moat_rules_errors_total{rule=LOUD}",
+		"moat_rules_errors_total{rule=QUIET}",
+	} {
+		if zero, ok := got[want]; !ok || !zero {
+			t.Errorf("%s: present %v, at zero %v", want, ok, zero)
+		}
+	}
+}
