@@ -32,12 +32,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"moat/internal/mtatest"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,9 +68,6 @@ const DefaultRoot = "/var/cache/moat-test/exim/root"
 // Exim started with -C gives up root before delivering (see config), the
 // Maildir.
 const User = "Debian-exim"
-
-// pollInterval is how often the Wait functions look again.
-const pollInterval = 20 * time.Millisecond
 
 // Options selects the optional features of an instance.
 type Options struct {
@@ -189,10 +186,10 @@ func Start(t testing.TB, opts Options) *Exim {
 		if err == nil {
 			t.Cleanup(func() {
 				if t.Failed() {
-					t.Logf("eximtest: last lines of %s:\n%s", filepath.Join(e.logDir, "mainlog"), lastLines(e.readLog(), 40))
+					t.Logf("eximtest: last lines of %s:\n%s", filepath.Join(e.logDir, "mainlog"), mtatest.LastLines(e.readLog(), 40))
 				}
 				e.Stop(t)
-				if err := removeAll(e.Dir); err != nil {
+				if err := mtatest.RemoveAll(e.Dir); err != nil {
 					t.Errorf("eximtest: %v", err)
 				}
 			})
@@ -220,7 +217,7 @@ func start(bin string, opts Options) (e *Exim, err error) {
 	}
 	uid, _ := strconv.Atoi(eu.Uid)
 	gid, _ := strconv.Atoi(eu.Gid)
-	port, err := freePort()
+	port, err := mtatest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +237,7 @@ func start(bin string, opts Options) (e *Exim, err error) {
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, e.shutdown(), removeAll(root))
+			err = errors.Join(err, e.shutdown(), mtatest.RemoveAll(root))
 		}
 	}()
 	if err := os.Chmod(root, 0o755); err != nil {
@@ -410,7 +407,7 @@ func (e *Exim) awaitGreeting(timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(pollInterval)
+		time.Sleep(mtatest.PollInterval)
 	}
 }
 
@@ -468,51 +465,19 @@ func (e *Exim) shutdown() error {
 	gone := func() bool {
 		select {
 		case <-e.done:
-			return !groupAlive(pgid)
+			return !mtatest.GroupAlive(pgid)
 		default:
 			return false
 		}
 	}
-	if waitFor(5*time.Second, gone) {
+	if mtatest.WaitFor(5*time.Second, gone) {
 		return nil
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	if waitFor(5*time.Second, gone) {
+	if mtatest.WaitFor(5*time.Second, gone) {
 		return nil
 	}
 	return fmt.Errorf("processes of exim daemon %d still alive after SIGKILL", pgid)
-}
-
-// groupAlive reports whether any process of the process group pgid is
-// still running; zombies do not count.
-func groupAlive(pgid int) bool {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return syscall.Kill(-pgid, 0) == nil
-	}
-	want := strconv.Itoa(pgid)
-	for _, ent := range entries {
-		if _, err := strconv.Atoi(ent.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if f[2] == want {
-			return true
-		}
-	}
-	return false
 }
 
 // Messages returns the full contents of the messages delivered so far, in
@@ -526,45 +491,7 @@ func (e *Exim) Messages(t testing.TB) [][]byte {
 	return msgs
 }
 
-func (e *Exim) messages() ([][]byte, error) {
-	dir := filepath.Join(e.MailDir, "new")
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // appendfile creates the Maildir on first delivery
-	}
-	if err != nil {
-		return nil, err
-	}
-	type file struct {
-		name  string
-		mtime time.Time
-	}
-	files := make([]file, 0, len(entries))
-	for _, ent := range entries {
-		info, err := ent.Info()
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, file{ent.Name(), info.ModTime()})
-	}
-	slices.SortFunc(files, func(a, b file) int {
-		if c := a.mtime.Compare(b.mtime); c != 0 {
-			return c
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	msgs := make([][]byte, 0, len(files))
-	for _, f := range files {
-		// Files in new/ are complete: appendfile writes in tmp/ and
-		// renames.
-		b, err := os.ReadFile(filepath.Join(dir, f.name))
-		if err != nil {
-			return nil, err
-		}
-		msgs = append(msgs, b)
-	}
-	return msgs, nil
-}
+func (e *Exim) messages() ([][]byte, error) { return mtatest.ReadMaildir(e.MailDir) }
 
 // WaitMessages waits until at least n messages have been delivered and
 // returns all delivered messages as Messages does. It fails the test, with
@@ -574,7 +501,7 @@ func (e *Exim) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]byte
 	t.Helper()
 	var msgs [][]byte
 	var err error
-	if waitFor(timeout, func() bool {
+	if mtatest.WaitFor(timeout, func() bool {
 		msgs, err = e.messages()
 		return err != nil || len(msgs) >= n
 	}) && err == nil {
@@ -584,7 +511,7 @@ func (e *Exim) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]byte
 		t.Fatalf("eximtest: %v", err)
 	}
 	t.Fatalf("eximtest: %d of %d messages delivered to %s after %v; mainlog ends:\n%s",
-		len(msgs), n, e.MailDir, timeout, lastLines(e.readLog(), 30))
+		len(msgs), n, e.MailDir, timeout, mtatest.LastLines(e.readLog(), 30))
 	return nil
 }
 
@@ -604,7 +531,7 @@ func (e *Exim) Log(t testing.TB) string {
 func (e *Exim) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
 	t.Helper()
 	var log string
-	if waitFor(timeout, func() bool {
+	if mtatest.WaitFor(timeout, func() bool {
 		log = e.readLog()
 		return strings.Contains(log, substr)
 	}) {
@@ -626,56 +553,8 @@ func (e *Exim) errorOutput() string {
 	var b strings.Builder
 	for _, f := range []string{e.stderrFile, filepath.Join(e.logDir, "paniclog"), filepath.Join(e.logDir, "mainlog")} {
 		if text, err := os.ReadFile(f); err == nil && len(text) > 0 {
-			fmt.Fprintf(&b, "%s:\n%s\n", filepath.Base(f), lastLines(string(text), 20))
+			fmt.Fprintf(&b, "%s:\n%s\n", filepath.Base(f), mtatest.LastLines(string(text), 20))
 		}
 	}
 	return b.String()
-}
-
-// waitFor polls cond every pollInterval until it holds or timeout passes,
-// and reports whether it held. cond is evaluated at least once and once more
-// after the deadline.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pollInterval)
-	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// removeAll removes dir, retrying briefly: a process killed a moment ago
-// may still have been creating a file in it.
-func removeAll(dir string) error {
-	var err error
-	for range 5 {
-		if err = os.RemoveAll(dir); err == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return err
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.SplitAfter(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
 }

@@ -2,6 +2,7 @@ package eximtest
 
 import (
 	"fmt"
+	"moat/internal/mtatest"
 	"net"
 	"net/textproto"
 	"os"
@@ -104,7 +105,7 @@ func TestStop(t *testing.T) {
 	e := Start(t, Options{})
 	pgid := e.cmd.Process.Pid
 	e.Stop(t)
-	if groupAlive(pgid) {
+	if mtatest.GroupAlive(pgid) {
 		t.Fatal("exim processes alive after Stop")
 	}
 	if c, err := net.DialTimeout("tcp", e.Addr, time.Second); err == nil {

@@ -26,13 +26,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"moat/internal/mtatest"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,9 +51,6 @@ const Hostname = "upstream.test"
 
 // nobody is the uid and gid virtual(8) delivers as (nobody/nogroup on Debian).
 const nobody = 65534
-
-// pollInterval is how often the Wait functions look again.
-const pollInterval = 20 * time.Millisecond
 
 // Options selects the optional features of an instance.
 type Options struct {
@@ -121,10 +118,10 @@ func Start(t testing.TB, opts Options) *Postfix {
 		if err == nil {
 			t.Cleanup(func() {
 				if t.Failed() {
-					t.Logf("postfixtest: last lines of %s:\n%s", p.logFile, lastLines(p.readLog(), 40))
+					t.Logf("postfixtest: last lines of %s:\n%s", p.logFile, mtatest.LastLines(p.readLog(), 40))
 				}
 				p.Stop(t)
-				if err := removeAll(p.Dir); err != nil {
+				if err := mtatest.RemoveAll(p.Dir); err != nil {
 					t.Errorf("postfixtest: %v", err)
 				}
 			})
@@ -167,7 +164,7 @@ func start(bin string, opts Options) (p *Postfix, err error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := mtatest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +184,7 @@ func start(bin string, opts Options) (p *Postfix, err error) {
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, p.shutdown(), removeAll(root))
+			err = errors.Join(err, p.shutdown(), mtatest.RemoveAll(root))
 		}
 	}()
 
@@ -400,7 +397,7 @@ func (p *Postfix) awaitGreeting(proxy bool, timeout time.Duration) error {
 		if err == nil || time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(pollInterval)
+		time.Sleep(mtatest.PollInterval)
 	}
 }
 
@@ -474,7 +471,7 @@ func (p *Postfix) shutdown() error {
 		p.pid = pid
 	}
 	pid := p.pid
-	if !groupAlive(pid) {
+	if !mtatest.GroupAlive(pid) {
 		return nil
 	}
 	// "postfix abort" sends master the same SIGTERM as "postfix stop", and
@@ -484,50 +481,14 @@ func (p *Postfix) shutdown() error {
 	// again. We poll instead. Its error (for one, "not running" when master
 	// died on its own) is not ours to report.
 	_, _ = p.command("abort")
-	if waitFor(5*time.Second, func() bool { return !groupAlive(pid) }) {
+	if mtatest.WaitFor(5*time.Second, func() bool { return !mtatest.GroupAlive(pid) }) {
 		return nil
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	if waitFor(5*time.Second, func() bool { return !groupAlive(pid) }) {
+	if mtatest.WaitFor(5*time.Second, func() bool { return !mtatest.GroupAlive(pid) }) {
 		return nil
 	}
 	return fmt.Errorf("processes of master %d still alive after SIGKILL", pid)
-}
-
-// groupAlive reports whether any process of the process group pgid — the
-// master, which calls setsid, and every daemon it spawned — is still running. Zombies do not count: master
-// was orphaned at start, so its exit status goes to init, which may reap late.
-func groupAlive(pgid int) bool {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		// No procfs: fall back to signal 0, which counts zombies.
-		return syscall.Kill(-pgid, 0) == nil
-	}
-	want := strconv.Itoa(pgid)
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		// Only the group counts, not the bare pid: should the pid of a dead
-		// master be reused, the newcomer is almost never a group leader.
-		if f[2] == want {
-			return true
-		}
-	}
-	return false
 }
 
 // Messages returns the full contents of the messages delivered so far, in
@@ -541,44 +502,7 @@ func (p *Postfix) Messages(t testing.TB) [][]byte {
 	return msgs
 }
 
-func (p *Postfix) messages() ([][]byte, error) {
-	dir := filepath.Join(p.MailDir, "new")
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // virtual creates the Maildir on first delivery
-	}
-	if err != nil {
-		return nil, err
-	}
-	type file struct {
-		name  string
-		mtime time.Time
-	}
-	files := make([]file, 0, len(entries))
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, file{e.Name(), info.ModTime()})
-	}
-	slices.SortFunc(files, func(a, b file) int {
-		if c := a.mtime.Compare(b.mtime); c != 0 {
-			return c
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	msgs := make([][]byte, 0, len(files))
-	for _, f := range files {
-		// Files in new/ are complete: virtual writes in tmp/ and renames.
-		b, err := os.ReadFile(filepath.Join(dir, f.name))
-		if err != nil {
-			return nil, err
-		}
-		msgs = append(msgs, b)
-	}
-	return msgs, nil
-}
+func (p *Postfix) messages() ([][]byte, error) { return mtatest.ReadMaildir(p.MailDir) }
 
 // WaitMessages waits until at least n messages have been delivered and
 // returns all delivered messages as Messages does. It fails the test, with
@@ -588,7 +512,7 @@ func (p *Postfix) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]b
 	t.Helper()
 	var msgs [][]byte
 	var err error
-	if waitFor(timeout, func() bool {
+	if mtatest.WaitFor(timeout, func() bool {
 		msgs, err = p.messages()
 		return err != nil || len(msgs) >= n
 	}) && err == nil {
@@ -602,7 +526,7 @@ func (p *Postfix) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]b
 		fmt.Fprintf(&found, "  message %d: %d bytes, %s\n", i+1, len(m), headerLine(m, "Subject"))
 	}
 	t.Fatalf("postfixtest: %d of %d messages delivered to %s after %v:\n%smaillog ends:\n%s",
-		len(msgs), n, p.MailDir, timeout, found.String(), lastLines(p.readLog(), 30))
+		len(msgs), n, p.MailDir, timeout, found.String(), mtatest.LastLines(p.readLog(), 30))
 	return nil
 }
 
@@ -623,7 +547,7 @@ func (p *Postfix) Log(t testing.TB) string {
 func (p *Postfix) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
 	t.Helper()
 	var log string
-	if waitFor(timeout, func() bool {
+	if mtatest.WaitFor(timeout, func() bool {
 		log = p.readLog()
 		return strings.Contains(log, substr)
 	}) {
@@ -637,32 +561,6 @@ func (p *Postfix) WaitLog(t testing.TB, substr string, timeout time.Duration) st
 func (p *Postfix) readLog() string {
 	b, _ := os.ReadFile(p.logFile)
 	return string(b)
-}
-
-// waitFor polls cond every pollInterval until it holds or timeout passes,
-// and reports whether it held. cond is evaluated at least once and once more
-// after the deadline.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pollInterval)
-	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // lookupUID returns the uid of a system user.
@@ -685,28 +583,6 @@ func readPid(path string) (int, error) {
 		return 0, fmt.Errorf("bad pid file %s: %q", path, b)
 	}
 	return pid, nil
-}
-
-// removeAll removes dir, retrying briefly: a daemon killed a moment ago may
-// still have been creating a file in it.
-func removeAll(dir string) error {
-	var err error
-	for range 5 {
-		if err = os.RemoveAll(dir); err == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return err
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.SplitAfter(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
 }
 
 // headerLine returns the first "Name: value" line of msg's header, or

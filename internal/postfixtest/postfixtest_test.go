@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"moat/internal/mtatest"
 	"net"
 	"net/smtp"
 	"net/textproto"
@@ -223,14 +224,14 @@ func TestStop(t *testing.T) {
 	p := Start(t, Options{})
 	c, _ := dial(t, p.Addr)
 	cmd(t, c, 250, "EHLO client.test")
-	if !groupAlive(p.pid) {
+	if !mtatest.GroupAlive(p.pid) {
 		t.Fatalf("no process in the group of master %d", p.pid)
 	}
 
 	start := time.Now()
 	p.Stop(t)
 	t.Logf("Stop took %v", time.Since(start))
-	if groupAlive(p.pid) {
+	if mtatest.GroupAlive(p.pid) {
 		t.Errorf("master %d or its children survive Stop", p.pid)
 	}
 	// The open session is cut, and nobody listens any more.
