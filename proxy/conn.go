@@ -199,8 +199,9 @@ func (c *conn) serve() {
 }
 
 // setup establishes who the client is before anything is said: the
-// implicit TLS handshake, the PROXY header of a trusted load balancer, and
-// the per-address connection limit.
+// PROXY header of a trusted load balancer, the per-address connection
+// limit, and the implicit TLS handshake — in that order, so that a client
+// over its limit never costs moat a handshake.
 func (c *conn) setup() bool {
 	if c.trustedProxy() {
 		// The balancer sends its header at once, in one segment; a peer
@@ -218,24 +219,36 @@ func (c *conn) setup() bool {
 			c.sess.Client, c.sess.Server = h.Source, h.Dest
 		}
 	}
-	if c.implicitTLS && !c.handshake() {
-		return false
+	if !c.perIPExempt() {
+		if !c.srv.admitIP(c.sess.Client.Addr(), c.cfg.Limits.MaxConnectionsPerIP) {
+			c.srv.metrics.connRefused("max_connections_per_ip")
+			c.log.Info("session refused", "reason", "max_connections_per_ip", "client_ip", c.sess.Client.Addr().String())
+			if !c.implicitTLS {
+				// On an implicit-TLS listener there is no plaintext to
+				// say it in (RFC 8314 §3.3): the connection just closes.
+				c.reply(smtp.Replyf(421, "4.7.0", "%s Too many connections from your address, try again later", c.cfg.Hostname))
+			}
+			return false
+		}
+		c.admitted = true
 	}
-	if !c.srv.admitIP(c.sess.Client.Addr(), c.cfg.Limits.MaxConnectionsPerIP) {
-		c.srv.metrics.connRefused("max_connections_per_ip")
-		c.reply(smtp.Replyf(421, "4.7.0", "%s Too many connections from your address, try again later", c.cfg.Hostname))
-		c.log.Info("session refused", "reason", "max_connections_per_ip", "client_ip", c.sess.Client.Addr().String())
-		return false
-	}
-	c.admitted = true
-	return true
+	return !c.implicitTLS || c.handshake()
 }
 
 // trustedProxy reports whether the peer is a load balancer that must send
 // a PROXY header.
 func (c *conn) trustedProxy() bool {
-	a := c.sess.Client.Addr()
-	for _, p := range c.cfg.ListenProxyProtocol {
+	return containsAddr(c.cfg.ListenProxyProtocol, c.sess.Client.Addr())
+}
+
+// perIPExempt reports whether the client is exempt from the per-address
+// connection limit (limits.per_ip_exempt).
+func (c *conn) perIPExempt() bool {
+	return containsAddr(c.cfg.Limits.PerIPExempt, c.sess.Client.Addr())
+}
+
+func containsAddr(nets []Prefix, a netip.Addr) bool {
+	for _, p := range nets {
 		if p.Contains(a) {
 			return true
 		}

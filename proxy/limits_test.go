@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -157,7 +158,10 @@ func TestSlowAndChattyClients(t *testing.T) {
 // a new client gets 421 4.7.0; other addresses are still served.
 func TestConnectionLimits(t *testing.T) {
 	up := startFakeUpstream(t, failNone)
-	h := startProxy(t, up.addr, func(c *Config) { c.Limits.MaxConnectionsPerIP = 2 })
+	h := startProxy(t, up.addr, func(c *Config) {
+		c.Limits.MaxConnectionsPerIP = 2
+		c.Limits.PerIPExempt = []Prefix{} // loopback is exempt by default
+	})
 	a := dialFrom(t, "127.0.0.3", h.addr)
 	a.expect(220)
 	b := dialFrom(t, "127.0.0.3", h.addr)
@@ -231,4 +235,49 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 5 s")
+}
+
+// The per-IP limit does not apply to limits.per_ip_exempt, loopback by
+// default, as Postfix exempts $mynetworks: smtp-source's 50+ concurrent
+// sessions from 127.0.0.1 are all served with the default configuration.
+// With no exempt networks the default limit of 50 holds again.
+func TestPerIPLimitExemptNetworks(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	h := startProxy(t, pf.Addr, nil)
+	const n = 60 // more than the default max_connections_per_ip of 50
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = dial(t, h.addr)
+	}
+	for i, c := range clients {
+		if code, msg := c.reply(); code != 220 {
+			t.Fatalf("session %d of %d from 127.0.0.1: %d %s", i+1, n, code, msg)
+		}
+	}
+	clients[n-1].sendMessage("exempt")
+	pf.WaitMessages(t, 1, 20*time.Second)
+
+	strict := startProxy(t, pf.Addr, func(c *Config) { c.Limits.PerIPExempt = []Prefix{} })
+	for i := range 50 {
+		if code, msg := dial(t, strict.addr).reply(); code != 220 {
+			t.Fatalf("session %d from 127.0.0.1 without exemptions: %d %s", i+1, code, msg)
+		}
+	}
+	if msg := dial(t, strict.addr).expect(421); !strings.HasPrefix(msg, "4.7.0 ") {
+		t.Fatalf("session 51 from 127.0.0.1 without exemptions: %q", msg)
+	}
+}
+
+// The default exempts loopback only.
+func TestPerIPExemptDefault(t *testing.T) {
+	var cfg Config
+	cfg.Defaults()
+	for _, tt := range []struct {
+		addr string
+		want bool
+	}{{"127.0.0.1", true}, {"127.9.9.9", true}, {"::1", true}, {"192.0.2.1", false}, {"2001:db8::1", false}} {
+		if got := containsAddr(cfg.Limits.PerIPExempt, netip.MustParseAddr(tt.addr)); got != tt.want {
+			t.Errorf("%s exempt: %v, want %v", tt.addr, got, tt.want)
+		}
+	}
 }

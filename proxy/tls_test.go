@@ -284,7 +284,10 @@ func (ca *testCA) issue(t *testing.T, dir, base, name string) (certFile, keyFile
 // limit is turned away before the TLS handshake: it costs moat no
 // handshake, and counts as a refusal, not as a failed handshake.
 func TestImplicitTLSLimitBeforeHandshake(t *testing.T) {
-	h := startProxy(t, deadUpstream(t), func(c *Config) { c.Limits.MaxConnectionsPerIP = 1 })
+	h := startProxy(t, deadUpstream(t), func(c *Config) {
+		c.Limits.MaxConnectionsPerIP = 1
+		c.Limits.PerIPExempt = []Prefix{} // loopback is exempt by default
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
