@@ -49,11 +49,15 @@ type conn struct {
 	cfg    *Config         // the configuration the session started with
 	engine *inspect.Engine // likewise the engine
 	nc     net.Conn        // the client connection; a *tls.Conn after STARTTLS
-	rd     *deadlineReader
-	r      *bufio.Reader
-	w      *bufio.Writer
-	log    *slog.Logger
-	ctx    context.Context
+	// raw is the TCP connection under nc. Unlike nc it never changes, so
+	// other goroutines (Shutdown) may use it while a TLS handshake
+	// replaces nc.
+	raw net.Conn
+	rd  *deadlineReader
+	r   *bufio.Reader
+	w   *bufio.Writer
+	log *slog.Logger
+	ctx context.Context
 
 	mu   sync.Mutex // guards idle against Shutdown
 	idle bool       // blocked waiting for a new command
@@ -92,7 +96,7 @@ type rcptResult struct {
 }
 
 func newConn(s *Server, cfg *Config, nc net.Conn, implicitTLS bool) *conn {
-	c := &conn{srv: s, cfg: cfg, engine: s.engine.Load(), nc: nc, implicitTLS: implicitTLS}
+	c := &conn{srv: s, cfg: cfg, engine: s.engine.Load(), nc: nc, raw: nc, implicitTLS: implicitTLS}
 	c.rd = &deadlineReader{c: c, timeout: cfg.Timeouts.Command}
 	// 16 KB: a message arrives in a few reads, not hundreds; an idle
 	// session costs that much, 16 MB per thousand.
@@ -461,10 +465,16 @@ func (c *conn) setIdle(idle bool) {
 func (c *conn) interruptIdle() {
 	c.mu.Lock()
 	if c.idle {
-		c.nc.SetReadDeadline(time.Now())
+		// A TLS connection's deadlines are its TCP connection's.
+		c.raw.SetReadDeadline(time.Now())
 	}
 	c.mu.Unlock()
 }
+
+// closeNow closes the client's connection from another goroutine: the
+// forced end of a shutdown. Closing the TCP connection under any TLS
+// layer ends whatever the session is doing with it.
+func (c *conn) closeNow() { c.raw.Close() }
 
 // panicsRecovered counts sessions ended by a recovered panic; tests fail
 // when it is not zero.
