@@ -119,11 +119,7 @@ func (c *conn) serve() {
 	c.srv.metrics.connOpened()
 	defer func() {
 		if v := recover(); v != nil {
-			// One session's bug must not take down every other session;
-			// the client gets a 4xx, so nothing is acknowledged or lost.
-			panicsRecovered.Add(1)
-			c.log.Error("session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			c.reply(smtp.Replyf(421, "4.3.0", "%s Internal error, closing connection", c.cfg.Hostname))
+			c.recovered(v)
 		}
 		if c.state >= stateMail && c.state != stateRefused {
 			c.finishTx("aborted", smtp.Reply{})
@@ -200,6 +196,27 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// recovered ends a session that panicked. One session's bug must not
+// take down every other session: the panic is logged with its stack and
+// counted, and the client gets 421 4.3.0 (RFC 5321 §3.8: the server
+// closes the channel) — a 4xx, so nothing is acknowledged or lost.
+func (c *conn) recovered(v any) {
+	panicsRecovered.Add(1)
+	c.srv.metrics.panics.Inc()
+	c.log.Error("session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	// Not through reply: the session's state is suspect, and reply may
+	// talk to the upstream (pipelined RCPTs). Neither is the upstream
+	// connection pooled or even told QUIT — it may be inside a message,
+	// where QUIT would be data.
+	c.pending = nil
+	if c.up != nil {
+		c.up.broken = true
+		c.up.nc.Close()
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	smtp.Replyf(421, "4.3.0", "%s Internal error, closing connection", c.cfg.Hostname).WriteTo(c.w)
 }
 
 // setup establishes who the client is before anything is said: the
