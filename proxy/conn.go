@@ -322,6 +322,10 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 // §3.1), 421 to ask the client to come back later. With a greeting delay,
 // a client that talks first is recorded as an early talker.
 func (c *conn) greet() bool {
+	// The DNS lookups about the client start now and run during the
+	// greeting delay; the connect stage itself is judged after it, when
+	// early talking is known.
+	c.engine.Begin(&c.sess)
 	if d := c.cfg.Greeting.Delay; d > 0 {
 		c.rd.timeout = d
 		_, err := c.r.Peek(1)

@@ -1,12 +1,16 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"moat/inspect"
 	"moat/internal/postfixtest"
 )
 
@@ -280,4 +284,50 @@ func TestPerIPExemptDefault(t *testing.T) {
 			t.Errorf("%s exempt: %v, want %v", tt.addr, got, tt.want)
 		}
 	}
+}
+
+// startSignal is a resolver that reports when the client's reverse DNS
+// lookup starts; the name is never found.
+type startSignal struct {
+	once    sync.Once
+	started chan struct{}
+}
+
+func (r *startSignal) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+	r.once.Do(func() { close(r.started) })
+	return nil, &net.DNSError{Err: "no such host", Name: ip.String(), IsNotFound: true}
+}
+
+func (r *startSignal) LookupAddr(ctx context.Context, host string) ([]netip.Addr, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// rdnsJudge is a judge whose connect stage reads the reverse DNS.
+type rdnsJudge struct{}
+
+func (rdnsJudge) Needs(stage inspect.Stage) inspect.Needs {
+	return inspect.Needs{RDNS: stage == inspect.StageConnect}
+}
+
+func (rdnsJudge) Evaluate(inspect.Stage, *inspect.Facts) inspect.Verdict {
+	return inspect.Verdict{Action: inspect.Accept}
+}
+
+// With greeting.delay, the lookups about the client start when it
+// connects, so that they overlap the delay (DESIGN: lookups start the
+// moment a connection is accepted), not when the delay is over.
+func TestGreetingDelayOverlapsLookups(t *testing.T) {
+	res := &startSignal{started: make(chan struct{})}
+	engine, err := inspect.New(inspect.Config{Judge: rdnsJudge{}, Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startProxyEngine(t, deadUpstream(t), engine, func(c *Config) { c.Greeting.Delay = 10 * time.Second })
+	c := dial(t, h.addr)
+	select {
+	case <-res.started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reverse DNS lookup had not started 5s into a 10s greeting delay")
+	}
+	c.nc.Close()
 }
