@@ -140,6 +140,12 @@ type Limits struct {
 	// a new client gets 421 4.7.0.
 	MaxConnections      int `yaml:"max_connections"`
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// PerIPExempt are client networks max_connections_per_ip does not
+	// apply to, as Postfix exempts $mynetworks from its per-client
+	// limits (smtpd_client_event_limit_exceptions). Default: loopback,
+	// 127.0.0.0/8 and ::1, so local tools and monitoring are never
+	// turned away; an empty list exempts nobody.
+	PerIPExempt []Prefix `yaml:"per_ip_exempt"`
 }
 
 // Timeouts bound how long moat waits for a client.
@@ -243,6 +249,9 @@ func (c *Config) Defaults() {
 	}
 	if l.MaxConnectionsPerIP == 0 {
 		l.MaxConnectionsPerIP = 50
+	}
+	if l.PerIPExempt == nil {
+		l.PerIPExempt = []Prefix{{netip.MustParsePrefix("127.0.0.0/8")}, {netip.MustParsePrefix("::1/128")}}
 	}
 	setDuration(&c.Timeouts.Command, 5*time.Minute)
 	setDuration(&c.Timeouts.Data, 3*time.Minute)

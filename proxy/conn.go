@@ -49,11 +49,15 @@ type conn struct {
 	cfg    *Config         // the configuration the session started with
 	engine *inspect.Engine // likewise the engine
 	nc     net.Conn        // the client connection; a *tls.Conn after STARTTLS
-	rd     *deadlineReader
-	r      *bufio.Reader
-	w      *bufio.Writer
-	log    *slog.Logger
-	ctx    context.Context
+	// raw is the TCP connection under nc. Unlike nc it never changes, so
+	// other goroutines (Shutdown) may use it while a TLS handshake
+	// replaces nc.
+	raw net.Conn
+	rd  *deadlineReader
+	r   *bufio.Reader
+	w   *bufio.Writer
+	log *slog.Logger
+	ctx context.Context
 
 	mu   sync.Mutex // guards idle against Shutdown
 	idle bool       // blocked waiting for a new command
@@ -92,7 +96,7 @@ type rcptResult struct {
 }
 
 func newConn(s *Server, cfg *Config, nc net.Conn, implicitTLS bool) *conn {
-	c := &conn{srv: s, cfg: cfg, engine: s.engine.Load(), nc: nc, implicitTLS: implicitTLS}
+	c := &conn{srv: s, cfg: cfg, engine: s.engine.Load(), nc: nc, raw: nc, implicitTLS: implicitTLS}
 	c.rd = &deadlineReader{c: c, timeout: cfg.Timeouts.Command}
 	// 16 KB: a message arrives in a few reads, not hundreds; an idle
 	// session costs that much, 16 MB per thousand.
@@ -115,11 +119,7 @@ func (c *conn) serve() {
 	c.srv.metrics.connOpened()
 	defer func() {
 		if v := recover(); v != nil {
-			// One session's bug must not take down every other session;
-			// the client gets a 4xx, so nothing is acknowledged or lost.
-			panicsRecovered.Add(1)
-			c.log.Error("session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			c.reply(smtp.Replyf(421, "4.3.0", "%s Internal error, closing connection", c.cfg.Hostname))
+			c.recovered(v)
 		}
 		if c.state >= stateMail && c.state != stateRefused {
 			c.finishTx("aborted", smtp.Reply{})
@@ -198,9 +198,31 @@ func (c *conn) serve() {
 	}
 }
 
+// recovered ends a session that panicked. One session's bug must not
+// take down every other session: the panic is logged with its stack and
+// counted, and the client gets 421 4.3.0 (RFC 5321 §3.8: the server
+// closes the channel) — a 4xx, so nothing is acknowledged or lost.
+func (c *conn) recovered(v any) {
+	panicsRecovered.Add(1)
+	c.srv.metrics.panics.Inc()
+	c.log.Error("session panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	// Not through reply: the session's state is suspect, and reply may
+	// talk to the upstream (pipelined RCPTs). Neither is the upstream
+	// connection pooled or even told QUIT — it may be inside a message,
+	// where QUIT would be data.
+	c.pending = nil
+	if c.up != nil {
+		c.up.broken = true
+		c.up.nc.Close()
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	smtp.Replyf(421, "4.3.0", "%s Internal error, closing connection", c.cfg.Hostname).WriteTo(c.w)
+}
+
 // setup establishes who the client is before anything is said: the
-// implicit TLS handshake, the PROXY header of a trusted load balancer, and
-// the per-address connection limit.
+// PROXY header of a trusted load balancer, the per-address connection
+// limit, and the implicit TLS handshake — in that order, so that a client
+// over its limit never costs moat a handshake.
 func (c *conn) setup() bool {
 	if c.trustedProxy() {
 		// The balancer sends its header at once, in one segment; a peer
@@ -218,24 +240,36 @@ func (c *conn) setup() bool {
 			c.sess.Client, c.sess.Server = h.Source, h.Dest
 		}
 	}
-	if c.implicitTLS && !c.handshake() {
-		return false
+	if !c.perIPExempt() {
+		if !c.srv.admitIP(c.sess.Client.Addr(), c.cfg.Limits.MaxConnectionsPerIP) {
+			c.srv.metrics.connRefused("max_connections_per_ip")
+			c.log.Info("session refused", "reason", "max_connections_per_ip", "client_ip", c.sess.Client.Addr().String())
+			if !c.implicitTLS {
+				// On an implicit-TLS listener there is no plaintext to
+				// say it in (RFC 8314 §3.3): the connection just closes.
+				c.reply(smtp.Replyf(421, "4.7.0", "%s Too many connections from your address, try again later", c.cfg.Hostname))
+			}
+			return false
+		}
+		c.admitted = true
 	}
-	if !c.srv.admitIP(c.sess.Client.Addr(), c.cfg.Limits.MaxConnectionsPerIP) {
-		c.srv.metrics.connRefused("max_connections_per_ip")
-		c.reply(smtp.Replyf(421, "4.7.0", "%s Too many connections from your address, try again later", c.cfg.Hostname))
-		c.log.Info("session refused", "reason", "max_connections_per_ip", "client_ip", c.sess.Client.Addr().String())
-		return false
-	}
-	c.admitted = true
-	return true
+	return !c.implicitTLS || c.handshake()
 }
 
 // trustedProxy reports whether the peer is a load balancer that must send
 // a PROXY header.
 func (c *conn) trustedProxy() bool {
-	a := c.sess.Client.Addr()
-	for _, p := range c.cfg.ListenProxyProtocol {
+	return containsAddr(c.cfg.ListenProxyProtocol, c.sess.Client.Addr())
+}
+
+// perIPExempt reports whether the client is exempt from the per-address
+// connection limit (limits.per_ip_exempt).
+func (c *conn) perIPExempt() bool {
+	return containsAddr(c.cfg.Limits.PerIPExempt, c.sess.Client.Addr())
+}
+
+func containsAddr(nets []Prefix, a netip.Addr) bool {
+	for _, p := range nets {
 		if p.Contains(a) {
 			return true
 		}
@@ -288,6 +322,10 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 // §3.1), 421 to ask the client to come back later. With a greeting delay,
 // a client that talks first is recorded as an early talker.
 func (c *conn) greet() bool {
+	// The DNS lookups about the client start now and run during the
+	// greeting delay; the connect stage itself is judged after it, when
+	// early talking is known.
+	c.engine.Begin(&c.sess)
 	if d := c.cfg.Greeting.Delay; d > 0 {
 		c.rd.timeout = d
 		_, err := c.r.Peek(1)
@@ -449,10 +487,16 @@ func (c *conn) setIdle(idle bool) {
 func (c *conn) interruptIdle() {
 	c.mu.Lock()
 	if c.idle {
-		c.nc.SetReadDeadline(time.Now())
+		// A TLS connection's deadlines are its TCP connection's.
+		c.raw.SetReadDeadline(time.Now())
 	}
 	c.mu.Unlock()
 }
+
+// closeNow closes the client's connection from another goroutine: the
+// forced end of a shutdown. Closing the TCP connection under any TLS
+// layer ends whatever the session is doing with it.
+func (c *conn) closeNow() { c.raw.Close() }
 
 // panicsRecovered counts sessions ended by a recovered panic; tests fail
 // when it is not zero.

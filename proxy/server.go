@@ -327,7 +327,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.nc.Close()
+			c.closeNow()
 		}
 		s.mu.Unlock()
 		<-done
