@@ -136,7 +136,11 @@ func TestStartDeliverAndRefuse(t *testing.T) {
 			}
 		}
 	}
-	o.WaitLog(t, "to=<dee@example.net>", 10*time.Second)
+	// The Maildir file is there before smtpd logs the delivery (after the
+	// delivery agent exits); "rcpt=" is only in delivery lines.
+	for _, rcpt := range []string{"bo", "cy", "dee"} {
+		o.WaitLog(t, "rcpt=<"+rcpt+"@example.net>", 10*time.Second)
+	}
 	log := o.WaitLog(t, `result="550 Invalid recipient: <someone@elsewhere.test>"`, 10*time.Second)
 	if n := strings.Count(log, "result=Ok stat=Delivered"); n != 3 {
 		t.Errorf("log has %d deliveries, want 3:\n%s", n, log)

@@ -137,7 +137,9 @@ func TestStartDeliverAndRefuse(t *testing.T) {
 			}
 		}
 	}
-	m.WaitLog(t, "to=<dee@example.net>", 10*time.Second)
+	// The Maildir file is there before Sendmail logs the delivery (after
+	// the mailer exits).
+	waitFor(10*time.Second, func() bool { return strings.Count(m.readLog(), "stat=Sent") >= 3 })
 	log := m.WaitLog(t, "reject=550 5.7.1 <someone@elsewhere.test>... Relaying denied", 10*time.Second)
 	if n := strings.Count(log, "mailer=moat"); n != 3 || strings.Count(log, "stat=Sent") != 3 {
 		t.Errorf("log has %d deliveries, want 3:\n%s", n, log)
