@@ -21,6 +21,10 @@
 //	other domain at RCPT → 550 Invalid recipient: <x@elsewhere.test>
 //	over the size limit at the dot → 554 5.3.4 Message too big for system: …
 //
+// Other replies: RSET → 250 2.0.0 Reset state, NOOP → 250 2.0.0 Ok, VRFY
+// and BDAT → 500 5.5.1 Invalid command: Command unrecognized. A session may
+// carry at most 100 messages (Options.MaxMessagesPerSession).
+//
 // It does not offer PIPELINING (6.8 does not advertise it), nor STARTTLS
 // (no certificate is configured), nor AUTH or SMTPUTF8. Note that its
 // refusal of a recipient of another domain carries no enhanced code.
@@ -137,6 +141,12 @@ type Options struct {
 	// "554 5.3.4 Message too big for system"); 0 keeps OpenSMTPD's default
 	// of 35M (SIZE 36700160).
 	MessageSizeLimit int64
+	// MaxMessagesPerSession sets "smtp limit max-mails": the MAIL command
+	// after that many messages in one session is answered with
+	// "452 4.5.3 Too many recipients: Too many messages sent". 0 keeps
+	// OpenSMTPD's default of 100, which a test that sends more messages
+	// through one (pooled) connection has to raise.
+	MaxMessagesPerSession int
 }
 
 // Reply texts of the Options' filters.
@@ -387,6 +397,9 @@ func config(dir string, port int, filterConf string, opts Options) string {
 	p("# Written by moat/internal/opensmtpdtest.")
 	if opts.MessageSizeLimit != 0 {
 		p("smtp max-message-size %d", opts.MessageSizeLimit)
+	}
+	if opts.MaxMessagesPerSession != 0 {
+		p("smtp limit max-mails %d", opts.MaxMessagesPerSession)
 	}
 	b.WriteString(filterConf)
 	filter := ""

@@ -168,6 +168,26 @@ func TestMessageSizeLimit(t *testing.T) {
 	}
 }
 
+// Every message of a connection carrying many transactions is delivered,
+// up to MaxMessagesPerSession; the next MAIL is refused with 452.
+func TestManyMessagesOneConnection(t *testing.T) {
+	const n = 12
+	o := Start(t, Options{MaxMessagesPerSession: n})
+	s, _ := dial(t, o.Addr)
+	s.cmd(250, "EHLO client.test")
+	for i := range n {
+		s.cmd(250, "MAIL FROM:<ana@client.test>")
+		s.cmd(250, "RCPT TO:<bo@example.net>")
+		s.cmd(354, "DATA")
+		s.cmd(250, fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n.", i))
+	}
+	if got := s.cmd(452, "MAIL FROM:<ana@client.test>"); got != "4.5.3 Too many recipients: Too many messages sent" {
+		t.Errorf("MAIL after %d messages: %q", n, got)
+	}
+	s.cmd(221, "QUIT")
+	o.WaitMessages(t, n, 20*time.Second)
+}
+
 // Two instances run side by side, each with its own queue: the compiled-in
 // /var/spool/smtpd and /var/run/smtpd.sock are private to each.
 func TestParallelInstances(t *testing.T) {

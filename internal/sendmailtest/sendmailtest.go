@@ -26,6 +26,14 @@
 //	QUIT → 221 2.0.0 upstream.test closing connection
 //	other domain at RCPT → 550 5.7.1 <x@elsewhere.test>... Relaying denied
 //
+// Other replies: RSET → 250 2.0.0 Reset state, NOOP → 250 2.0.0 OK,
+// VRFY → 252 2.1.5 <b@example.net>, BDAT → 500 5.5.1 Command unrecognized:
+// "BDAT 1", DATA without MAIL → 503 5.0.0 Need MAIL command. There is no
+// limit on the messages of one connection (102 in one were all delivered).
+// For mail it delivers locally Sendmail adds Date:, From: and Message-Id:
+// when the message lacks them (the mailer's F=DFM, as for Sendmail's own
+// local mailer).
+//
 // A 5xx refusal from a check ruleset is prefixed with the address
 // ("550 5.7.1 <spam@client.test>... Sender refused"), a 4xx one is not
 // ("451 4.7.1 Recipient deferred"). SIZE carries the limit only when one is

@@ -170,6 +170,22 @@ func TestMessageSizeLimit(t *testing.T) {
 	}
 }
 
+// Every message of a connection carrying many transactions is delivered.
+func TestManyMessagesOneConnection(t *testing.T) {
+	m := Start(t, Options{})
+	s, _ := dial(t, m.Addr)
+	s.cmd(250, "EHLO client.test")
+	const n = 12
+	for i := range n {
+		s.cmd(250, "MAIL FROM:<ana@client.test>")
+		s.cmd(250, "RCPT TO:<bo@example.net>")
+		s.cmd(354, "DATA")
+		s.cmd(250, fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n.", i))
+	}
+	s.cmd(221, "QUIT")
+	m.WaitMessages(t, n, 20*time.Second)
+}
+
 // Two instances run side by side, each with its own queue and log.
 func TestParallelInstances(t *testing.T) {
 	a := Start(t, Options{})
