@@ -22,8 +22,11 @@
 //	over the size limit at the dot → 554 5.3.4 Message too big for system: …
 //
 // Other replies: RSET → 250 2.0.0 Reset state, NOOP → 250 2.0.0 Ok, VRFY
-// and BDAT → 500 5.5.1 Invalid command: Command unrecognized. A session may
-// carry at most 100 messages (Options.MaxMessagesPerSession).
+// and BDAT → 500 5.5.1 Invalid command: Command unrecognized, a command out
+// of order (DATA without MAIL, a second MAIL) → 503 5.5.1 Invalid command:
+// Command not allowed at this point., a second EHLO/HELO → 503 5.5.1
+// Invalid command: Already identified. A session may carry at most 100
+// messages (Options.MaxMessagesPerSession).
 //
 // It does not offer PIPELINING (6.8 does not advertise it), nor STARTTLS
 // (no certificate is configured), nor AUTH or SMTPUTF8. Note that its
@@ -138,8 +141,9 @@ type Options struct {
 	DeferRecipients []string
 	// MessageSizeLimit sets "smtp max-message-size" in bytes (advertised
 	// as SIZE; a bigger message is refused after the final dot with
-	// "554 5.3.4 Message too big for system"); 0 keeps OpenSMTPD's default
-	// of 35M (SIZE 36700160).
+	// "554 5.3.4 Message too big for system: …" — a bigger SIZE= on MAIL
+	// FROM is not refused); 0 keeps OpenSMTPD's default of 35M
+	// (SIZE 36700160).
 	MessageSizeLimit int64
 	// MaxMessagesPerSession sets "smtp limit max-mails": the MAIL command
 	// after that many messages in one session is answered with
