@@ -54,7 +54,9 @@
 // privilege-separated processes and the delivery agents); and a UTS
 // namespace whose host name is Hostname. Nothing outside the instance's
 // temp dir is written, and instances run in parallel without sharing a
-// queue.
+// queue. Making the namespaces needs root with CAP_SYS_ADMIN (a VM, or a
+// privileged container); without it Start fails with unshare's
+// "Operation not permitted".
 //
 // Start runs smtpd in the foreground (-d) as root with its own smtpd.conf,
 // listening on a free loopback port. Every recipient of the domain

@@ -76,7 +76,9 @@
 // land in Dir/maillog; and a PID namespace, so that stopping the daemon
 // ends every process it forked, including the delivery processes that
 // Sendmail detaches with setsid. Nothing outside the instance's temp dir is
-// written. The resolver is also kept off by the configuration:
+// written. Making the namespaces needs root with CAP_SYS_ADMIN (a VM, or a
+// privileged container); without it Start fails with unshare's
+// "Operation not permitted". The resolver is also kept off by the configuration:
 // ServiceSwitchFile says "hosts files", FEATURE(nocanonify) and
 // FEATURE(accept_unresolvable_domains) (without it every sender of a
 // domain that does not resolve is refused with 553 5.1.8).
