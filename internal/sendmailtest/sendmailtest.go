@@ -74,8 +74,8 @@
 // private /dev (the real null, zero, full, random and urandom bind-mounted
 // into it) holds a /dev/log socket this package reads, so the log lines
 // land in Dir/maillog; and a PID namespace, so that stopping the daemon
-// ends every process it forked, including the delivery processes that
-// Sendmail detaches with setsid. Nothing outside the instance's temp dir is
+// ends every process it forked, even one that left the daemon's process
+// group or session (Sendmail detaches background deliveries). Nothing outside the instance's temp dir is
 // written. Making the namespaces needs root with CAP_SYS_ADMIN (a VM, or a
 // privileged container); without it Start fails with unshare's
 // "Operation not permitted". The resolver is also kept off by the configuration:
