@@ -427,8 +427,9 @@ func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// sequencerConfig is the policy of a session, for the session sequencer.
-func (c *Config) sequencerConfig() sequencer.Config {
+// SequencerConfig is the policy of a session, for the session sequencer:
+// the proxy's and, for the same judgement offline, the capture analyzer's.
+func (c *Config) SequencerConfig() sequencer.Config {
 	return sequencer.Config{
 		Hostname:       c.Hostname,
 		MaxLineLength:  c.Limits.MaxLineLength,
@@ -436,9 +437,11 @@ func (c *Config) sequencerConfig() sequencer.Config {
 		MaxErrors:      c.Limits.MaxErrors,
 		MaxRecipients:  c.Limits.MaxRecipients,
 		MaxMessageSize: int64(c.Limits.MaxMessageSize),
+		MaxHeaderSize:  int64(c.Limits.MaxHeaderSize),
 		EarlyTalker:    c.Greeting.EarlyTalker,
 		BareLF:         c.Data.BareLF,
 		BareCR:         c.Data.BareCR,
 		STARTTLS:       c.TLS.STARTTLS != nil && *c.TLS.STARTTLS,
+		GreetingDelay:  c.Greeting.Delay,
 	}
 }

@@ -73,7 +73,7 @@ func newConn(s *Server, cfg *Config, nc net.Conn, implicitTLS bool) *conn {
 	c.deadline = sess.Start.Add(cfg.Timeouts.Session)
 	c.log = s.log.With("session", sess.ID)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.q = sequencer.New(c.ctx, cfg.sequencerConfig(), c.engine, sess)
+	c.q = sequencer.New(c.ctx, cfg.SequencerConfig(), c.engine, sess)
 	if caps := s.caps.Load(); caps != nil {
 		c.q.SetUpstream(sequencer.Upstream{SMTPUTF8: caps.smtputf8, DSN: caps.dsn})
 	}

@@ -21,6 +21,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"time"
 
 	"moat/inspect"
 	"moat/inspect/smtp"
@@ -54,8 +55,9 @@ type Config struct {
 	MaxLineLength  int    // command line bytes without the CRLF (RFC 5321 §4.5.3.1.4)
 	MaxCommands    int    // commands per session
 	MaxErrors      int    // refused commands before the session ends with 421
-	MaxRecipients  int    // accepted recipients per transaction (452 beyond)
-	MaxMessageSize int64  // SIZE offered and enforced (RFC 1870)
+	MaxRecipients  int    // accepted recipients per transaction (452 beyond); 0: no limit
+	MaxMessageSize int64  // SIZE offered and enforced (RFC 1870); 0: no limit
+	MaxHeaderSize  int64  // header section bytes front ends measure messages against
 	// EarlyTalker is what a client that talks before the greeting gets:
 	// "reject" (554 at connect), or anything else to leave it to the
 	// rules (the early_talker fact).
@@ -65,6 +67,10 @@ type Config struct {
 	BareLF, BareCR string
 	// STARTTLS: TLS can be offered to a session not yet under TLS.
 	STARTTLS bool
+	// GreetingDelay is how long the greeting waits for an early talker
+	// to show itself; 0: none is looked for. The proxy waits; the
+	// capture analyzer sees it in the recorded timing.
+	GreetingDelay time.Duration
 }
 
 // Upstream is what the upstream advertised that moat offers only when
@@ -228,7 +234,7 @@ func (q *Sequencer) needsReplies(line []byte) bool {
 		return false
 	}
 	isRcpt := len(line) >= 5 && line[4] == ' ' && strings.EqualFold(string(line[:4]), smtp.VerbRCPT)
-	return !isRcpt || len(q.Tx.Rcpts)+len(q.pending) >= q.cfg.MaxRecipients ||
+	return !isRcpt || q.cfg.MaxRecipients > 0 && len(q.Tx.Rcpts)+len(q.pending) >= q.cfg.MaxRecipients ||
 		q.engine.RcptReadsRecipients()
 }
 
@@ -495,7 +501,7 @@ func (q *Sequencer) checkMailParams(params []smtp.Param) (smtp.Reply, bool) {
 			return replyUnsupportedOption(p.Key), false
 		case p.Key == "SIZE":
 			// RFC 1870 §6.2: 552 when the declared size is over the limit.
-			if n, err := smtp.ParseSizeValue(p.Value); err != nil || n > q.cfg.MaxMessageSize {
+			if n, err := smtp.ParseSizeValue(p.Value); err != nil || q.cfg.MaxMessageSize > 0 && n > q.cfg.MaxMessageSize {
 				return replyTooBig, false
 			}
 		case p.Key == "BODY" && strings.EqualFold(p.Value, "BINARYMIME"):
@@ -585,7 +591,7 @@ func (q *Sequencer) cmdRcpt(cmd smtp.Command) Step {
 		}
 	}
 	q.rcptTried++
-	if len(q.Tx.Rcpts)+len(q.pending) >= q.cfg.MaxRecipients {
+	if q.cfg.MaxRecipients > 0 && len(q.Tx.Rcpts)+len(q.pending) >= q.cfg.MaxRecipients {
 		// RFC 5321 §4.5.3.1.10: 452 so the client sends the rest later.
 		q.logRcpt(to, replyTooManyRcpts)
 		return reply(replyTooManyRcpts)
@@ -648,8 +654,11 @@ func (q *Sequencer) cmdBdat(cmd smtp.Command) Step {
 	if err != nil {
 		// Without a size there is no telling where the chunk ends and the
 		// next command starts: the session cannot continue in step.
+		r := replyBDATSyntax(err)
+		q.noteRefusal(&Judgement{Stage: inspect.StageData, Reason: "bdat_syntax",
+			Verdict: inspect.Verdict{Action: inspect.Reject, WouldBe: inspect.Reject, Reason: "bdat_syntax", Reply: r}})
 		s := q.abort()
-		s.Replies = append(s.Replies, replyBDATSyntax(err), q.replyLostSync())
+		s.Replies = append(s.Replies, r, q.replyLostSync())
 		s.Op = OpClose
 		return s
 	}
@@ -664,7 +673,7 @@ func (q *Sequencer) cmdBdat(cmd smtp.Command) Step {
 		q.bdat = true
 		return Step{Op: OpChunk, Size: size, Last: last}
 	}
-	if size > 2*q.cfg.MaxMessageSize {
+	if q.cfg.MaxMessageSize > 0 && size > 2*q.cfg.MaxMessageSize {
 		// Not worth reading: the session ends.
 		s := q.abort()
 		s.Replies = append(s.Replies, replyTooBig, q.replyClosing())
@@ -852,7 +861,10 @@ func (q *Sequencer) end(outcome string, final smtp.Reply) *Ended {
 	return e
 }
 
-// judgement is the transaction's judgement (see Ended.Judgement).
+// Judgement is the judgement of the transaction in progress (see
+// Ended.Judgement), or the session's when there is none.
+func (q *Sequencer) Judgement() Judgement { return q.judgement() }
+
 func (q *Sequencer) judgement() Judgement {
 	switch {
 	case q.data != nil:
