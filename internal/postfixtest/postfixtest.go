@@ -599,3 +599,23 @@ func headerLine(msg []byte, name string) string {
 	}
 	return "no " + name
 }
+
+// Signal sends sig to every process of the instance (the master's process
+// group: master, smtpd, cleanup, ...): SIGKILL to kill the server under a
+// client, SIGSTOP and SIGCONT to stall and resume it. A stopped instance
+// is resumed when the test ends, so that Stop can end it.
+func (p *Postfix) Signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	p.mu.Lock()
+	pid := p.pid
+	p.mu.Unlock()
+	if pid == 0 {
+		t.Fatalf("postfixtest: %s is not running", p.Addr)
+	}
+	if err := syscall.Kill(-pid, sig); err != nil {
+		t.Fatalf("postfixtest: signal %v to %s: %v", sig, p.Addr, err)
+	}
+	if sig == syscall.SIGSTOP {
+		t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGCONT) })
+	}
+}
