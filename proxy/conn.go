@@ -120,7 +120,7 @@ func (c *conn) serve() {
 			}
 		}
 		if c.srv.closing.Load() {
-			c.reply(smtp.Replyf(421, "4.3.2", "%s Service shutting down, try again later", c.cfg.Hostname))
+			c.reply(replyShuttingDown(c.cfg.Hostname))
 			return
 		}
 		c.setIdle(true)
@@ -159,7 +159,7 @@ func (c *conn) recovered(v any) {
 		c.up.nc.Close()
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	smtp.Replyf(421, "4.3.0", "%s Internal error, closing connection", c.cfg.Hostname).WriteTo(c.w)
+	replyInternalError(c.cfg.Hostname).WriteTo(c.w)
 }
 
 // setup establishes who the client is before anything is said: the
@@ -190,7 +190,7 @@ func (c *conn) setup() bool {
 			if !c.implicitTLS {
 				// On an implicit-TLS listener there is no plaintext to
 				// say it in (RFC 8314 §3.3): the connection just closes.
-				c.reply(smtp.Replyf(421, "4.7.0", "%s Too many connections from your address, try again later", c.cfg.Hostname))
+				c.reply(replyTooManyFromAddress(c.cfg.Hostname))
 			}
 			return false
 		}
@@ -306,12 +306,12 @@ func (c *conn) readFailed(err error) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, errShuttingDown):
-		c.reply(smtp.Replyf(421, "4.3.2", "%s Service shutting down, try again later", c.cfg.Hostname))
+		c.reply(replyShuttingDown(c.cfg.Hostname))
 	case errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(c.deadline):
-		c.reply(smtp.Replyf(421, "4.4.2", "%s Session time limit exceeded, closing connection", c.cfg.Hostname))
+		c.reply(replySessionTimeLimit(c.cfg.Hostname))
 		c.log.Info("session closed", "reason", "session_timeout", "state", c.q.State().String())
 	case errors.As(err, &ne) && ne.Timeout():
-		c.reply(smtp.Replyf(421, "4.4.2", "%s Timeout exceeded, closing connection", c.cfg.Hostname))
+		c.reply(replyTimeout(c.cfg.Hostname))
 		c.log.Info("session closed", "reason", "timeout", "state", c.q.State().String())
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return

@@ -35,6 +35,7 @@ var (
 	replyNoStorage       = smtp.Replyf(451, "4.3.1", "Insufficient system storage, try again later")
 	replyBareLineEndings = smtp.Replyf(550, "5.5.2", "Message contains bare CR or LF line endings, use CRLF")
 	replyEarlyTalker     = smtp.Replyf(554, "5.5.1", "Protocol error: talking before the greeting")
+	replyUpstreamLost    = smtp.Replyf(451, "4.4.2", "Upstream mail server connection lost, try again later")
 )
 
 func replyHeloSyntax(verb string) smtp.Reply {

@@ -785,7 +785,7 @@ func (q *Sequencer) Relayed(r smtp.Reply, failed bool) Step {
 	case r.Code == 354 || r.Class() == 1 || r.Class() == 3:
 		// Never pass an intermediate reply as a final answer.
 		outcome = "upstream_failed"
-		r = smtp.Replyf(451, "4.4.2", "Upstream mail server connection lost, try again later")
+		r = replyUpstreamLost
 	case r.Class() != 2:
 		outcome = "upstream_refused"
 	}
