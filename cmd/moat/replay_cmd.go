@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"moat/capture"
+	"moat/internal/replay"
 )
 
 const replayUsage = `Usage:
@@ -80,7 +81,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	opts := capture.ReplayOptions{To: *to, Pace: *pace, MaxPause: *maxPause, Timeout: *timeout}
+	opts := replay.Options{To: *to, Pace: *pace, MaxPause: *maxPause, Timeout: *timeout}
 	return exitCode(stderr, runReplay(ctx, cc, opts, fs.Args(), *quiet, stdout))
 }
 
@@ -90,7 +91,7 @@ func validHostPort(s string) bool {
 }
 
 // runReplay is moat replay after the flags.
-func runReplay(ctx context.Context, cc capture.Config, opts capture.ReplayOptions, files []string, quiet bool, stdout io.Writer) error {
+func runReplay(ctx context.Context, cc capture.Config, opts replay.Options, files []string, quiet bool, stdout io.Writer) error {
 	srcs := make([]capture.Source, 0, len(files))
 	for _, name := range files {
 		s, err := capture.OpenFile(name)
@@ -104,7 +105,7 @@ func runReplay(ctx context.Context, cc capture.Config, opts capture.ReplayOption
 	}
 	src := capture.Merge(srcs...)
 	defer src.Close()
-	opts.Session = func(rs *capture.ReplayedSession) {
+	opts.Session = func(rs *replay.Session) {
 		if quiet || rs.Skipped != "" {
 			return
 		}
@@ -119,14 +120,14 @@ func runReplay(ctx context.Context, cc capture.Config, opts capture.ReplayOption
 			fmt.Fprintf(stdout, "%s %s > %s: ended early: %v\n", rs.UID, rs.Client, rs.Server, rs.Err)
 		}
 	}
-	st, err := capture.Replay(ctx, cc, src, opts)
+	st, err := replay.Run(ctx, cc, src, opts)
 	if st != nil && (err == nil || st.Sessions > 0) {
 		writeReplaySummary(stdout, st, opts.To)
 	}
 	return err
 }
 
-func writeReplaySummary(w io.Writer, st *capture.ReplayStats, to string) {
+func writeReplaySummary(w io.Writer, st *replay.Stats, to string) {
 	skipped := 0
 	var why []string
 	for _, k := range slices.Sorted(maps.Keys(st.Skipped)) {
