@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -140,6 +141,41 @@ func FuzzDataReader(f *testing.F) {
 		back, err := io.ReadAll(NewDataReader(bufio.NewReader(&relay)))
 		if err != nil || !bytes.Equal(back, canonicalLines(out)) {
 			t.Fatalf("relay of %q reads back as %q, %v; want %q", out, back, err, canonicalLines(out))
+		}
+	})
+}
+
+// FuzzParseEHLO: every keyword found is an upper-case ehlo-keyword and
+// every parameter an ehlo-param (RFC 5321 §4.1.1.1); written back as a
+// reply, the extensions parse to themselves.
+func FuzzParseEHLO(f *testing.F) {
+	for _, tt := range parseEHLOTests {
+		f.Add([]byte(tt.in))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := ReadReply(bufio.NewReader(bytes.NewReader(data)))
+		if err != nil {
+			return
+		}
+		e := ParseEHLO(rep)
+		if rep.Class() != 2 {
+			if e != nil {
+				t.Fatalf("ParseEHLO of a %d reply = %#v, want nil", rep.Code, e)
+			}
+			return
+		}
+		for kw, params := range e {
+			if checkKeyword(kw) != nil || kw != strings.ToUpper(kw) || !e.Has(strings.ToLower(kw)) {
+				t.Fatalf("ParseEHLO(%q): keyword %q", data, kw)
+			}
+			for _, p := range params {
+				if !isEHLOParam(p) {
+					t.Fatalf("ParseEHLO(%q): %s parameter %q", data, kw, p)
+				}
+			}
+		}
+		if again := ParseEHLO(formatEHLO(e)); !reflect.DeepEqual(again, e) {
+			t.Fatalf("ParseEHLO(%q) = %#v; written back and parsed again: %#v", data, e, again)
 		}
 	})
 }

@@ -584,7 +584,7 @@ func (c *replayConn) handle(st *replayStep, live *smtp.Reply) (done bool, err er
 	switch st.cmd.Verb {
 	case smtp.VerbEHLO, smtp.VerbHELO:
 		c.compare(name, st.rec, live, "")
-		c.pipelining = st.cmd.Verb == smtp.VerbEHLO && live.Class() == 2 && hasExtension(live, "PIPELINING")
+		c.pipelining = st.cmd.Verb == smtp.VerbEHLO && smtp.ParseEHLO(*live).Has("PIPELINING")
 		c.bdatDone = false
 	case smtp.VerbMAIL, smtp.VerbRSET:
 		c.compare(name, st.rec, live, "")
@@ -752,18 +752,6 @@ func commandName(st *replayStep) string {
 		s = s[:200] + "..."
 	}
 	return s
-}
-
-// hasExtension reports whether an EHLO reply offers ext (RFC 5321
-// §4.1.1.1: one extension keyword per line after the first).
-func hasExtension(r *smtp.Reply, ext string) bool {
-	for _, l := range r.Lines[min(1, len(r.Lines)):] {
-		kw, _, _ := strings.Cut(l, " ")
-		if strings.EqualFold(kw, ext) {
-			return true
-		}
-	}
-	return false
 }
 
 // pace waits, with Pace, as long as the recorded client waited before
