@@ -241,7 +241,7 @@ func (u *upstream) xclient(sess *inspect.Session) error {
 		if !u.caps.xclientAttrs[kv[0]] || kv[1] == "" {
 			continue
 		}
-		b.WriteString(" " + kv[0] + "=" + encodeXtext(kv[1]))
+		b.WriteString(" " + kv[0] + "=" + smtp.EncodeXtext(kv[1]))
 	}
 	rep, err := u.cmd(u.cfg.CommandTimeout, b.String())
 	if err != nil {
@@ -258,21 +258,6 @@ func (u *upstream) xclient(sess *inspect.Session) error {
 		name = u.cfg.Helo
 	}
 	return u.hello(name)
-}
-
-// encodeXtext encodes s as RFC 3461 §4 xtext: "+" followed by two hex
-// digits for "+", "=", and anything outside "!".."~".
-func encodeXtext(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if ch < '!' || ch > '~' || ch == '+' || ch == '=' {
-			fmt.Fprintf(&b, "+%02X", ch)
-			continue
-		}
-		b.WriteByte(ch)
-	}
-	return b.String()
 }
 
 // cmd sends one command line and reads its reply. An I/O error marks the

@@ -179,3 +179,23 @@ func FuzzParseEHLO(f *testing.F) {
 		}
 	})
 }
+
+// FuzzXtext: any string encodes to valid xtext that decodes back to it;
+// valid xtext decodes to a string whose encoding is the canonical form of
+// the input (hexchars only where needed) and decodes the same.
+func FuzzXtext(f *testing.F) {
+	for _, s := range []string{"", "a+b=c", "a+2Bb+3Dc", "+41", "two words", "\x00\xff", "+", "+4", "+4g"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		checkXtextRoundTrip(t, s)
+		dec, err := DecodeXtext(s)
+		if err != nil {
+			return
+		}
+		again, err := DecodeXtext(EncodeXtext(dec))
+		if err != nil || again != dec {
+			t.Fatalf("DecodeXtext(%q) = %q; encoded and decoded again: %q, %v", s, dec, again, err)
+		}
+	})
+}
