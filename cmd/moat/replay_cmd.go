@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -31,13 +30,10 @@ sessions with client bytes missing from the capture, are skipped.
 
 moat connects to HOST:PORT and nowhere else. Recorded AUTH credentials are
 sent to it as they were recorded.
-
-Flags:
 `
 
 func cmdReplay(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("moat replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("moat replay", replayUsage, stderr)
 	to := fs.String("to", "", "the SMTP server to send to, `HOST:PORT` (required)")
 	pace := fs.Bool("pace", false, "wait between commands as long as the recorded client did (each wait at most --max-pause)")
 	maxPause := fs.Duration("max-pause", 10*time.Second, "longest single wait with --pace")
@@ -45,17 +41,8 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	ports := fs.String("ports", "", "SMTP server `PORTS` in the capture, comma-separated (default 25,465,587,2525)")
 	noDetect := fs.Bool("no-detect", false, "do not look for SMTP on other ports by its greeting")
 	quiet := fs.Bool("quiet", false, "print the summary only, not each divergence")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), replayUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return exitUsage
+	if ok, code := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	switch {
 	case *to == "":
