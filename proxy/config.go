@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"moat/inspect/sequencer"
 	"net"
 	"net/netip"
 	"os"
@@ -424,4 +425,23 @@ func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
 	}
 	p.Prefix = pf.Masked()
 	return nil
+}
+
+// SequencerConfig is the policy of a session, for the session sequencer:
+// the proxy's and, for the same judgement offline, the capture analyzer's.
+func (c *Config) SequencerConfig() sequencer.Config {
+	return sequencer.Config{
+		Hostname:       c.Hostname,
+		MaxLineLength:  c.Limits.MaxLineLength,
+		MaxCommands:    c.Limits.MaxCommands,
+		MaxErrors:      c.Limits.MaxErrors,
+		MaxRecipients:  c.Limits.MaxRecipients,
+		MaxMessageSize: int64(c.Limits.MaxMessageSize),
+		MaxHeaderSize:  int64(c.Limits.MaxHeaderSize),
+		EarlyTalker:    c.Greeting.EarlyTalker,
+		BareLF:         c.Data.BareLF,
+		BareCR:         c.Data.BareCR,
+		STARTTLS:       c.TLS.STARTTLS != nil && *c.TLS.STARTTLS,
+		GreetingDelay:  c.Greeting.Delay,
+	}
 }

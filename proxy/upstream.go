@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"moat/inspect"
+	"moat/inspect/sequencer"
 	"moat/inspect/smtp"
 )
 
@@ -253,7 +254,7 @@ func (u *upstream) xclient(sess *inspect.Session) error {
 	// The new session's EHLO is the client's own name: Postfix takes the
 	// HELO of its trace header and policy checks from this EHLO, not
 	// from XCLIENT's HELO attribute.
-	name := sanitizeHelo(sess.Helo)
+	name := sequencer.SanitizeHelo(sess.Helo)
 	if name == "" {
 		name = u.cfg.Helo
 	}

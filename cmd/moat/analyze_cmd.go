@@ -185,7 +185,7 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 	if err != nil {
 		return &configError{err}
 	}
-	deps := capture.Deps{Engine: engine, Logger: log, Metrics: capMetrics}
+	deps := capture.Deps{Engine: engine, Session: cfg.Config.SequencerConfig(), Logger: log, Metrics: capMetrics}
 	var ex *capture.Extractor
 	if f.extract != "" {
 		if err := os.MkdirAll(f.extract, 0o755); err != nil {

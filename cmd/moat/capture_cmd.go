@@ -95,7 +95,7 @@ func runCapture(ctx context.Context, f *analyzeFlags, iface string, stdout, stde
 	if err != nil {
 		return &configError{err}
 	}
-	deps := capture.Deps{Engine: engine, Logger: log, Metrics: capMetrics, Stream: true}
+	deps := capture.Deps{Engine: engine, Session: cfg.Config.SequencerConfig(), Logger: log, Metrics: capMetrics, Stream: true}
 	var ex *capture.Extractor
 	if f.extract != "" {
 		ex = &capture.Extractor{Dir: f.extract}
