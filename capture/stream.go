@@ -92,10 +92,6 @@ func HeaderNext(client *bufio.Reader) bool { return (&conversation{cr: client}).
 // being a command.
 func AuthResponseNext(client *bufio.Reader) bool { return (&conversation{cr: client}).authLineNext() }
 
-// ReplyText is a reply as a record's last_reply shows it, as Zeek does:
-// the code, the enhanced code, the last line's text.
-func ReplyText(r *smtp.Reply) string { return replyText(r) }
-
 // Positive reports whether a reply let the command through (2xx, 3xx);
 // a reply not captured (nil) counts as positive.
 func Positive(r *smtp.Reply) bool { return positive(r) }

@@ -728,9 +728,9 @@ func (c *replayConn) compare(command string, rec, live *smtp.Reply, note string)
 
 // diverge records a divergence; rec may be nil.
 func (c *replayConn) diverge(command string, rec, live *smtp.Reply, note string) {
-	d := Divergence{Command: command, Live: capture.ReplyText(live), Note: note}
+	d := Divergence{Command: command, Live: live.LastLine(), Note: note}
 	if rec != nil {
-		d.Recorded = capture.ReplyText(rec)
+		d.Recorded = rec.LastLine()
 	}
 	c.out.Divergences = append(c.out.Divergences, d)
 }
