@@ -47,6 +47,11 @@ type Deps struct {
 	// DNS, when set, collects the DNS answers the capture holds, for
 	// --dnsbl recorded.
 	DNS *DNSAnswers
+	// Keep, when set, sees each SMTP session once it is reconstructed,
+	// with its two directions, before their bytes are freed: what moat
+	// replay sends again. Shards call it concurrently; the Streams are
+	// valid only during the call.
+	Keep func(s *Session, client, server *Stream)
 }
 
 // Analyzer reads captures and reconstructs and judges their SMTP
@@ -60,13 +65,9 @@ type Analyzer struct {
 	extract func(s *Session, rec *Record, body io.ReaderAt, size int64) string
 	stream  bool
 	dns     *DNSAnswers
+	keep    func(s *Session, client, server *Stream)
 	ports   [65536 / 64]uint64
 	budget  memBudget
-
-	// keep, when set, sees each SMTP session with its two reassembled
-	// directions before their bytes are freed (Replay, in replay.go).
-	// Shards call it concurrently.
-	keep func(s *Session, client, server *halfStream)
 
 	panics atomic.Int64 // recovered in session processing; tests check it is 0
 }
@@ -92,7 +93,7 @@ func New(cfg Config, deps Deps) (*Analyzer, error) {
 		return nil, err
 	}
 	a := &Analyzer{cfg: cfg, engine: deps.Engine, session: deps.Session, log: deps.Logger, metrics: deps.Metrics,
-		extract: deps.Extract, stream: deps.Stream, dns: deps.DNS}
+		extract: deps.Extract, stream: deps.Stream, dns: deps.DNS, keep: deps.Keep}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -402,7 +403,7 @@ func (a *Analyzer) process(f *flow) (s *Session) {
 	}
 	c.run()
 	if a.keep != nil {
-		a.keep(s, c.ch, c.sh)
+		a.keep(s, &Stream{c.ch}, &Stream{c.sh})
 	}
 	if a.metrics != nil {
 		a.metrics.session(s)

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"moat/inspect"
+	"moat/inspect/smtp"
 	"moat/internal/postfixtest"
 	"moat/rules"
 )
@@ -272,5 +274,24 @@ func TestUpstreamPoolAge(t *testing.T) {
 	}
 	if got := p.get(&reloaded); got != nil {
 		t.Fatal("a connection made under the previous configuration was reused")
+	}
+}
+
+// parseCaps reads the upstream's EHLO reply through smtp.ParseEHLO:
+// keywords in any case (RFC 5321 §2.4), XCLIENT's attributes as given.
+func TestParseCaps(t *testing.T) {
+	r, err := smtp.ParseReply("250-mx.example.net\r\n250-pipelining\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n" +
+		"250-STARTTLS\r\n250-XCLIENT NAME ADDR port HELO\r\n250 dsn\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := parseCaps(r)
+	want := upstreamCaps{esmtp: true, pipelining: true, size: true, eightBit: true, dsn: true, starttls: true,
+		xclient: true, xclientAttrs: map[string]bool{"NAME": true, "ADDR": true, "PORT": true, "HELO": true}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("parseCaps = %+v, want %+v", got, want)
+	}
+	if c := parseCaps(smtp.Reply{Code: 250, Lines: []string{"mx.example.net"}}); !reflect.DeepEqual(c, upstreamCaps{esmtp: true}) {
+		t.Errorf("no extensions: %+v", c)
 	}
 }
