@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -273,7 +272,7 @@ func (c *conversation) greeting() {
 		if len(b) >= 3 && (string(b[:3]) == "421" || string(b[:3]) == "554") && c.firstServer() {
 			// A refusal at connect (RFC 5321 §3.1).
 			if r := c.reply(); r != nil {
-				c.out.Greeting = replyText(r)
+				c.out.Greeting = r.LastLine()
 				c.setReply(r)
 			}
 		}
@@ -284,7 +283,7 @@ func (c *conversation) greeting() {
 		return
 	}
 	if r := c.reply(); r != nil {
-		c.out.Greeting = replyText(r)
+		c.out.Greeting = r.LastLine()
 		c.setReply(r)
 	}
 }
@@ -426,24 +425,8 @@ func (c *conversation) replyFor(data bool) *smtp.Reply {
 // setReply makes r the record's last reply.
 func (c *conversation) setReply(r *smtp.Reply) {
 	if r != nil {
-		c.rec.LastReply = replyText(r)
+		c.rec.LastReply = r.LastLine()
 	}
-}
-
-// replyText is a reply as Zeek's last_reply writes it: the code, the
-// enhanced code and the text of the last line.
-func replyText(r *smtp.Reply) string {
-	var b strings.Builder
-	b.WriteString(strconv.Itoa(r.Code))
-	if r.Enhanced != "" {
-		b.WriteByte(' ')
-		b.WriteString(r.Enhanced)
-	}
-	if n := len(r.Lines); n > 0 && r.Lines[n-1] != "" {
-		b.WriteByte(' ')
-		b.WriteString(r.Lines[n-1])
-	}
-	return b.String()
 }
 
 // positive reports whether a reply (nil: not captured) let the command
