@@ -379,14 +379,16 @@ func TestPostfixClientThroughMoat(t *testing.T) {
 	t.Logf("postfix: %d messages, %d recipients (%d deferred once); %d TLS connections made, %d taken from the cache, %d deliveries with conn_use; STARTTLS %d, RSET %d, DATA %d (pipelined %d), BDAT %d",
 		len(msgs), deliveries(msgs), deferred, w.established, w.reused, w.connUse, w.starttls, w.rset, w.data, w.pipelined, w.bdat)
 	t.Logf("moat: %d client connections, %d transactions in %d sessions, %v", conns, txs, sess, verdicts)
-	switch {
-	case w.starttls == 0 || w.established != w.starttls:
-		t.Errorf("STARTTLS %d times, %d TLS connections established", w.starttls, w.established)
-	case w.pipelined == 0:
+	if w.starttls == 0 || w.established != w.starttls || w.established != conns {
+		t.Errorf("STARTTLS %d times, %d TLS connections established, %d connections to moat", w.starttls, w.established, conns)
+	}
+	if w.pipelined == 0 {
 		t.Error("Postfix never pipelined MAIL, RCPT and DATA")
-	case w.reused == 0 || w.connUse == 0:
+	}
+	if w.reused == 0 || w.connUse == 0 {
 		t.Error("Postfix never reused a connection")
-	case w.bdat != 0 || w.data != txs:
+	}
+	if w.bdat != 0 || w.data != txs {
 		t.Errorf("Postfix sent %d DATA and %d BDAT for %d transactions; its client has no BDAT", w.data, w.bdat, txs)
 	}
 }
@@ -501,16 +503,19 @@ func TestEximClientThroughMoat(t *testing.T) {
 	t.Logf("exim: %d messages, %d recipients (%d deferred at first); %d connections, %d transactions over continued ones; STARTTLS %d, MAIL %d (pipelined %d), BDAT %d, DATA %d; mainlog: %d deliveries, %d with X=TLS and K, %d over a continued connection",
 		len(msgs), deliveries(msgs), deferred, w.connections, w.continued, w.starttls, w.mail, w.mailPipelined, w.bdat, w.data, w.deliveries, w.tlsChunked, w.continuedDeliveries)
 	t.Logf("moat: %d client connections, %d transactions in %d sessions, %v", conns, txs, sess, verdicts)
-	switch {
-	case w.connections != conns || w.starttls != conns:
+	if w.connections != conns || w.starttls != conns {
 		t.Errorf("%d connections in Exim's debug output, %d in moat's metrics, STARTTLS %d times", w.connections, conns, w.starttls)
-	case w.continued == 0 || w.continuedDeliveries == 0:
+	}
+	if w.continued == 0 || w.continuedDeliveries == 0 {
 		t.Error("Exim never sent two messages over one connection")
-	case w.mail != txs || w.mailPipelined != txs:
+	}
+	if w.mail != txs || w.mailPipelined != txs {
 		t.Errorf("Exim sent MAIL %d times, %d pipelined, for %d transactions", w.mail, w.mailPipelined, txs)
-	case w.data != 0 || w.bdat < txs:
+	}
+	if w.data != 0 || w.bdat < txs {
 		t.Errorf("Exim sent %d DATA and %d BDAT for %d transactions", w.data, w.bdat, txs)
-	case w.tlsChunked != w.deliveries:
+	}
+	if w.tlsChunked != w.deliveries {
 		t.Errorf("%d of %d deliveries with TLS and CHUNKING", w.tlsChunked, w.deliveries)
 	}
 }

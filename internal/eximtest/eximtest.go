@@ -545,19 +545,29 @@ func (e *Exim) Sendmail(t testing.TB, from string, to []string, msg []byte) {
 
 // RunQueue runs one queue runner over every queued message, whatever its
 // retry time (-qqff: forced, frozen ones too, in two passes so that
-// messages for one host share a connection), and returns when it has
-// finished, with what it wrote on stdout and stderr. debug, when not
-// empty, is a -d selector ("+transport") whose output, the SMTP dialogue
-// among it, is part of what RunQueue returns.
+// messages for one host share a connection), and returns when it and
+// every delivery process it started have finished, with what they wrote
+// on stdout and stderr. debug, when not empty, is a -d selector
+// ("+transport") whose output, the SMTP dialogue among it, is part of
+// what RunQueue returns.
+//
+// A delivery that hands its connection on to the next message for the
+// same host does so through a double fork, so that process is not the
+// runner's child: RunQueue waits for the runner's whole process group.
 func (e *Exim) RunQueue(t testing.TB, debug string) string {
 	t.Helper()
 	args := []string{"-C", e.conf, "-qqff"}
 	if debug != "" {
 		args = append(args, "-d"+debug)
 	}
-	out, err := exec.Command(e.bin, args...).CombinedOutput()
+	cmd := exec.Command(e.bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("eximtest: exim %v: %v\n%s", args, err, out)
+	}
+	if pgid := cmd.Process.Pid; !mtatest.WaitFor(time.Minute, func() bool { return !mtatest.GroupAlive(pgid) }) {
+		t.Fatalf("eximtest: processes of the queue run %d still alive after a minute", pgid)
 	}
 	return string(out)
 }
