@@ -29,6 +29,7 @@ package eximtest
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -87,7 +88,25 @@ type Options struct {
 	// MessageSizeLimit sets message_size_limit in bytes (advertised as
 	// SIZE); 0 keeps Exim's default of 50M.
 	MessageSizeLimit int64
+	// RelayTo, when not empty, makes the instance a sending MTA — a real
+	// SMTP client for the server at RelayTo ("127.0.0.1:PORT") — instead
+	// of the test's upstream: one manualroute router sends every address,
+	// whatever its domain, to RelayTo with the smtp transport, and nothing
+	// is delivered locally. The transport keeps Exim's client defaults:
+	// STARTTLS whenever offered (tried, not required; the certificate is
+	// checked but a failure only logs CV=no), PIPELINING, CHUNKING (BDAT)
+	// whenever offered, and several messages per connection in a queue
+	// run. The daemon runs no queue runner, so nothing is delivered until
+	// the test says so: inject with Sendmail (queue only), deliver with
+	// RunQueue. A retry rule (F,1h,10m) keeps temporarily refused mail
+	// queued, and RunQueue forces it past its retry time. The Deny*,
+	// Defer* and MessageSizeLimit options do not apply.
+	RelayTo string
 }
+
+// SenderHostname is the primary_hostname of an instance started with
+// Options.RelayTo; it is the name in its EHLO.
+const SenderHostname = "sender.test"
 
 // Exim is one running instance. Its methods may be called from several
 // goroutines.
@@ -103,6 +122,8 @@ type Exim struct {
 	// Exim's Received: prepended.
 	MailDir string
 
+	bin        string // the exim4 binary
+	conf       string // the configuration file
 	logDir     string
 	stderrFile string
 
@@ -231,6 +252,8 @@ func start(bin string, opts Options) (e *Exim, err error) {
 		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		Dir:        root,
 		MailDir:    filepath.Join(root, "mail", "all"),
+		bin:        bin,
+		conf:       filepath.Join(root, "exim.conf"),
 		logDir:     filepath.Join(root, "log"),
 		stderrFile: filepath.Join(root, "stderr"),
 		done:       make(chan struct{}),
@@ -253,7 +276,7 @@ func start(bin string, opts Options) (e *Exim, err error) {
 			return e, err
 		}
 	}
-	conf := filepath.Join(root, "exim.conf")
+	conf := e.conf
 	// Exim refuses a configuration file that others can write or that
 	// root or the Exim user does not own; 0644 by root is fine.
 	if err := os.WriteFile(conf, []byte(config(bin, root, port, opts)), 0o644); err != nil {
@@ -267,7 +290,12 @@ func start(bin string, opts Options) (e *Exim, err error) {
 	// -bdf: the daemon stays in the foreground as our child, so it can be
 	// waited for; its own process group holds it and every reception and
 	// delivery process it forks, so Stop can signal them all.
-	cmd := exec.Command(bin, "-C", conf, "-bdf", "-q5s")
+	args := []string{"-C", conf, "-bdf", "-q5s"}
+	if opts.RelayTo != "" {
+		// A sending instance delivers only when RunQueue says so.
+		args = args[:3]
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -293,43 +321,22 @@ func start(bin string, opts Options) (e *Exim, err error) {
 
 // config returns the instance's configuration file.
 func config(bin, root string, port int, opts Options) string {
+	if opts.RelayTo != "" {
+		return senderConfig(bin, root, port, opts.RelayTo)
+	}
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("# Written by moat/internal/eximtest.")
-	p("primary_hostname = %s", Hostname)
+	b.WriteString(common(bin, root, Hostname, port))
 	p("qualify_domain = %s", Domain)
-	// Exim re-executes itself to deliver; the compiled-in path
-	// (/usr/sbin/exim4) does not exist, since Exim is only unpacked.
-	p("exim_path = %s", bin)
-	p("spool_directory = %s", filepath.Join(root, "spool"))
-	p("log_file_path = %s", filepath.Join(root, "log", "%slog"))
-	p("pid_file_path = %s", filepath.Join(root, "exim.pid"))
-	p("daemon_smtp_ports = %d", port)
-	p("local_interfaces = 127.0.0.1")
-	p("disable_ipv6 = true")
-	// No reverse DNS of the client and no ident (RFC 1413) call back:
-	// tests never touch the resolver or other ports.
-	p("host_lookup =")
-	p("rfc1413_hosts =")
-	p("rfc1413_query_timeout = 0s")
 	// No STARTTLS: Exim would offer it with a self-signed certificate made
 	// up at start, and the tests that need TLS set it up themselves.
 	p("tls_advertise_hosts =")
 	p("smtp_banner = $smtp_active_hostname ESMTP Exim $version_number")
-	// Silences "Warning: purging the environment" on every start.
-	p("keep_environment =")
-	// A process started with -C that is not in Debian's trusted_configs
-	// list runs as the Exim user once it re-executes itself ("exim user
-	// lost privilege for using -C option"), so it cannot switch to another
-	// user to deliver. Dropping privilege for every delivery makes that the
-	// rule instead of a surprise, and the transport runs as the Exim user.
-	p("deliver_drop_privilege = true")
 	// Deliver every message at once: by default the eleventh message of
 	// one connection is only queued, for a queue runner to find later.
 	p("smtp_accept_queue_per_connection = 0")
 	p("smtp_accept_max = 0")
-	// Bounces nobody can receive are discarded instead of frozen.
-	p("ignore_bounce_errors_after = 0s")
 	if opts.MessageSizeLimit != 0 {
 		p("message_size_limit = %d", opts.MessageSizeLimit)
 	}
@@ -377,6 +384,87 @@ func config(bin, root string, port int, opts Options) string {
 	p("  return_path_add")
 	p("  user = %s", User)
 	p("  group = %s", User)
+	return b.String()
+}
+
+// common returns the settings every instance has: paths, the listener,
+// no lookups of the client, and a log that says what happened on the wire.
+func common(bin, root, hostname string, port int) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("primary_hostname = %s", hostname)
+	// Exim re-executes itself to deliver; the compiled-in path
+	// (/usr/sbin/exim4) does not exist, since Exim is only unpacked.
+	p("exim_path = %s", bin)
+	p("spool_directory = %s", filepath.Join(root, "spool"))
+	p("log_file_path = %s", filepath.Join(root, "log", "%slog"))
+	p("pid_file_path = %s", filepath.Join(root, "exim.pid"))
+	p("daemon_smtp_ports = %d", port)
+	p("local_interfaces = 127.0.0.1")
+	p("disable_ipv6 = true")
+	// No reverse DNS of the client and no ident (RFC 1413) call back:
+	// tests never touch the resolver or other ports.
+	p("host_lookup =")
+	p("rfc1413_hosts =")
+	p("rfc1413_query_timeout = 0s")
+	// Silences "Warning: purging the environment" on every start.
+	p("keep_environment =")
+	// A process started with -C that is not in Debian's trusted_configs
+	// list runs as the Exim user once it re-executes itself ("exim user
+	// lost privilege for using -C option"), so it cannot switch to another
+	// user to deliver. Dropping privilege for every delivery makes that the
+	// rule instead of a surprise, and the transport runs as the Exim user.
+	p("deliver_drop_privilege = true")
+	// Bounces nobody can receive are discarded instead of frozen.
+	p("ignore_bounce_errors_after = 0s")
+	return b.String()
+}
+
+// senderConfig is the configuration of a sending instance
+// (Options.RelayTo).
+func senderConfig(bin, root string, port int, relayTo string) string {
+	host, relayPort, err := net.SplitHostPort(relayTo)
+	if err != nil {
+		host, relayPort = relayTo, "25"
+	}
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("# Written by moat/internal/eximtest (sending instance).")
+	b.WriteString(common(bin, root, SenderHostname, port))
+	p("qualify_domain = %s", SenderHostname)
+	p("tls_advertise_hosts =")
+	// Delivery lines name the TLS version and cipher (X=), whether the
+	// certificate was verified (CV=), the server's reply to the message
+	// (C=), its port, and K when the message went by BDAT; connection
+	// lines count the messages sent over each connection.
+	p("log_selector = +tls_cipher +tls_certificate_verified +smtp_confirmation +outgoing_port +smtp_connection +pipelining +millisec")
+	p("domainlist local_domains =")
+	p("acl_smtp_rcpt = acl_rcpt")
+	p("")
+	p("begin acl")
+	p("acl_rcpt:")
+	// Mail submitted over SMTP from loopback is relayed like the rest.
+	p("  accept hosts = 127.0.0.1")
+	p("  deny")
+	p("")
+	p("begin routers")
+	p("relay:")
+	p("  driver = manualroute")
+	p("  route_list = * %s", host)
+	// The relay is this very machine: send to it anyway.
+	p("  self = send")
+	p("  transport = relay_smtp")
+	p("  no_more")
+	p("")
+	p("begin transports")
+	p("relay_smtp:")
+	p("  driver = smtp")
+	p("  port = %s", relayPort)
+	p("  allow_localhost")
+	p("  hosts_try_chunking = *")
+	p("")
+	p("begin retry")
+	p("* * F,1h,10m")
 	return b.String()
 }
 
@@ -438,6 +526,64 @@ func (e *Exim) probe(deadline time.Time) error {
 		_, _ = r.ReadString('\n')
 	}
 	return nil
+}
+
+// Sendmail submits msg (a complete message, header and body, with LF
+// line endings) from the envelope sender from to the recipients to, as a
+// local program would: exim -bm with -oi, so a line holding a single dot
+// is just text, and -odq, so the message is only queued; RunQueue
+// delivers it.
+func (e *Exim) Sendmail(t testing.TB, from string, to []string, msg []byte) {
+	t.Helper()
+	args := append([]string{"-C", e.conf, "-odq", "-oi", "-f", from, "--"}, to...)
+	cmd := exec.Command(e.bin, args...)
+	cmd.Stdin = bytes.NewReader(msg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("eximtest: exim %v: %v\n%s", args, err, out)
+	}
+}
+
+// RunQueue runs one queue runner over every queued message, whatever its
+// retry time (-qqff: forced, frozen ones too, in two passes so that
+// messages for one host share a connection), and returns when it and
+// every delivery process it started have finished, with what they wrote
+// on stdout and stderr. debug, when not empty, is a -d selector
+// ("+transport") whose output, the SMTP dialogue among it, is part of
+// what RunQueue returns.
+//
+// A delivery that hands its connection on to the next message for the
+// same host does so through a double fork, so that process is not the
+// runner's child: RunQueue waits for the runner's whole process group.
+func (e *Exim) RunQueue(t testing.TB, debug string) string {
+	t.Helper()
+	args := []string{"-C", e.conf, "-qqff"}
+	if debug != "" {
+		args = append(args, "-d"+debug)
+	}
+	cmd := exec.Command(e.bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("eximtest: exim %v: %v\n%s", args, err, out)
+	}
+	if pgid := cmd.Process.Pid; !mtatest.WaitFor(time.Minute, func() bool { return !mtatest.GroupAlive(pgid) }) {
+		t.Fatalf("eximtest: processes of the queue run %d still alive after a minute", pgid)
+	}
+	return string(out)
+}
+
+// Queued returns the number of messages in the instance's queue (-bpc).
+func (e *Exim) Queued(t testing.TB) int {
+	t.Helper()
+	out, err := exec.Command(e.bin, "-C", e.conf, "-bpc").CombinedOutput()
+	if err != nil {
+		t.Fatalf("eximtest: exim -bpc: %v\n%s", err, out)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("eximtest: exim -bpc: %q", out)
+	}
+	return n
 }
 
 // Stop stops the instance now: SIGTERM to the daemon's process group, then,

@@ -23,6 +23,7 @@ package postfixtest
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -66,11 +67,30 @@ type Options struct {
 	// MessageSizeLimit sets message_size_limit in bytes (advertised as
 	// SIZE); 0 keeps Postfix's default of 10240000.
 	MessageSizeLimit int64
+	// RelayTo, when not empty, makes the instance a sending MTA — a real
+	// SMTP client for the server at RelayTo ("127.0.0.1:PORT") — instead of
+	// the test's upstream. Nothing is delivered locally (mydestination and
+	// virtual_mailbox_domains are empty): every message, whatever its
+	// domain, goes by smtp(8) to relayhost = [RelayTo], brackets so no DNS
+	// is ever asked. The client is Postfix's default one — PIPELINING,
+	// STARTTLS when offered (smtp_tls_security_level = may, not verified),
+	// no BDAT (Postfix's SMTP client has no CHUNKING support) — with the
+	// connection cache always on for RelayTo, TLS connections included
+	// (smtp_tls_connection_reuse = yes, through tlsproxy(8)), and
+	// smtp_tls_loglevel = 1, so the maillog says "TLS connection
+	// established" per connection and "conn_use=N" per message sent over
+	// a reused one. Inject mail with Sendmail; retry deferred mail now with
+	// Flush. The instance's own smtpd still listens on Addr.
+	RelayTo string
 	// ExtraMainCF holds extra "key = value" lines for main.cf. A key given
 	// here replaces postfixtest's own setting of that key; lines that start
 	// with white space continue the previous line, as in main.cf.
 	ExtraMainCF []string
 }
+
+// SenderHostname is the myhostname of an instance started with
+// Options.RelayTo; it is the name in its EHLO.
+const SenderHostname = "sender.test"
 
 // Postfix is one running instance. Its methods may be called from several
 // goroutines.
@@ -214,7 +234,7 @@ func start(bin string, opts Options) (p *Postfix, err error) {
 	if err := writeConfig(filepath.Join(p.confDir, "main.cf"), mainCF(root, opts)); err != nil {
 		return p, err
 	}
-	if err := writeConfig(filepath.Join(p.confDir, "master.cf"), masterCF(p.Addr)); err != nil {
+	if err := writeConfig(filepath.Join(p.confDir, "master.cf"), masterCF(p.Addr, opts.RelayTo != "")); err != nil {
 		return p, err
 	}
 
@@ -300,6 +320,9 @@ func mainCF(root string, opts Options) string {
 	if opts.MessageSizeLimit != 0 {
 		params = append(params, [2]string{"message_size_limit", strconv.FormatInt(opts.MessageSizeLimit, 10)})
 	}
+	if opts.RelayTo != "" {
+		params = append(params, relayParams(opts.RelayTo)...)
+	}
 
 	// Postfix would take the last of two settings but warns about the
 	// first; drop ours instead.
@@ -309,10 +332,15 @@ func mainCF(root string, opts Options) string {
 			overridden[m[1]] = true
 		}
 	}
+	// Of two settings of one key in params, the later wins.
+	last := map[string]int{}
+	for i, kv := range params {
+		last[kv[0]] = i
+	}
 	var b strings.Builder
 	b.WriteString("# Written by moat/internal/postfixtest.\n")
-	for _, kv := range params {
-		if !overridden[kv[0]] {
+	for i, kv := range params {
+		if !overridden[kv[0]] && last[kv[0]] == i {
 			fmt.Fprintf(&b, "%s = %s\n", kv[0], kv[1])
 		}
 	}
@@ -323,15 +351,44 @@ func mainCF(root string, opts Options) string {
 	return b.String()
 }
 
+// relayParams are the main.cf settings of a sending instance
+// (Options.RelayTo); they replace the receiving ones of the same name.
+func relayParams(relayTo string) [][2]string {
+	host, port, err := net.SplitHostPort(relayTo)
+	if err != nil {
+		host, port = relayTo, "25"
+	}
+	nexthop := "[" + host + "]:" + port
+	return [][2]string{
+		{"myhostname", SenderHostname},
+		{"virtual_mailbox_domains", ""},
+		{"relayhost", nexthop},
+		{"default_transport", "smtp"},
+		{"relay_transport", "smtp"},
+		{"smtp_tls_security_level", "may"},
+		{"smtp_tls_loglevel", "1"},
+		{"smtp_tls_connection_reuse", "yes"},
+		{"smtp_connection_cache_destinations", nexthop},
+	}
+}
+
 // mainCFKey matches the start of a main.cf "key = value" line.
 var mainCFKey = regexp.MustCompile(`^([A-Za-z0-9_]+)\s*=`)
 
 // masterCF returns the instance's master.cf: Debian's services without
-// chroot (the temp dirs are not a chroot jail), without the SMTP client and
-// local delivery, with the smtpd listener bound to addr, the virtual delivery
-// agent and the postlog service that maillog_file needs.
-func masterCF(addr string) string {
-	return addr + ` inet n - n - - smtpd
+// chroot (the temp dirs are not a chroot jail), without local delivery,
+// with the smtpd listener bound to addr, the virtual delivery agent and the
+// postlog service that maillog_file needs. The SMTP client (and tlsproxy,
+// for reusing TLS connections) is there only in a sending instance.
+func masterCF(addr string, sender bool) string {
+	client := ""
+	if sender {
+		client = `smtp       unix  - - n -     - smtp
+relay      unix  - - n -     - smtp
+tlsproxy   unix  - - n -     0 tlsproxy
+`
+	}
+	return client + addr + ` inet n - n - - smtpd
 pickup     unix  n - n 60    1 pickup
 cleanup    unix  n - n -     0 cleanup
 qmgr       unix  n - n 300   1 qmgr
@@ -437,6 +494,44 @@ func (p *Postfix) probe(proxy bool, deadline time.Time) error {
 		_, _ = r.ReadString('\n')
 	}
 	return nil
+}
+
+// Sendmail submits msg (a complete message, header and body, with LF or
+// CRLF line endings) from the envelope sender from to the recipients to,
+// as a local program would: Postfix's sendmail(1) with -C pointing at the
+// instance's configuration and -i, so a line holding a single dot is just
+// text. The message goes to the queue; pickup and the queue manager take it
+// from there.
+func (p *Postfix) Sendmail(t testing.TB, from string, to []string, msg []byte) {
+	t.Helper()
+	args := append([]string{"-C", p.confDir, "-i", "-f", from, "--"}, to...)
+	cmd := exec.Command(filepath.Join(filepath.Dir(p.bin), "sendmail"), args...)
+	cmd.Stdin = bytes.NewReader(msg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("postfixtest: sendmail %v: %v\n%s", args, err, out)
+	}
+}
+
+// Flush asks the queue manager to attempt delivery of every queued
+// message now, deferred ones included, whatever their retry time
+// (postqueue -f). It returns at once; delivery is asynchronous.
+func (p *Postfix) Flush(t testing.TB) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(filepath.Dir(p.bin), "postqueue"), "-c", p.confDir, "-f").CombinedOutput()
+	if err != nil {
+		t.Fatalf("postfixtest: postqueue -f: %v\n%s", err, out)
+	}
+}
+
+// Queued returns the number of messages in the instance's queue, in any
+// state (postqueue -j).
+func (p *Postfix) Queued(t testing.TB) int {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(filepath.Dir(p.bin), "postqueue"), "-c", p.confDir, "-j").Output()
+	if err != nil {
+		t.Fatalf("postfixtest: postqueue -j: %v\n%s", err, out)
+	}
+	return bytes.Count(out, []byte("\n"))
 }
 
 // Stop stops the instance now: SIGTERM to master through "postfix abort",
