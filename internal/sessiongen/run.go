@@ -49,7 +49,8 @@ func (r Reply) String() string { return strings.Join(r.Raw, " / ") }
 // StepResult is what happened at one step of a session.
 type StepResult struct {
 	// Sent summarises what the client sent: command lines as written,
-	// "<message N octets>", "BDAT N [LAST] <chunk>".
+	// "<message N octets>", "BDAT N [LAST] <chunk>". A write the
+	// connection refused (the server had closed it) is not in it.
 	Sent []string
 	// Replies are the replies read, in order.
 	Replies []Reply
@@ -79,6 +80,10 @@ type Transcript struct {
 	// Ext are the keywords of the last EHLO reply (upper case) with their
 	// parameters.
 	Ext map[string]string
+	// Local is the client's end of the connection ("ip:port"), by which
+	// a test finds the session in a server's logs or a capture; "" when
+	// the dial failed.
+	Local string
 }
 
 // String is the transcript, one line per command and reply.
@@ -132,6 +137,7 @@ func Run(ctx context.Context, addr string, s Session, tlsConf *tls.Config) (Tran
 	if err != nil {
 		return tr, err
 	}
+	tr.Local = nc.LocalAddr().String()
 	p := &player{ctx: ctx, nc: nc, r: bufio.NewReaderSize(nc, 4096), tls: tlsConf, tr: &tr}
 	defer func() { p.nc.Close() }()
 	// Cancelling ctx interrupts whatever I/O is in progress.
@@ -267,14 +273,15 @@ func (p *player) commands(st Step, res *StepResult) error {
 		// RFC 2920: every command in one write, then every reply.
 		res.Pipelined = true
 		var b strings.Builder
-		for _, c := range st.Cmds {
-			l := p.line(c)
-			res.Sent = append(res.Sent, l)
-			b.WriteString(l + "\r\n")
+		lines := make([]string, len(st.Cmds))
+		for i, c := range st.Cmds {
+			lines[i] = p.line(c)
+			b.WriteString(lines[i] + "\r\n")
 		}
 		if err := p.write([]byte(b.String())); err != nil {
 			return err
 		}
+		res.Sent = append(res.Sent, lines...)
 		for _, c := range st.Cmds {
 			if err := p.reply(c, res); err != nil {
 				return err
@@ -284,10 +291,10 @@ func (p *player) commands(st Step, res *StepResult) error {
 	}
 	for _, c := range st.Cmds {
 		l := p.line(c)
-		res.Sent = append(res.Sent, l)
 		if err := p.write([]byte(l + "\r\n")); err != nil {
 			return err
 		}
+		res.Sent = append(res.Sent, l)
 		if err := p.reply(c, res); err != nil {
 			return err
 		}
@@ -326,10 +333,10 @@ func (p *player) reply(c Command, res *StepResult) error {
 func (p *player) message(m *Message, res *StepResult) error {
 	p.data = false
 	w := m.Wire()
-	res.Sent = append(res.Sent, fmt.Sprintf("<message %s, %d octets on the wire>", m.ID, len(w)))
 	if err := p.write(w); err != nil {
 		return err
 	}
+	res.Sent = append(res.Sent, fmt.Sprintf("<message %s, %d octets on the wire>", m.ID, len(w)))
 	r, err := p.read()
 	if r.Code != 0 {
 		res.Replies = append(res.Replies, r)
@@ -354,13 +361,13 @@ func (p *player) bdat(st Step, res *StepResult) error {
 		if i == len(st.Chunks)-1 {
 			cmd += " LAST"
 		}
-		res.Sent = append(res.Sent, fmt.Sprintf("%s <%d octets of %s>", cmd, n, st.Msg.ID))
 		buf := make([]byte, 0, len(cmd)+2+n)
 		buf = append(append(append(buf, cmd...), "\r\n"...), st.Msg.Content[off:off+n]...)
 		off += n
 		if err := p.write(buf); err != nil {
 			return err
 		}
+		res.Sent = append(res.Sent, fmt.Sprintf("%s <%d octets of %s>", cmd, n, st.Msg.ID))
 		r, err := p.read()
 		if r.Code != 0 {
 			res.Replies = append(res.Replies, r)
@@ -383,10 +390,10 @@ func (p *player) startTLS(res *StepResult) error {
 		res.Skipped = "STARTTLS not offered"
 		return nil
 	}
-	res.Sent = append(res.Sent, "STARTTLS")
 	if err := p.write([]byte("STARTTLS\r\n")); err != nil {
 		return err
 	}
+	res.Sent = append(res.Sent, "STARTTLS")
 	r, err := p.read()
 	if r.Code != 0 {
 		res.Replies = append(res.Replies, r)

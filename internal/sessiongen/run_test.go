@@ -15,6 +15,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -353,6 +354,9 @@ func TestRunEarlyTalker(t *testing.T) {
 	}
 	if len(f.early) != 1 || f.early[0] != "EHLO early.test" {
 		t.Errorf("commands before the greeting: %q", f.early)
+	}
+	if ap, err := netip.ParseAddrPort(tr.Local); err != nil || !ap.Addr().IsLoopback() || ap.Port() == 0 {
+		t.Errorf("Local %q is not the client's loopback address and port (%v)", tr.Local, err)
 	}
 }
 
