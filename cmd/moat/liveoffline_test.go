@@ -36,8 +36,9 @@ import (
 // answers recorded in the capture (there are none: every lookup fails, as
 // it did live against a closed resolver port), reads the capture.
 //
-// The comparison, session by session (the live line's client_port is the
-// record's id.orig_p):
+// The comparison, session by session (each connects from an address of
+// its own: the live line's client_ip and client_port are the record's
+// id.orig_h and id.orig_p):
 //
 //   - Live, moat logs one "transaction" line per transaction attempt: per
 //     MAIL the sequencer took as the start of one (Step.Began: a session
@@ -98,6 +99,13 @@ const (
 	// talker's EHLO, sent right after the connect, is there first.
 	loGreetingDelay = 200 * time.Millisecond
 )
+
+// loClientAddr is the loopback address session n connects from: one
+// address per session, so that sessions are told apart by it in moat's
+// log and in the capture even when a client port comes round again.
+func loClientAddr(n int) netip.Addr {
+	return netip.AddrFrom4([4]byte{127, 0, byte(1 + n/200), byte(1 + n%200)})
+}
 
 // loRefuse are the envelopes refused somewhere: pf-* by Postfix (below),
 // moat-* by the rules of loRules.
@@ -237,6 +245,7 @@ type loStats struct {
 type loLive struct {
 	Msg        string   `json:"msg"`
 	Session    string   `json:"session"`
+	ClientIP   string   `json:"client_ip"`
 	ClientPort uint16   `json:"client_port"`
 	MailFrom   string   `json:"mail_from"`
 	Outcome    string   `json:"verdict"`
@@ -251,6 +260,7 @@ type loLive struct {
 // loRecord is an offline record.
 type loRecord struct {
 	UID      string   `json:"uid"`
+	OrigH    string   `json:"id.orig_h"`
 	OrigP    uint16   `json:"id.orig_p"`
 	MailFrom string   `json:"mailfrom"`
 	Verdict  string   `json:"verdict"`
@@ -299,7 +309,7 @@ rules:
 		go func() {
 			defer wg.Done()
 			for n := range jobs {
-				trs[n], runErrs[n] = sessiongen.Run(ctx, m.smtp, sessions[n], nil)
+				trs[n], runErrs[n] = sessiongen.RunFrom(ctx, loClientAddr(n), m.smtp, sessions[n], nil)
 			}
 		}()
 	}
@@ -327,8 +337,8 @@ rules:
 		t.Fatalf("moat did not stop on SIGTERM")
 	}
 
-	// Live: the transaction lines, by client port.
-	live := map[uint16][]loLive{}
+	// Live: the transaction lines, by client address.
+	live := map[string][]loLive{}
 	for _, line := range strings.Split(m.log.String(), "\n") {
 		if !strings.Contains(line, `"msg":"transaction"`) {
 			continue
@@ -338,7 +348,8 @@ rules:
 			t.Fatalf("live log line %q: %v", line, err)
 		}
 		l.raw = line
-		live[l.ClientPort] = append(live[l.ClientPort], l)
+		k := net.JoinHostPort(l.ClientIP, strconv.Itoa(int(l.ClientPort)))
+		live[k] = append(live[k], l)
 	}
 
 	// Offline: moat analyze on the capture, with the same configuration.
@@ -363,8 +374,8 @@ rules:
 		}
 		t.Logf("capture, records and moat's log kept in %s", kd)
 	}
-	offline := map[uint16][]loRecord{}
-	uids := map[uint16]string{}
+	offline := map[string][]loRecord{}
+	uids := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		if line == "" {
 			continue
@@ -374,16 +385,17 @@ rules:
 			t.Fatalf("offline record %q: %v", line, err)
 		}
 		r.raw = line
-		if u, ok := uids[r.OrigP]; ok && u != r.UID {
-			t.Fatalf("client port %d is two sessions in the capture (%s, %s): ports must not repeat", r.OrigP, u, r.UID)
+		k := net.JoinHostPort(r.OrigH, strconv.Itoa(int(r.OrigP)))
+		if u, ok := uids[k]; ok && u != r.UID {
+			t.Fatalf("client %s is two sessions in the capture (%s, %s)", k, u, r.UID)
 		}
-		uids[r.OrigP] = r.UID
-		offline[r.OrigP] = append(offline[r.OrigP], r)
+		uids[k] = r.UID
+		offline[k] = append(offline[k], r)
 	}
 
 	// Compare, session by session.
 	var reports []string
-	seen := map[uint16]int{}
+	seen := map[string]int{}
 	for n, s := range sessions {
 		tr := trs[n]
 		ap, err := netip.ParseAddrPort(tr.Local)
@@ -391,9 +403,9 @@ rules:
 			t.Errorf("seed %d, session %d: no client address: %v", seed, n, err)
 			continue
 		}
-		p := ap.Port()
+		p := ap.String()
 		if k, dup := seen[p]; dup {
-			t.Fatalf("sessions %d and %d had the same client port %d", k, n, p)
+			t.Fatalf("sessions %d and %d had the same client address %s", k, n, p)
 		}
 		seen[p] = n
 		want := loExpect(s, tr)
@@ -438,7 +450,7 @@ rules:
 		if len(diffs) > 0 {
 			st.differences += len(diffs)
 			var b strings.Builder
-			fmt.Fprintf(&b, "mode %s, seed %d, session %d (client port %d", mode, seed, n, p)
+			fmt.Fprintf(&b, "mode %s, seed %d, session %d (client %s", mode, seed, n, p)
 			if len(lives) > 0 {
 				fmt.Fprintf(&b, ", moat session %s", lives[0].Session)
 			}
@@ -464,10 +476,10 @@ rules:
 		}
 	}
 	for p, ls := range live {
-		t.Errorf("mode %s, seed %d: %d live transaction lines of client port %d, which no session had: %s", mode, seed, len(ls), p, ls[0].raw)
+		t.Errorf("mode %s, seed %d: %d live transaction lines of client %s, which no session had: %s", mode, seed, len(ls), p, ls[0].raw)
 	}
 	for p, rs := range offline {
-		t.Errorf("mode %s, seed %d: %d offline records of client port %d, which no session had: %s", mode, seed, len(rs), p, rs[0].raw)
+		t.Errorf("mode %s, seed %d: %d offline records of client %s, which no session had: %s", mode, seed, len(rs), p, rs[0].raw)
 	}
 	for _, r := range reports {
 		t.Error(r)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -131,8 +132,19 @@ var errClosed = errors.New("connection closed by the server")
 // error: the transcript records where, and the remaining steps are skipped.
 // The transcript so far is returned with an error too.
 func Run(ctx context.Context, addr string, s Session, tlsConf *tls.Config) (Transcript, error) {
+	return RunFrom(ctx, netip.Addr{}, addr, s, tlsConf)
+}
+
+// RunFrom is Run from the local address from (any port), when it is
+// valid: a test that runs many sessions from 127.0.0.2, 127.0.0.3 ... can
+// tell them apart in a server's logs or a capture by address alone,
+// where ports may be used again.
+func RunFrom(ctx context.Context, from netip.Addr, addr string, s Session, tlsConf *tls.Config) (Transcript, error) {
 	tr := Transcript{Steps: make([]StepResult, len(s.Steps))}
 	d := net.Dialer{Timeout: StepTimeout}
+	if from.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return tr, err
