@@ -53,14 +53,20 @@ import (
 //     LAST BDAT chunk end one; MAIL, RCPT, a DATA that got 354 (or no
 //     reply) and BDAT are activity; a session without activity still gets
 //     one record. The test walks what the client sent and the replies it
-//     got through these rules: the number of records must be what the
-//     capture gives, and the record a transaction's MAIL started is that
-//     transaction's.
-//   - The k-th live line of a session and the record of the k-th such MAIL
-//     must agree on action (the record's verdict), would_be (the record
-//     leaves it out when it equals the verdict), score, rules (in order)
-//     and stage. Records of no transaction (RCPT without MAIL, sessions
-//     without one) have no live line and are only counted.
+//     got through these rules, and through the sequencer's transactions
+//     as the client sees them: the number of records must be what the
+//     capture gives. A transaction's record is the last one with activity
+//     while it was open: usually the one its MAIL started; the next one
+//     when a nested MAIL (refused with 503, the transaction goes on)
+//     started a new record, as Zeek does. The record the conversation
+//     gives a transaction's end to, and whose judgement is that of the
+//     live line.
+//   - The live line of a transaction and its record must agree on action
+//     (the record's verdict), would_be (the record leaves it out when it
+//     equals the verdict), score, rules (in order) and stage. Records of
+//     no transaction (RCPT without MAIL, sessions without one) and the
+//     earlier records of a transaction continued by a nested MAIL have no
+//     live line of their own and are only counted.
 //
 // Every difference fails the test with the seed, the session's script
 // and transcript, the live line and the record. MOAT_LIVEOFFLINE_SEED
@@ -82,19 +88,19 @@ func TestLiveEqualsOffline(t *testing.T) {
 	for _, mode := range []string{"enforce", "monitor"} {
 		t.Run(mode, func(t *testing.T) {
 			st := runLiveOffline(t, pf.Addr, rulesFile, mode, seed)
-			t.Logf("%s: %d sessions, %d transactions compared (%d refused by moat, %d by the upstream, %d delivered), %d records without a transaction, %d differences (seed %d)",
-				mode, st.sessions, st.compared, st.refusedMoat, st.refusedUpstream, st.delivered, st.noTx, st.differences, seed)
+			t.Logf("%s: %d sessions, %d transactions compared (%d refused by moat, %d by the upstream, %d delivered), %d records without a transaction, %d records of a transaction continued in the next record, %d differences (seed %d); exercised: %v",
+				mode, st.sessions, st.compared, st.refusedMoat, st.refusedUpstream, st.delivered, st.noTx, st.continued, st.differences, seed, st.covered)
 		})
 	}
 }
 
 // The generator's knobs, matched by moat's limits.
 const (
-	loSessions  = 100   // per mode
+	loSessions  = 150   // per mode
 	loWorkers   = 6     // sessions at once
 	loSizeLimit = 20000 // limits.max_message_size
 	loMaxRcpts  = 100   // limits.max_recipients (RFC 5321's minimum)
-	loMaxErrors = 2     // limits.max_errors
+	loMaxErrors = 4     // limits.max_errors
 	// loGreetingDelay is greeting.delay: long enough that an early
 	// talker's EHLO, sent right after the connect, is there first.
 	loGreetingDelay = 200 * time.Millisecond
@@ -238,7 +244,46 @@ func loRulesFile(t *testing.T) string {
 // loStats are the counts of one mode's run.
 type loStats struct {
 	sessions, compared, noTx, differences   int
+	continued                               int // records of a transaction that went on in the next one
 	refusedMoat, refusedUpstream, delivered int
+	covered                                 map[string]int
+}
+
+// loCoverage counts what the sessions did that the limits and policies
+// are about, from what was sent and answered.
+func loCoverage(ss []sessiongen.Session, trs []sessiongen.Transcript) map[string]int {
+	c := map[string]int{}
+	for n, s := range ss {
+		if s.EarlyTalk {
+			c["early talker"]++
+		}
+		for i, st := range s.Steps {
+			res := trs[n].Steps[i]
+			if len(res.Sent) == 0 {
+				continue
+			}
+			if res.Pipelined {
+				c["pipelined"]++
+			}
+			if st.Kind == sessiongen.KindBDAT && !res.AsData {
+				c["BDAT"]++
+			}
+			if st.Msg != nil && st.Msg.BareLF {
+				c["bare LF message"]++
+			}
+			for _, r := range res.Replies {
+				switch {
+				case r.Code == 452:
+					c["over max_recipients (452)"]++
+				case r.Code == 552:
+					c["over max_message_size (552)"]++
+				case r.Code == 421 && strings.Contains(r.String(), "Too many errors"):
+					c["over max_errors (421)"]++
+				}
+			}
+		}
+	}
+	return c
 }
 
 // loLive is a live "transaction" log line.
@@ -324,6 +369,14 @@ rules:
 		}
 	}
 	st.sessions = loSessions
+	st.covered = loCoverage(sessions, trs)
+	// What the sessions are for: each of these is all but certain in a
+	// run (the generator's odds over some 200 transactions).
+	for _, what := range []string{"early talker", "pipelined", "BDAT", "bare LF message", "over max_recipients (452)", "over max_message_size (552)"} {
+		if st.covered[what] == 0 {
+			t.Errorf("mode %s: no %s in %d sessions (seed %d): the test did not exercise it", mode, what, loSessions, seed)
+		}
+	}
 
 	// Every session over at moat (so its last packets were sent), then
 	// every packet on the file, then moat's log complete.
@@ -427,12 +480,16 @@ rules:
 			diffs = append(diffs, fmt.Sprintf("%d live transaction lines, but the client sent %d MAILs moat took as a transaction's start", len(lives), len(want.mails)))
 		}
 		if len(diffs) == 0 {
-			for i, rw := range want.records {
-				if rw.tx < 0 {
+			for i, tx := range want.records {
+				switch {
+				case tx < 0:
 					st.noTx++
 					continue
+				case want.last[tx] != i:
+					st.continued++
+					continue
 				}
-				l, r := lives[rw.tx], recs[i]
+				l, r := lives[tx], recs[i]
 				st.compared++
 				switch {
 				case l.Outcome == "delivered":
@@ -442,8 +499,8 @@ rules:
 				case l.Outcome != "aborted":
 					st.refusedMoat++
 				}
-				if d := loCompare(l, r, want.mails[rw.tx]); d != "" {
-					diffs = append(diffs, fmt.Sprintf("transaction %d (%s): %s\n      live:    %s\n      offline: %s", rw.tx+1, want.mails[rw.tx], d, l.raw, r.raw))
+				if d := loCompare(l, r, want.mails[tx]); d != "" {
+					diffs = append(diffs, fmt.Sprintf("transaction %d (%s), record %d: %s\n      live:    %s\n      offline: %s", tx+1, want.mails[tx], i+1, d, l.raw, r.raw))
 				}
 			}
 		}
@@ -525,37 +582,48 @@ func loCompare(l loLive, r loRecord, mail string) string {
 }
 
 // loWant is what the client's side of a session predicts: the offline
-// records in order, each with the index of its live transaction (-1:
-// none), and the MAIL lines that started a transaction.
+// records in order, each with the index of the transaction whose
+// commands it holds (-1: none), the MAIL lines that started a
+// transaction, and for each transaction its last record.
 type loWant struct {
-	records []struct{ tx int }
+	records []int
 	mails   []string
+	last    []int
 }
 
 // loExpect walks what the client sent and the replies it got through
 // two models (see TestLiveEqualsOffline): where capture/conversation.go
-// starts and ends records, and which MAILs the sequencer took as the
-// start of a transaction. The second follows the session's state as the
-// client sees it, because a 503 to MAIL may be the upstream's, relayed
+// starts and ends records, and where the sequencer starts and ends
+// transactions. The second follows the session's state as the client
+// sees it, because a 503 to MAIL may be the upstream's, relayed
 // (Postfix's "nested MAIL" after its end-of-data restrictions refused a
 // message), and is then a transaction moat logs.
 func loExpect(s sessiongen.Session, tr sessiongen.Transcript) loWant {
 	var w loWant
 	// The record model.
 	active := false
-	cur := -1 // the transaction of the record in progress
+	recTx := -1 // the transaction of the record in progress
+	activity := func(tx int) {
+		active = true
+		if tx >= 0 {
+			recTx = tx
+		}
+	}
 	end := func() {
 		if active {
-			w.records = append(w.records, struct{ tx int }{cur})
-			active, cur = false, -1
+			if recTx >= 0 {
+				w.last[recTx] = len(w.records)
+			}
+			w.records = append(w.records, recTx)
+			active, recTx = false, -1
 		}
 	}
 	// The session as the sequencer sees it (RFC 5321 §4.1.4): HELO
-	// accepted, a transaction open (MAIL accepted) with so many accepted
-	// recipients, a BDAT transfer under way; closed after a 421.
+	// accepted, the transaction open (its MAIL accepted) with so many
+	// accepted recipients, a BDAT transfer under way; closed after a 421.
 	greeted := tr.Greeting.Code == 220
 	closed := tr.Greeting.Code == 421
-	txOpen, bdat, rcpts := false, false, 0
+	open, rcpts, bdat := -1, 0, false
 	for i, step := range s.Steps {
 		if i >= len(tr.Steps) {
 			break
@@ -577,25 +645,25 @@ func loExpect(s sessiongen.Session, tr sessiongen.Transcript) loWant {
 			if strings.HasPrefix(sent, "<message ") {
 				// The message of a DATA that got 354: whatever its final
 				// reply, the transaction is over.
-				txOpen, bdat = false, false
+				open, bdat = -1, false
 				continue
 			}
 			if step.Kind == sessiongen.KindBDAT && !res.AsData {
 				// "BDAT n [LAST] <n octets of ID>"
 				last := strings.Contains(sent, " LAST <")
-				active = true
+				activity(open)
 				if last || r != nil && r.Class() != 2 {
 					end()
 				}
 				switch {
 				case closed:
-				case txOpen && rcpts > 0: // the chunk was taken
+				case open >= 0 && rcpts > 0: // the chunk was taken
 					bdat = true
 					if last {
-						txOpen, bdat = false, false
+						open, bdat = -1, false
 					}
 				case bdat: // refused after an accepted chunk: over (RFC 3030 §2)
-					txOpen, bdat = false, false
+					open, bdat = -1, false
 				}
 				continue
 			}
@@ -606,36 +674,44 @@ func loExpect(s sessiongen.Session, tr sessiongen.Transcript) loWant {
 			switch cmd.Verb {
 			case smtp.VerbHELO, smtp.VerbEHLO:
 				if !closed && cmd.Arg != "" {
-					txOpen, bdat = false, false
+					open, bdat = -1, false
 					greeted = r != nil && r.Class() == 2
 				}
 			case smtp.VerbMAIL:
 				end()
-				active = true
-				if !closed && greeted && !txOpen && r != nil {
-					cur = len(w.mails)
+				if !closed && greeted && open < 0 && r != nil {
+					k := len(w.mails)
 					w.mails = append(w.mails, sent)
-					txOpen, rcpts = r.Class() == 2, 0
+					w.last = append(w.last, -1)
+					activity(k)
+					open, rcpts = -1, 0
+					if r.Class() == 2 {
+						open = k
+					}
+				} else {
+					// Refused: a nested MAIL is part of the open transaction,
+					// which goes on in this new record.
+					activity(open)
 				}
 			case smtp.VerbRCPT:
-				active = true
-				if !closed && txOpen && r != nil && r.Class() == 2 {
+				activity(open)
+				if !closed && open >= 0 && r != nil && r.Class() == 2 {
 					rcpts++
 				}
 			case smtp.VerbDATA:
 				if r == nil || r.Code == 354 {
-					active = true
+					activity(open)
 					end() // after the message
 				}
 			case smtp.VerbRSET:
 				end()
-				txOpen, bdat = false, false
+				open, bdat = -1, false
 			}
 		}
 	}
 	end()
 	if len(w.records) == 0 {
-		w.records = append(w.records, struct{ tx int }{-1})
+		w.records = append(w.records, -1)
 	}
 	return w
 }
