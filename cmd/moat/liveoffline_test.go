@@ -34,7 +34,8 @@ import (
 // binary in front of a real Postfix while dumpcap records the client side
 // on loopback; then moat analyze, with the same configuration and the DNS
 // answers recorded in the capture (there are none: every lookup fails, as
-// it did live against a closed resolver port), reads the capture.
+// it did live against a closed resolver port; loopback clients' reverse
+// names are never asked), reads the capture.
 //
 // The comparison, session by session (each connects from an address of
 // its own: the live line's client_ip and client_port are the record's
@@ -42,31 +43,29 @@ import (
 //
 //   - Live, moat logs one "transaction" line per transaction attempt: per
 //     MAIL the sequencer took as the start of one (Step.Began: a session
-//     past HELO with no transaction open), when it ends (Step.Ended).
-//     Seen from the client, that is every MAIL that got a reply other
-//     than 503 (moat's answer to a MAIL out of sequence: nested, before
-//     HELO, after a refused connect; RFC 5321 §4.1.4) and 421 (the
-//     session was closed; the MAIL was never read).
+//     past an accepted HELO/EHLO with no transaction open, RFC 5321
+//     §4.1.4), when it ends (Step.Ended: the MAIL refused, the message's
+//     final reply, RSET, HELO, QUIT, a refused chunk after an accepted
+//     one, the session's end). The test follows that state from what the
+//     client sent and the replies it got; a 421 ends the session there.
 //   - Offline, records follow Zeek's smtp.log model (capture/conversation.go):
 //     a MAIL ends the record in progress, if it has client activity, and
 //     starts the next; RSET, the end of a DATA message and a refused or
 //     LAST BDAT chunk end one; MAIL, RCPT, a DATA that got 354 (or no
 //     reply) and BDAT are activity; a session without activity still gets
-//     one record. The test walks what the client sent and the replies it
-//     got through these rules, and through the sequencer's transactions
-//     as the client sees them: the number of records must be what the
-//     capture gives. A transaction's record is the last one with activity
-//     while it was open: usually the one its MAIL started; the next one
-//     when a nested MAIL (refused with 503, the transaction goes on)
-//     started a new record, as Zeek does. The record the conversation
-//     gives a transaction's end to, and whose judgement is that of the
-//     live line.
-//   - The live line of a transaction and its record must agree on action
-//     (the record's verdict), would_be (the record leaves it out when it
-//     equals the verdict), score, rules (in order) and stage. Records of
-//     no transaction (RCPT without MAIL, sessions without one) and the
-//     earlier records of a transaction continued by a nested MAIL have no
-//     live line of their own and are only counted.
+//     one record. The test walks the same exchange through these rules:
+//     the number of records must be what the capture gives.
+//   - A transaction's record is the last one with activity while it was
+//     open: the one its MAIL started, or a later one when a nested MAIL
+//     (refused with 503; the transaction goes on) started a new record, as
+//     Zeek does. That is the record the conversation gives the
+//     transaction's end to, so it carries the transaction's judgement.
+//   - A live line and its record must agree on action (the record's
+//     verdict), would_be (the record leaves it out when it equals the
+//     verdict), score, rules (in order) and stage. Records of no
+//     transaction (RCPT without MAIL, sessions without one) and the earlier
+//     records of a transaction continued by a nested MAIL have no live line
+//     of their own and are only counted.
 //
 // Every difference fails the test with the seed, the session's script
 // and transcript, the live line and the record. MOAT_LIVEOFFLINE_SEED
@@ -637,10 +636,12 @@ func loExpect(s sessiongen.Session, tr sessiongen.Transcript) loWant {
 			if j < len(res.Replies) {
 				r = &res.Replies[j]
 			}
-			// A 421 is the session's end: moat closed it and never read
-			// this command, or refused it as the one too many.
+			// A 421 is the session's end, and its transaction's: moat
+			// closed it and never read this command, or refused it as the
+			// one too many.
 			if r != nil && r.Code == 421 {
 				closed = true
+				open, bdat = -1, false
 			}
 			if strings.HasPrefix(sent, "<message ") {
 				// The message of a DATA that got 354: whatever its final
