@@ -343,7 +343,12 @@ func (c *conversation) feed(r *smtp.Reply) sequencer.Step {
 			s = c.q.Command(c.line, false, c.lineErr)
 			continue
 		case sequencer.OpClose:
+			// The proxy ends the session here (its serve loop returns
+			// and ends the sequencer): a transaction still open ends now,
+			// as aborted, with its own judgement, not later as
+			// session_closed when the recorded client goes on.
 			c.qClosed = true
+			c.note(c.q.End())
 		}
 		c.qStep = s
 		return s
@@ -360,8 +365,12 @@ func upstreamStandIn(r *smtp.Reply, code int) smtp.Reply {
 }
 
 // note keeps the first transaction a step ended in the current record.
+// A record without client activity yet holds no transaction: one that
+// ends then (RSET after a refused BDAT chunk closed its record) belongs
+// to a record already written, with the same judgement, and must not be
+// taken for the next transaction's.
 func (c *conversation) note(s sequencer.Step) {
-	if s.Ended != nil && c.ended == nil {
+	if s.Ended != nil && c.ended == nil && c.active {
 		c.ended = s.Ended
 	}
 }

@@ -32,7 +32,8 @@ set -euo pipefail
 # - python3 with smtplib, ssl and email (cmd/moat/e2e_test.go,
 #   capture/selfmade_test.go run `python3 -c` SMTP clients with STARTTLS).
 # - rbldnsd (internal/rbldnstest), tshark and dumpcap (capture tests,
-#   bench/e2e), promtool and prometheus (openmetrics and dashboard tests).
+#   bench/e2e, cmd/moat/liveoffline_test.go), promtool and prometheus
+#   (openmetrics and dashboard tests).
 TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  libnet-ssleay-perl:perl=Net::SSLeay libio-socket-ssl-perl:perl=IO::Socket::SSL
  python3:python3 python3:python3=smtplib,ssl,email.message

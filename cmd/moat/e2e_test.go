@@ -62,7 +62,7 @@ func (l *lockedBuffer) String() string {
 // moatProc is a running moat binary.
 type moatProc struct {
 	cmd    *exec.Cmd
-	exited chan struct{} // closed once the process has exited and been waited for
+	exited chan struct{} // closed once the process has exited and its log is complete
 	log    *lockedBuffer
 	smtp   string // the SMTP listener's address
 	http   string // the HTTP listener's address
@@ -88,17 +88,25 @@ func startMoatCmd(t *testing.T, cmd *exec.Cmd) *moatProc {
 	exited := make(chan struct{})
 	p := &moatProc{cmd: cmd, log: log, exited: exited}
 	started := make(chan map[string]any, 1)
+	logDone := make(chan struct{})
 	go func() {
+		defer close(logDone)
 		sc := bufio.NewScanner(pr)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			log.Write(append(sc.Bytes(), '\n'))
 			var m map[string]any
 			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "moat started" {
-				started <- m
+				select {
+				case started <- m:
+				default: // only the first counts; the log must keep flowing
+				}
 			}
 		}
+		io.Copy(io.Discard, pr) // a line too long to scan must not block moat
 	}()
-	go func() { cmd.Wait(); pw.Close(); close(exited) }()
+	// exited is closed only once the log holds everything moat wrote.
+	go func() { cmd.Wait(); pw.Close(); <-logDone; close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {

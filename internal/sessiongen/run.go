@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -49,7 +50,8 @@ func (r Reply) String() string { return strings.Join(r.Raw, " / ") }
 // StepResult is what happened at one step of a session.
 type StepResult struct {
 	// Sent summarises what the client sent: command lines as written,
-	// "<message N octets>", "BDAT N [LAST] <chunk>".
+	// "<message N octets>", "BDAT N [LAST] <chunk>". A write the
+	// connection refused (the server had closed it) is not in it.
 	Sent []string
 	// Replies are the replies read, in order.
 	Replies []Reply
@@ -79,6 +81,10 @@ type Transcript struct {
 	// Ext are the keywords of the last EHLO reply (upper case) with their
 	// parameters.
 	Ext map[string]string
+	// Local is the client's end of the connection ("ip:port"), by which
+	// a test finds the session in a server's logs or a capture; "" when
+	// the dial failed.
+	Local string
 }
 
 // String is the transcript, one line per command and reply.
@@ -126,12 +132,24 @@ var errClosed = errors.New("connection closed by the server")
 // error: the transcript records where, and the remaining steps are skipped.
 // The transcript so far is returned with an error too.
 func Run(ctx context.Context, addr string, s Session, tlsConf *tls.Config) (Transcript, error) {
+	return RunFrom(ctx, netip.Addr{}, addr, s, tlsConf)
+}
+
+// RunFrom is Run from the local address from (any port), when it is
+// valid: a test that runs many sessions from 127.0.0.2, 127.0.0.3 ... can
+// tell them apart in a server's logs or a capture by address alone,
+// where ports may be used again.
+func RunFrom(ctx context.Context, from netip.Addr, addr string, s Session, tlsConf *tls.Config) (Transcript, error) {
 	tr := Transcript{Steps: make([]StepResult, len(s.Steps))}
 	d := net.Dialer{Timeout: StepTimeout}
+	if from.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return tr, err
 	}
+	tr.Local = nc.LocalAddr().String()
 	p := &player{ctx: ctx, nc: nc, r: bufio.NewReaderSize(nc, 4096), tls: tlsConf, tr: &tr}
 	defer func() { p.nc.Close() }()
 	// Cancelling ctx interrupts whatever I/O is in progress.
@@ -267,14 +285,15 @@ func (p *player) commands(st Step, res *StepResult) error {
 		// RFC 2920: every command in one write, then every reply.
 		res.Pipelined = true
 		var b strings.Builder
-		for _, c := range st.Cmds {
-			l := p.line(c)
-			res.Sent = append(res.Sent, l)
-			b.WriteString(l + "\r\n")
+		lines := make([]string, len(st.Cmds))
+		for i, c := range st.Cmds {
+			lines[i] = p.line(c)
+			b.WriteString(lines[i] + "\r\n")
 		}
 		if err := p.write([]byte(b.String())); err != nil {
 			return err
 		}
+		res.Sent = append(res.Sent, lines...)
 		for _, c := range st.Cmds {
 			if err := p.reply(c, res); err != nil {
 				return err
@@ -284,10 +303,10 @@ func (p *player) commands(st Step, res *StepResult) error {
 	}
 	for _, c := range st.Cmds {
 		l := p.line(c)
-		res.Sent = append(res.Sent, l)
 		if err := p.write([]byte(l + "\r\n")); err != nil {
 			return err
 		}
+		res.Sent = append(res.Sent, l)
 		if err := p.reply(c, res); err != nil {
 			return err
 		}
@@ -326,10 +345,10 @@ func (p *player) reply(c Command, res *StepResult) error {
 func (p *player) message(m *Message, res *StepResult) error {
 	p.data = false
 	w := m.Wire()
-	res.Sent = append(res.Sent, fmt.Sprintf("<message %s, %d octets on the wire>", m.ID, len(w)))
 	if err := p.write(w); err != nil {
 		return err
 	}
+	res.Sent = append(res.Sent, fmt.Sprintf("<message %s, %d octets on the wire>", m.ID, len(w)))
 	r, err := p.read()
 	if r.Code != 0 {
 		res.Replies = append(res.Replies, r)
@@ -354,13 +373,13 @@ func (p *player) bdat(st Step, res *StepResult) error {
 		if i == len(st.Chunks)-1 {
 			cmd += " LAST"
 		}
-		res.Sent = append(res.Sent, fmt.Sprintf("%s <%d octets of %s>", cmd, n, st.Msg.ID))
 		buf := make([]byte, 0, len(cmd)+2+n)
 		buf = append(append(append(buf, cmd...), "\r\n"...), st.Msg.Content[off:off+n]...)
 		off += n
 		if err := p.write(buf); err != nil {
 			return err
 		}
+		res.Sent = append(res.Sent, fmt.Sprintf("%s <%d octets of %s>", cmd, n, st.Msg.ID))
 		r, err := p.read()
 		if r.Code != 0 {
 			res.Replies = append(res.Replies, r)
@@ -383,10 +402,10 @@ func (p *player) startTLS(res *StepResult) error {
 		res.Skipped = "STARTTLS not offered"
 		return nil
 	}
-	res.Sent = append(res.Sent, "STARTTLS")
 	if err := p.write([]byte("STARTTLS\r\n")); err != nil {
 		return err
 	}
+	res.Sent = append(res.Sent, "STARTTLS")
 	r, err := p.read()
 	if r.Code != 0 {
 		res.Replies = append(res.Replies, r)

@@ -15,6 +15,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -344,7 +345,8 @@ func TestRunEarlyTalker(t *testing.T) {
 		{Kind: KindCmd, Cmds: []Command{{Line: "EHLO early.test", Tag: TagEHLO}}},
 		{Kind: KindCmd, Cmds: []Command{{Line: "QUIT", Tag: TagQuit}}},
 	}}
-	tr, err := Run(ctx(t, 10*time.Second), f.addr, s, nil)
+	from := netip.MustParseAddr("127.0.0.3")
+	tr, err := RunFrom(ctx(t, 10*time.Second), from, f.addr, s, nil)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, tr.String())
 	}
@@ -353,6 +355,9 @@ func TestRunEarlyTalker(t *testing.T) {
 	}
 	if len(f.early) != 1 || f.early[0] != "EHLO early.test" {
 		t.Errorf("commands before the greeting: %q", f.early)
+	}
+	if ap, err := netip.ParseAddrPort(tr.Local); err != nil || ap.Addr() != from || ap.Port() == 0 {
+		t.Errorf("Local %q is not the client's address %s and a port (%v)", tr.Local, from, err)
 	}
 }
 

@@ -1,0 +1,105 @@
+package capture
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"moat/inspect"
+	"moat/inspect/sequencer"
+)
+
+// How the conversation feeds the sequencer, held against what the proxy
+// logs for the same session: each record of a transaction carries the
+// judgement the live "transaction" line carries. Both cases were found
+// by cmd/moat's TestLiveEqualsOffline.
+
+// analyzeExchanges analyzes one session of exchanges (client bytes, then
+// the server's answer) after the greeting, judged by testJudge under the
+// session policy pol.
+func analyzeExchanges(t *testing.T, pol sequencer.Config, greeting string, steps [][2]string) *Session {
+	t.Helper()
+	g := &genConn{c: netip.MustParseAddrPort("192.0.2.7:40001"), s: netip.MustParseAddrPort("192.0.2.25:25"),
+		cseq: 1000, sseq: 5000, ts: time.Unix(1736157600, 0)}
+	var pkts []genPacket
+	g.handshake(&pkts)
+	g.send(&pkts, false, []byte(greeting))
+	for _, st := range steps {
+		g.send(&pkts, true, []byte(st[0]))
+		g.send(&pkts, false, []byte(st[1]))
+	}
+	g.fin(&pkts)
+	path := filepath.Join(t.TempDir(), "s.pcap")
+	if err := os.WriteFile(path, writePcap(t, pkts), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	engine, err := inspect.New(inspect.Config{Judge: &testJudge{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions, _ := analyzeFile(t, path, Config{}, Deps{Engine: engine, Session: pol})
+	if len(sessions) != 1 {
+		t.Fatalf("%d sessions", len(sessions))
+	}
+	return sessions[0]
+}
+
+type wantJudgement struct {
+	verdict, stage string
+	score          float64
+	rules          []string
+}
+
+func checkRecords(t *testing.T, s *Session, want []wantJudgement) {
+	t.Helper()
+	if len(s.Records) != len(want) {
+		t.Fatalf("%d records, want %d: %+v", len(s.Records), len(want), s.Records)
+	}
+	for i, w := range want {
+		r := s.Records[i]
+		if r.Verdict != w.verdict || r.Stage != w.stage || r.Score != w.score || !slices.Equal(r.Rules, w.rules) {
+			t.Errorf("record %d: verdict %q stage %q score %v rules %q (reason %q), want %q %q %v %q",
+				i+1, r.Verdict, r.Stage, r.Score, r.Rules, r.Reason, w.verdict, w.stage, w.score, w.rules)
+		}
+	}
+}
+
+// The error budget runs out inside a transaction: the proxy closes the
+// session and ends the transaction then, judged by its mail stage. The
+// recorded client went on (RSET, QUIT) with nobody listening; that does
+// not make the transaction's record "session_closed".
+func TestFeedCloseEndsTransaction(t *testing.T) {
+	s := analyzeExchanges(t, sequencer.Config{MaxErrors: 2}, "220 mx.example.net ESMTP\r\n", [][2]string{
+		{"EHLO client.example.org\r\n", "250-mx.example.net\r\n250 PIPELINING\r\n"},
+		{"MAIL FROM:<>\r\n", "250 2.1.0 Ok\r\n"},
+		{"FOOB\r\n", "500 5.5.2 Syntax error, command unrecognized\r\n"},
+		{"FOOB\r\n", "500 5.5.2 Syntax error, command unrecognized\r\n421 4.7.0 mx.example.net Too many errors, closing connection\r\n"},
+		{"RSET\r\nQUIT\r\n", ""},
+	})
+	checkRecords(t, s, []wantJudgement{{"accept", "mail", 1, []string{"NULL_SENDER"}}})
+}
+
+// A refused BDAT chunk ends its record, while the transaction stays
+// open until the RSET that follows. The RSET ends that transaction, not
+// the next one, whose record must carry its own judgement.
+func TestFeedLateEndStaysWithItsTransaction(t *testing.T) {
+	s := analyzeExchanges(t, sequencer.Config{}, "220 mx.example.net ESMTP\r\n", [][2]string{
+		{"EHLO client.example.org\r\n", "250-mx.example.net\r\n250-PIPELINING\r\n250 CHUNKING\r\n"},
+		{"MAIL FROM:<a@example.org>\r\n", "250 2.1.0 Ok\r\n"},
+		{"RCPT TO:<nobody@example.net>\r\n", "550 5.1.1 No such user\r\n"},
+		{"BDAT 12 LAST\r\nSubject: x\r\n", "554 5.5.1 Error: no valid recipients\r\n"},
+		{"RSET\r\n", "250 2.0.0 Ok\r\n"},
+		{"MAIL FROM:<>\r\n", "250 2.1.0 Ok\r\n"},
+		{"RCPT TO:<b@example.net>\r\n", "250 2.1.5 Ok\r\n"},
+		{"DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n"},
+		{"Subject: hello\r\n\r\nbody\r\n.\r\n", "250 2.0.0 Ok: queued\r\n"},
+		{"QUIT\r\n", "221 2.0.0 Bye\r\n"},
+	})
+	checkRecords(t, s, []wantJudgement{
+		{"reject", "data", 0, nil}, // no_valid_recipients
+		{"accept", "data", 1, []string{"NULL_SENDER"}},
+	})
+}
