@@ -110,12 +110,13 @@ type conversation struct {
 	greeted bool // the sequencer ran the connect stage
 	qClosed bool
 	// afterClose: this record has commands moat would never have seen.
-	afterClose bool
-	line       []byte           // the command line being handled, for feed
-	lineErr    bool             // it was too long to keep
-	ended      *sequencer.Ended // the first transaction the sequencer ended in this record
-	qStep      sequencer.Step   // the step of the current command (OpData, OpChunk)
-	msgTotal   int64            // bytes of the message being read, kept or not
+	afterClose      bool
+	closedAtConnect bool             // the connect stage tempfailed and closed
+	line            []byte           // the command line being handled, for feed
+	lineErr         bool             // it was too long to keep
+	ended           *sequencer.Ended // the first transaction the sequencer ended in this record
+	qStep           sequencer.Step   // the step of the current command (OpData, OpChunk)
+	msgTotal        int64            // bytes of the message being read, kept or not
 
 	// The record being built (Zeek's transaction model).
 	rec      *Record
@@ -309,7 +310,14 @@ func (c *conversation) connectStage() {
 	}
 	early := c.an.session.GreetingDelay > 0 && c.ch.size > 0 && c.sh.size > 0 && !c.firstServer()
 	c.greeted = true
-	c.note(c.q.Greet(early))
+	s := c.q.Greet(early)
+	c.note(s)
+	if s.Op == sequencer.OpClose {
+		// A tempfail at connect: moat says 421 and hangs up (RFC 5321
+		// §3.8). Whatever the recorded client sent afterwards carries
+		// that verdict, the session's only one.
+		c.qClosed, c.closedAtConnect = true, true
+	}
 }
 
 // sessionClosed is the judgement of what a recorded client sent after
@@ -1001,7 +1009,7 @@ func (c *conversation) closeRecord() {
 		switch {
 		case c.ended != nil:
 			j = c.ended.Judgement
-		case c.afterClose:
+		case c.afterClose && !c.closedAtConnect:
 			j = sessionClosed(j)
 		}
 		v := j.Verdict

@@ -10,6 +10,7 @@ import (
 
 	"moat/inspect"
 	"moat/inspect/sequencer"
+	"moat/internal/pcaptest"
 )
 
 // How the conversation feeds the sequencer, held against what the proxy
@@ -22,18 +23,18 @@ import (
 // session policy pol.
 func analyzeExchanges(t *testing.T, pol sequencer.Config, greeting string, steps [][2]string) *Session {
 	t.Helper()
-	g := &genConn{c: netip.MustParseAddrPort("192.0.2.7:40001"), s: netip.MustParseAddrPort("192.0.2.25:25"),
-		cseq: 1000, sseq: 5000, ts: time.Unix(1736157600, 0)}
-	var pkts []genPacket
-	g.handshake(&pkts)
-	g.send(&pkts, false, []byte(greeting))
+	g := &pcaptest.Conn{Client: netip.MustParseAddrPort("192.0.2.7:40001"), Server: netip.MustParseAddrPort("192.0.2.25:25"),
+		ClientSeq: 1000, ServerSeq: 5000, TS: time.Unix(1736157600, 0)}
+	var pkts []pcaptest.Packet
+	g.Handshake(&pkts)
+	g.Send(&pkts, false, []byte(greeting))
 	for _, st := range steps {
-		g.send(&pkts, true, []byte(st[0]))
-		g.send(&pkts, false, []byte(st[1]))
+		g.Send(&pkts, true, []byte(st[0]))
+		g.Send(&pkts, false, []byte(st[1]))
 	}
-	g.fin(&pkts)
+	g.Fin(&pkts)
 	path := filepath.Join(t.TempDir(), "s.pcap")
-	if err := os.WriteFile(path, writePcap(t, pkts), 0o644); err != nil {
+	if err := os.WriteFile(path, pcaptest.Write(t, pkts), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	engine, err := inspect.New(inspect.Config{Judge: &testJudge{}})
@@ -102,4 +103,51 @@ func TestFeedLateEndStaysWithItsTransaction(t *testing.T) {
 		{"reject", "data", 0, nil}, // no_valid_recipients
 		{"accept", "data", 1, []string{"NULL_SENDER"}},
 	})
+}
+
+// connectTempfailJudge tempfails every session at connect.
+type connectTempfailJudge struct{ testJudge }
+
+func (connectTempfailJudge) Evaluate(st inspect.Stage, f *inspect.Facts) inspect.Verdict {
+	if st == inspect.StageConnect {
+		return inspect.Verdict{Action: inspect.Tempfail, WouldBe: inspect.Tempfail, Reason: "test"}
+	}
+	return inspect.Verdict{}
+}
+
+// A session tempfailed at connect gets 421 and is closed; what the
+// recorded client went on to send (to a server that let it) is judged by
+// that tempfail, not by what a closed session would have answered.
+func TestConnectTempfailClosesOffline(t *testing.T) {
+	g := &pcaptest.Conn{Client: netip.MustParseAddrPort("192.0.2.7:40001"), Server: netip.MustParseAddrPort("192.0.2.25:25"),
+		ClientSeq: 1000, ServerSeq: 5000, TS: time.Unix(1736157600, 0)}
+	var pkts []pcaptest.Packet
+	g.Handshake(&pkts)
+	g.Send(&pkts, false, []byte("220 mx.example.net ESMTP\r\n"))
+	for _, st := range [][2]string{
+		{"EHLO client.example.org\r\n", "250 mx.example.net\r\n"},
+		{"MAIL FROM:<a@example.org>\r\n", "250 2.1.0 Ok\r\n"},
+		{"RCPT TO:<b@example.net>\r\n", "250 2.1.5 Ok\r\n"},
+		{"QUIT\r\n", "221 2.0.0 Bye\r\n"},
+	} {
+		g.Send(&pkts, true, []byte(st[0]))
+		g.Send(&pkts, false, []byte(st[1]))
+	}
+	g.Fin(&pkts)
+	path := filepath.Join(t.TempDir(), "s.pcap")
+	if err := os.WriteFile(path, pcaptest.Write(t, pkts), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	engine, err := inspect.New(inspect.Config{Judge: &connectTempfailJudge{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions, _ := analyzeFile(t, path, Config{}, Deps{Engine: engine})
+	if len(sessions) != 1 || len(sessions[0].Records) != 1 {
+		t.Fatalf("sessions %+v", sessions)
+	}
+	r := sessions[0].Records[0]
+	if r.Verdict != "tempfail" || r.Stage != "connect" {
+		t.Fatalf("record after a connect tempfail: verdict %q stage %q reason %q, want tempfail at connect", r.Verdict, r.Stage, r.Reason)
+	}
 }
