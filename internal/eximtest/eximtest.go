@@ -178,22 +178,19 @@ func start(bin string, opts Options) (e *Exim, err error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := mtatest.FreePort()
-	if err != nil {
-		return nil, err
-	}
 	// A short path under /tmp, like postfixtest, and one that the Exim
 	// user can reach.
-	root, err := mtatest.TempDir("ex")
+	pl, err := mtatest.NewPlace("ex")
 	if err != nil {
 		return nil, err
 	}
+	root, port := pl.Dir, pl.Port
 	logDir := filepath.Join(root, "log")
 	e = &Exim{
-		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Addr:       pl.Addr,
 		Dir:        root,
-		MailDir:    filepath.Join(root, "mail", "all"),
-		Output:     mtatest.NewOutput("eximtest", filepath.Join(root, "mail", "all"), filepath.Join(logDir, "mainlog"), "mainlog"),
+		MailDir:    pl.MailDir,
+		Output:     mtatest.NewOutput("eximtest", pl.MailDir, filepath.Join(logDir, "mainlog"), "mainlog"),
 		bin:        bin,
 		conf:       filepath.Join(root, "exim.conf"),
 		logDir:     logDir,

@@ -220,7 +220,14 @@ func AwaitGreeting(addr string, proxy bool, timeout time.Duration) error {
 func awaitGreeting(addr string, proxy bool, timeout time.Duration, exited func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		err := probe(addr, proxy, deadline)
+		// Every probe gets a second at least: the error of a last probe
+		// with no time left would be a dial timeout instead of what the
+		// server said.
+		pd := time.Now().Add(time.Second)
+		if deadline.After(pd) {
+			pd = deadline
+		}
+		err := probe(addr, proxy, pd)
 		if err == nil {
 			return nil
 		}

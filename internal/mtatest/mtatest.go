@@ -360,3 +360,31 @@ func headerLine(msg []byte, name string) string {
 	}
 	return "no " + name
 }
+
+// Place is where a new instance lives: a loopback port that was free a
+// moment ago, and a temp root made by TempDir with the one Maildir every
+// recipient is delivered to below it.
+type Place struct {
+	Port    int
+	Addr    string // "127.0.0.1:Port"
+	Dir     string // the temp root
+	MailDir string // Dir/mail/all
+}
+
+// NewPlace finds a port and makes a temp root named after prefix.
+func NewPlace(prefix string) (Place, error) {
+	port, err := FreePort()
+	if err != nil {
+		return Place{}, err
+	}
+	dir, err := TempDir(prefix)
+	if err != nil {
+		return Place{}, err
+	}
+	return Place{
+		Port:    port,
+		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Dir:     dir,
+		MailDir: filepath.Join(dir, "mail", "all"),
+	}, nil
+}

@@ -79,11 +79,9 @@ import (
 	"errors"
 	"fmt"
 	"moat/internal/mtatest"
-	"net"
 	"os"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -239,21 +237,18 @@ func start(root, filterConf string, opts Options) (o *OpenSMTPD, err error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := mtatest.FreePort()
-	if err != nil {
-		return nil, err
-	}
 	// A short path under /tmp that the delivery user can reach.
-	dir, err := mtatest.TempDir("os")
+	pl, err := mtatest.NewPlace("os")
 	if err != nil {
 		return nil, err
 	}
+	dir, port := pl.Dir, pl.Port
 	logFile := filepath.Join(dir, "smtpd.log")
 	o = &OpenSMTPD{
-		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Addr:    pl.Addr,
 		Dir:     dir,
-		MailDir: filepath.Join(dir, "mail", "all"),
-		Output:  mtatest.NewOutput("opensmtpdtest", filepath.Join(dir, "mail", "all"), logFile, "log"),
+		MailDir: pl.MailDir,
+		Output:  mtatest.NewOutput("opensmtpdtest", pl.MailDir, logFile, "log"),
 	}
 	defer func() {
 		if err != nil {

@@ -160,22 +160,19 @@ func start(bin string, opts Options) (p *Postfix, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%v (is Postfix installed?)", err)
 	}
-	port, err := mtatest.FreePort()
-	if err != nil {
-		return nil, err
-	}
 	// Not t.TempDir: its path can exceed the 108 bytes a Unix socket path
 	// (spool/private/…, spool/public/…) may have. Daemons running as
 	// postfix and nobody must be able to reach their directories below it.
-	root, err := mtatest.TempDir("pf")
+	pl, err := mtatest.NewPlace("pf")
 	if err != nil {
 		return nil, err
 	}
+	root := pl.Dir
 	p = &Postfix{
-		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Addr:    pl.Addr,
 		Dir:     root,
-		MailDir: filepath.Join(root, "mail", "all"),
-		Output:  mtatest.NewOutput("postfixtest", filepath.Join(root, "mail", "all"), filepath.Join(root, "maillog"), "maillog"),
+		MailDir: pl.MailDir,
+		Output:  mtatest.NewOutput("postfixtest", pl.MailDir, filepath.Join(root, "maillog"), "maillog"),
 		bin:     bin,
 		confDir: filepath.Join(root, "conf"),
 		logFile: filepath.Join(root, "maillog"),

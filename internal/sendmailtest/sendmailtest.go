@@ -259,20 +259,17 @@ func start(root string, opts Options) (s *Sendmail, err error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := mtatest.FreePort()
-	if err != nil {
-		return nil, err
-	}
 	// A short path under /tmp that the delivery user can reach.
-	dir, err := mtatest.TempDir("sm")
+	pl, err := mtatest.NewPlace("sm")
 	if err != nil {
 		return nil, err
 	}
+	dir, port := pl.Dir, pl.Port
 	s = &Sendmail{
-		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Addr:       pl.Addr,
 		Dir:        dir,
-		MailDir:    filepath.Join(dir, "mail", "all"),
-		Output:     mtatest.NewOutput("sendmailtest", filepath.Join(dir, "mail", "all"), filepath.Join(dir, "maillog"), "log"),
+		MailDir:    pl.MailDir,
+		Output:     mtatest.NewOutput("sendmailtest", pl.MailDir, filepath.Join(dir, "maillog"), "log"),
 		logFile:    filepath.Join(dir, "maillog"),
 		stderrFile: filepath.Join(dir, "stderr"),
 	}
