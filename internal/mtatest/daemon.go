@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -167,26 +166,9 @@ func ChildOf(pid int) int {
 		return 0
 	}
 	// Without CONFIG_PROC_CHILDREN: look for a process whose parent is pid.
-	entries, _ := os.ReadDir("/proc")
 	want := strconv.Itoa(pid)
-	for _, ent := range entries {
-		c, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		if f := strings.Fields(string(stat[i+1:])); len(f) > 1 && f[1] == want {
-			return c
-		}
-	}
-	return 0
+	c, _ := findProc(func(f []string) bool { return len(f) > 1 && f[1] == want })
+	return c
 }
 
 // NamespaceMembers counts the processes whose PID namespace is link (as

@@ -96,14 +96,31 @@ func ReadMaildir(maildir string) ([][]byte, error) {
 // running. Zombies do not count: an orphaned daemon's exit status goes to
 // init, which may reap late.
 func GroupAlive(pgid int) bool {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
+	want := strconv.Itoa(pgid)
+	found, ok := findProc(func(f []string) bool {
+		// Only the group counts, not the bare pid: should the pid of a
+		// dead leader be reused, the newcomer is almost never a group
+		// leader.
+		return len(f) >= 3 && f[0] != "Z" && f[0] != "X" && f[2] == want
+	})
+	if !ok {
 		// No procfs: fall back to signal 0, which counts zombies.
 		return syscall.Kill(-pgid, 0) == nil
 	}
-	want := strconv.Itoa(pgid)
+	return found != 0
+}
+
+// findProc returns the pid of a process whose /proc/PID/stat fields after
+// "pid (comm)" — state, ppid, pgrp, … — match, or 0; ok is false when
+// /proc cannot be read.
+func findProc(match func(fields []string) bool) (pid int, ok bool) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, false
+	}
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
@@ -115,18 +132,11 @@ func GroupAlive(pgid int) bool {
 		if i < 0 {
 			continue
 		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		// Only the group counts, not the bare pid: should the pid of a
-		// dead leader be reused, the newcomer is almost never a group
-		// leader.
-		if f[2] == want {
-			return true
+		if match(strings.Fields(string(stat[i+1:]))) {
+			return pid, true
 		}
 	}
-	return false
+	return 0, true
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

@@ -92,6 +92,14 @@ func TestDaemonStopGroup(t *testing.T) {
 	if !WaitFor(5*time.Second, func() bool { return ChildOf(pgid) != 0 }) {
 		t.Fatal("no child of the daemon")
 	}
+	// The fallback without CONFIG_PROC_CHILDREN finds a child too.
+	want := strconv.Itoa(pgid)
+	if c, ok := findProc(func(f []string) bool { return len(f) > 1 && f[1] == want }); !ok || c == 0 {
+		t.Errorf("findProc: no child of %d (%v)", pgid, ok)
+	}
+	if !GroupAlive(pgid) {
+		t.Error("GroupAlive: the daemon's group is not alive")
+	}
 	start := time.Now()
 	if err := d.StopGroup("test daemon"); err != nil {
 		t.Fatal(err)
