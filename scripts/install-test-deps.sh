@@ -126,87 +126,14 @@ if [ ${#still[@]} -ne 0 ]; then
 fi
 fi # ---- package list: end ----
 
-# ---- Exim 4 as an unpacked test upstream (internal/eximtest) ----
+# ---- Exim, OpenSMTPD and Sendmail: shared helpers for unpacked MTAs ----
 # Debian's MTA packages conflict (Provides/Conflicts mail-transport-agent):
-# "apt-get install exim4-daemon-light" would remove Postfix. So Exim is not
-# installed but downloaded and unpacked with dpkg-deb -x into a cache
-# directory, and internal/eximtest runs the binary from there. The cache is
-# /var/cache/moat-test/exim: outside the repository, so it survives git clean
-# and serves every checkout, and under /var/cache, the place for data that
-# can be fetched again (FHS 3.0 section 5.5). MOAT_EXIM_ROOT moves the
-# unpacked tree (eximtest reads the same variable); the .deb is kept beside it.
-# Ready means exactly what eximtest checks before it starts Exim: the
-# unpacked binary exists, ldd finds all its shared libraries, and the
-# Debian-exim user (Exim's compiled-in EXIM_USER) exists.
-EXIM_ROOT="${MOAT_EXIM_ROOT:-/var/cache/moat-test/exim/root}"
-EXIM_DEBS="$(dirname "$EXIM_ROOT")/debs"
-EXIM_BIN="$EXIM_ROOT/usr/sbin/exim4"
-EXIM_USER=Debian-exim
-
-exim_ready() {
-	[ -x "$EXIM_BIN" ] || return 1
-	ldd "$EXIM_BIN" 2>&1 | grep -q 'not found' && return 1
-	getent passwd "$EXIM_USER" >/dev/null
-}
-
-if ! exim_ready; then
-	if [ "$(id -u)" -ne 0 ]; then
-		log "Exim test upstream not ready in $EXIM_ROOT; run this script as root (sudo $0)"
-		exit 1
-	fi
-	if ! command -v apt-get >/dev/null 2>&1; then
-		log "Exim test upstream missing, and this is not a Debian-like system; unpack exim4-daemon-light into $EXIM_ROOT by hand"
-		exit 1
-	fi
-	export DEBIAN_FRONTEND=noninteractive
-	mkdir -p "$EXIM_DEBS"
-	# apt-get download fetches as _apt when it may write the directory.
-	getent passwd _apt >/dev/null && chown _apt "$EXIM_DEBS"
-	exim_deb() { find "$EXIM_DEBS" -maxdepth 1 -name 'exim4-daemon-light_*.deb' | sort -V | tail -n 1; }
-	if [ -z "$(exim_deb)" ]; then
-		log "downloading exim4-daemon-light into $EXIM_DEBS"
-		(cd "$EXIM_DEBS" && apt-get download exim4-daemon-light </dev/null) ||
-			{ apt-get update </dev/null && (cd "$EXIM_DEBS" && apt-get download exim4-daemon-light </dev/null); } ||
-			{ log "apt-get download exim4-daemon-light failed"; exit 1; }
-	fi
-	deb=$(exim_deb)
-	if [ ! -x "$EXIM_BIN" ]; then
-		log "unpacking $deb into $EXIM_ROOT"
-		rm -rf "$EXIM_ROOT.new"
-		dpkg-deb -x "$deb" "$EXIM_ROOT.new" || { log "dpkg-deb -x $deb failed"; exit 1; }
-		rm -rf "$EXIM_ROOT"
-		mv "$EXIM_ROOT.new" "$EXIM_ROOT"
-	fi
-	# The shared libraries are ordinary packages that install beside
-	# Postfix: the library packages among the .deb's Depends (first of each
-	# set of alternatives, version constraint dropped) that are missing.
-	libs=()
-	for dep in $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed -e 's/|.*//' -e 's/(.*)//' -e 's/[[:space:]]//g' | grep '^lib'); do
-		dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q 'ok installed' || libs+=("$dep")
-	done
-	if [ ${#libs[@]} -ne 0 ]; then
-		log "installing Exim's libraries: ${libs[*]}"
-		apt-get install -y --no-install-recommends "${libs[@]}" </dev/null ||
-			{ apt-get update </dev/null && apt-get install -y --no-install-recommends "${libs[@]}" </dev/null; } ||
-			{ log "apt-get install ${libs[*]} failed"; exit 1; }
-	fi
-	if ! getent passwd "$EXIM_USER" >/dev/null; then
-		log "creating system user $EXIM_USER"
-		useradd --system --user-group --no-create-home --home-dir /nonexistent \
-			--shell /usr/sbin/nologin "$EXIM_USER" || { log "useradd $EXIM_USER failed"; exit 1; }
-	fi
-	if ! exim_ready; then
-		log "Exim test upstream still not ready in $EXIM_ROOT:"
-		ldd "$EXIM_BIN" 2>&1 | grep 'not found' >&2 || true
-		exit 1
-	fi
-fi
-# ---- Exim: end ----
-
-# ---- OpenSMTPD and Sendmail: shared helpers for unpacked MTAs ----
-# The two sections below unpack their MTA the way the Exim section does
-# (apt-get download, dpkg-deb -x into a cache directory, libraries installed
-# as ordinary packages); these helpers hold the steps they share.
+# installing any of them would remove Postfix. So the three sections below
+# do not install their MTA but download its package (apt-get download) and
+# unpack it with dpkg-deb -x into a cache directory, from where its
+# internal/*test package runs it; the shared libraries it needs are ordinary
+# packages that install beside Postfix. These helpers hold the steps the
+# sections share.
 
 # unpacked_mta_prepare NAME ROOT: fails with advice unless this script can
 # install (root, apt-get).
@@ -221,6 +148,11 @@ unpacked_mta_prepare() {
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 }
+
+# unpacked_mta_linked BIN: ldd finds every shared library BIN needs. (grep
+# reads all of ldd's output: with -q it could quit early and, under
+# pipefail, ldd's SIGPIPE would turn the pipeline's status around.)
+unpacked_mta_linked() { ! ldd "$1" 2>&1 | grep 'not found' >/dev/null; }
 
 # unpacked_mta_deb DEBS PKG: the newest downloaded .deb of PKG in DEBS.
 unpacked_mta_deb() { find "$1" -maxdepth 1 -name "$2_*.deb" | sort -V | tail -n 1; }
@@ -278,7 +210,60 @@ unpacked_mta_libs() {
 			{ log "apt-get install ${libs[*]} failed"; exit 1; }
 	fi
 }
+
+# unpacked_mta_user NAME HOME: creates the system user NAME (and its group)
+# unless it exists.
+unpacked_mta_user() {
+	getent passwd "$1" >/dev/null && return
+	log "creating system user $1"
+	useradd --system --user-group --no-create-home --home-dir "$2" \
+		--shell /usr/sbin/nologin "$1" || { log "useradd $1 failed"; exit 1; }
+}
+
+# unpacked_mta_verify READY NAME ROOT BIN: fails, with the libraries ldd
+# misses, unless the function READY now holds.
+unpacked_mta_verify() {
+	"$1" && return
+	log "$2 test upstream still not ready in $3:"
+	ldd "$4" 2>&1 | grep 'not found' >&2 || true
+	exit 1
+}
 # ---- shared helpers: end ----
+
+# ---- Exim 4 as an unpacked test upstream (internal/eximtest) ----
+# "apt-get install exim4-daemon-light" would remove Postfix, so the package
+# is downloaded and unpacked into a cache directory, and internal/eximtest
+# runs the binary from there. The cache is /var/cache/moat-test/exim:
+# outside the repository, so it survives git clean and serves every
+# checkout, and under /var/cache, the place for data that can be fetched
+# again (FHS 3.0 section 5.5); the OpenSMTPD and Sendmail caches below sit
+# beside it. MOAT_EXIM_ROOT moves the unpacked tree (eximtest reads the same
+# variable); the .deb is kept beside it. The libraries among the package's
+# Depends are installed if missing, and the Debian-exim user (Exim's
+# compiled-in EXIM_USER) is created. Ready means exactly what eximtest
+# checks before it starts Exim: the unpacked binary exists, ldd finds all
+# its shared libraries, and the Debian-exim user exists.
+EXIM_ROOT="${MOAT_EXIM_ROOT:-/var/cache/moat-test/exim/root}"
+EXIM_DEBS="$(dirname "$EXIM_ROOT")/debs"
+EXIM_BIN="$EXIM_ROOT/usr/sbin/exim4"
+EXIM_USER=Debian-exim
+
+exim_ready() {
+	[ -x "$EXIM_BIN" ] && unpacked_mta_linked "$EXIM_BIN" &&
+		getent passwd "$EXIM_USER" >/dev/null
+}
+
+if ! exim_ready; then
+	unpacked_mta_prepare Exim "$EXIM_ROOT"
+	unpacked_mta_download "$EXIM_DEBS" exim4-daemon-light
+	if [ ! -x "$EXIM_BIN" ]; then
+		unpacked_mta_unpack "$EXIM_ROOT" "$EXIM_DEBS" exim4-daemon-light
+	fi
+	unpacked_mta_libs "$EXIM_DEBS" exim4-daemon-light
+	unpacked_mta_user "$EXIM_USER" /nonexistent
+	unpacked_mta_verify exim_ready Exim "$EXIM_ROOT" "$EXIM_BIN"
+fi
+# ---- Exim: end ----
 
 # ---- OpenSMTPD as an unpacked test upstream (internal/opensmtpdtest) ----
 # "apt-get install opensmtpd" would remove Postfix (Conflicts
@@ -303,7 +288,7 @@ OPENSMTPD_MDA="$OPENSMTPD_ROOT/usr/libexec/opensmtpd/mail.maildir"
 
 opensmtpd_ready() {
 	[ -x "$OPENSMTPD_BIN" ] && [ -x "$OPENSMTPD_MDA" ] || return 1
-	ldd "$OPENSMTPD_BIN" 2>&1 | grep -q 'not found' && return 1
+	unpacked_mta_linked "$OPENSMTPD_BIN" || return 1
 	getent passwd opensmtpd >/dev/null && getent passwd opensmtpq >/dev/null &&
 		getent passwd nobody >/dev/null || return 1
 	command -v unshare >/dev/null 2>&1 && command -v mount >/dev/null 2>&1
@@ -317,17 +302,9 @@ if ! opensmtpd_ready; then
 	fi
 	unpacked_mta_libs "$OPENSMTPD_DEBS" opensmtpd util-linux mount
 	for u in opensmtpd opensmtpq; do
-		if ! getent passwd "$u" >/dev/null; then
-			log "creating system user $u"
-			useradd --system --user-group --no-create-home --home-dir /var/lib/opensmtpd/empty \
-				--shell /usr/sbin/nologin "$u" || { log "useradd $u failed"; exit 1; }
-		fi
+		unpacked_mta_user "$u" /var/lib/opensmtpd/empty
 	done
-	if ! opensmtpd_ready; then
-		log "OpenSMTPD test upstream still not ready in $OPENSMTPD_ROOT:"
-		ldd "$OPENSMTPD_BIN" 2>&1 | grep 'not found' >&2 || true
-		exit 1
-	fi
+	unpacked_mta_verify opensmtpd_ready OpenSMTPD "$OPENSMTPD_ROOT" "$OPENSMTPD_BIN"
 fi
 # ---- OpenSMTPD: end ----
 
@@ -353,7 +330,7 @@ SENDMAIL_CF="$SENDMAIL_ROOT/usr/share/sendmail/cf/m4/cf.m4"
 
 sendmail_ready() {
 	[ -x "$SENDMAIL_BIN" ] && [ -f "$SENDMAIL_CF" ] || return 1
-	ldd "$SENDMAIL_BIN" 2>&1 | grep -q 'not found' && return 1
+	unpacked_mta_linked "$SENDMAIL_BIN" || return 1
 	command -v m4 >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 &&
 		command -v mount >/dev/null 2>&1 || return 1
 	getent passwd nobody >/dev/null
@@ -366,10 +343,6 @@ if ! sendmail_ready; then
 		unpacked_mta_unpack "$SENDMAIL_ROOT" "$SENDMAIL_DEBS" sendmail-bin sendmail-cf
 	fi
 	unpacked_mta_libs "$SENDMAIL_DEBS" sendmail-bin m4 util-linux mount
-	if ! sendmail_ready; then
-		log "Sendmail test upstream still not ready in $SENDMAIL_ROOT:"
-		ldd "$SENDMAIL_BIN" 2>&1 | grep 'not found' >&2 || true
-		exit 1
-	fi
+	unpacked_mta_verify sendmail_ready Sendmail "$SENDMAIL_ROOT" "$SENDMAIL_BIN"
 fi
 # ---- Sendmail: end ----

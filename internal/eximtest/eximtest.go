@@ -28,16 +28,13 @@
 package eximtest
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"moat/internal/mtatest"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -109,7 +106,9 @@ type Options struct {
 const SenderHostname = "sender.test"
 
 // Exim is one running instance. Its methods may be called from several
-// goroutines.
+// goroutines. Messages and WaitMessages read MailDir; Log and WaitLog read
+// the mainlog, where delivery lines are written by a process forked after
+// the SMTP reply.
 type Exim struct {
 	// Addr is the "127.0.0.1:PORT" address of its SMTP listener.
 	Addr string
@@ -122,63 +121,31 @@ type Exim struct {
 	// Exim's Received: prepended.
 	MailDir string
 
+	mtatest.Output
+
 	bin        string // the exim4 binary
 	conf       string // the configuration file
 	logDir     string
 	stderrFile string
 
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the daemon has exited
-	mu   sync.Mutex
+	mu     sync.Mutex
+	daemon *mtatest.Daemon
 	// stopped is set by the first Stop.
 	stopped bool
 }
 
-// binaryState caches the result of checking the unpacked binary, which
-// runs ldd: once per test binary is enough.
-var binaryState struct {
-	once sync.Once
-	path string
-	err  error
-}
+// binaryOnce caches the result of checking the unpacked binary, which runs
+// ldd: once per test binary is enough.
+var binaryOnce = sync.OnceValues(checkBinary)
 
 // Binary returns the path of the unpacked exim4 binary after checking what
 // scripts/install-test-deps.sh checks: the file is there, ldd finds every
 // shared library it needs, and the Debian-exim user exists.
-func Binary() (string, error) {
-	binaryState.once.Do(func() {
-		binaryState.path, binaryState.err = checkBinary()
-	})
-	return binaryState.path, binaryState.err
-}
+func Binary() (string, error) { return binaryOnce() }
 
 func checkBinary() (string, error) {
-	root := os.Getenv("MOAT_EXIM_ROOT")
-	if root == "" {
-		root = DefaultRoot
-	}
-	bin := filepath.Join(root, "usr", "sbin", "exim4")
-	const fix = "; run scripts/install-test-deps.sh as root"
-	if _, err := os.Stat(bin); err != nil {
-		return "", fmt.Errorf("no unpacked Exim: %v%s", err, fix)
-	}
-	out, err := exec.Command("ldd", bin).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("ldd %s: %v\n%s%s", bin, err, out, fix)
-	}
-	var missing []string
-	for line := range strings.Lines(string(out)) {
-		if strings.Contains(line, "not found") {
-			missing = append(missing, strings.TrimSpace(line))
-		}
-	}
-	if len(missing) > 0 {
-		return "", fmt.Errorf("%s lacks shared libraries: %s%s", bin, strings.Join(missing, "; "), fix)
-	}
-	if _, err := user.Lookup(User); err != nil {
-		return "", fmt.Errorf("user %s: %v%s", User, err, fix)
-	}
-	return bin, nil
+	bin := filepath.Join(mtatest.UnpackedRoot("MOAT_EXIM_ROOT", DefaultRoot), "usr", "sbin", "exim4")
+	return bin, mtatest.Unpacked{Name: "Exim", Bin: bin, Users: []string{User}}.Check()
 }
 
 // Start starts an Exim instance for the test on a free loopback port and
@@ -198,74 +165,42 @@ func Start(t testing.TB, opts Options) *Exim {
 	if os.Geteuid() != 0 {
 		t.Fatal("eximtest: a private Exim daemon must be started as root")
 	}
-	// A free port is found by binding :0 and closing it; someone else may
-	// take it before Exim binds it, so a bind failure is retried with a
-	// fresh port and directory.
-	const attempts = 3
-	for i := 1; ; i++ {
-		e, err := start(bin, opts)
-		if err == nil {
-			t.Cleanup(func() {
-				if t.Failed() {
-					t.Logf("eximtest: last lines of %s:\n%s", filepath.Join(e.logDir, "mainlog"), mtatest.LastLines(e.readLog(), 40))
-				}
-				e.Stop(t)
-				if err := mtatest.RemoveAll(e.Dir); err != nil {
-					t.Errorf("eximtest: %v", err)
-				}
-			})
-			return e
-		}
-		if i < attempts && errors.Is(err, errPortTaken) {
-			t.Logf("eximtest: %v; retrying with another port", err)
-			continue
-		}
-		t.Fatalf("eximtest: %v", err)
-	}
+	e := mtatest.StartRetrying(t, "eximtest", func() (*Exim, error) { return start(bin, opts) })
+	mtatest.Cleanup(t, e.Output, e.Dir, e.Stop)
+	return e
 }
-
-// errPortTaken marks a start that failed only because the chosen port was
-// taken in the meantime.
-var errPortTaken = errors.New("port taken")
 
 // start creates the directories and configuration of one instance, starts
 // the daemon and waits for its greeting. On error nothing of the instance is
 // left.
 func start(bin string, opts Options) (e *Exim, err error) {
-	eu, err := user.Lookup(User)
+	uid, gid, err := mtatest.UserIDs(User)
 	if err != nil {
 		return nil, err
 	}
-	uid, _ := strconv.Atoi(eu.Uid)
-	gid, _ := strconv.Atoi(eu.Gid)
-	port, err := mtatest.FreePort()
+	// A short path under /tmp, like postfixtest, and one that the Exim
+	// user can reach.
+	pl, err := mtatest.NewPlace("ex")
 	if err != nil {
 		return nil, err
 	}
-	// Not t.TempDir: a short path under /tmp, like postfixtest, and one
-	// that the Exim user can reach.
-	root, err := os.MkdirTemp("/tmp", "ex")
-	if err != nil {
-		return nil, err
-	}
+	root, port := pl.Dir, pl.Port
+	logDir := filepath.Join(root, "log")
 	e = &Exim{
-		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Addr:       pl.Addr,
 		Dir:        root,
-		MailDir:    filepath.Join(root, "mail", "all"),
+		MailDir:    pl.MailDir,
+		Output:     mtatest.NewOutput("eximtest", pl.MailDir, filepath.Join(logDir, "mainlog"), "mainlog"),
 		bin:        bin,
 		conf:       filepath.Join(root, "exim.conf"),
-		logDir:     filepath.Join(root, "log"),
+		logDir:     logDir,
 		stderrFile: filepath.Join(root, "stderr"),
-		done:       make(chan struct{}),
 	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, e.shutdown(), mtatest.RemoveAll(root))
 		}
 	}()
-	if err := os.Chmod(root, 0o755); err != nil {
-		return e, err
-	}
 	// The receiving and delivering processes run as the Exim user.
 	for _, d := range []string{"spool", "log", "mail"} {
 		dir := filepath.Join(root, d)
@@ -297,22 +232,18 @@ func start(bin string, opts Options) (e *Exim, err error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	d, err := mtatest.StartDaemon(cmd)
+	if err != nil {
 		return e, err
 	}
 	e.mu.Lock()
-	e.cmd = cmd
+	e.daemon = d
 	e.mu.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		close(e.done)
-	}()
 
-	if err := e.awaitGreeting(10 * time.Second); err != nil {
-		out := e.errorOutput()
+	if err := d.AwaitGreeting(e.Addr, 10*time.Second); err != nil {
+		out := mtatest.Tails(20, e.stderrFile, filepath.Join(e.logDir, "paniclog"), filepath.Join(e.logDir, "mainlog"))
 		if strings.Contains(out, "Address already in use") {
-			return e, fmt.Errorf("exim on %s: %w", e.Addr, errPortTaken)
+			return e, fmt.Errorf("exim on %s: %w", e.Addr, mtatest.ErrPortTaken)
 		}
 		return e, fmt.Errorf("exim -C %s -bdf on %s does not greet: %v\n%s", conf, e.Addr, err, out)
 	}
@@ -478,56 +409,6 @@ func exiList(addrs []string) string {
 	return strings.Join(quoted, " : ")
 }
 
-// awaitGreeting connects until Exim answers with 220, the daemon exits or
-// the timeout ends.
-func (e *Exim) awaitGreeting(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := e.probe(deadline)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-e.done:
-			return fmt.Errorf("daemon exited (%v)", e.cmd.ProcessState)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(mtatest.PollInterval)
-	}
-}
-
-// probe makes one connection, reads the 220 greeting and says QUIT.
-func (e *Exim) probe(deadline time.Time) error {
-	c, err := net.DialTimeout("tcp", e.Addr, time.Until(deadline))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return err
-	}
-	r := bufio.NewReader(c)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("reading greeting: %v", err)
-	}
-	if !strings.HasPrefix(line, "220") {
-		return fmt.Errorf("greeting %q", strings.TrimSpace(line))
-	}
-	for len(line) > 3 && line[3] == '-' {
-		if line, err = r.ReadString('\n'); err != nil {
-			return nil
-		}
-	}
-	if _, err := c.Write([]byte("QUIT\r\n")); err == nil {
-		_, _ = r.ReadString('\n')
-	}
-	return nil
-}
-
 // Sendmail submits msg (a complete message, header and body, with LF
 // line endings) from the envelope sender from to the recipients to, as a
 // local program would: exim -bm with -oi, so a line holding a single dot
@@ -601,106 +482,10 @@ func (e *Exim) Stop(t testing.TB) {
 func (e *Exim) shutdown() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.stopped || e.cmd == nil {
+	if e.stopped || e.daemon == nil {
 		e.stopped = true
 		return nil
 	}
 	e.stopped = true
-	pgid := e.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	gone := func() bool {
-		select {
-		case <-e.done:
-			return !mtatest.GroupAlive(pgid)
-		default:
-			return false
-		}
-	}
-	if mtatest.WaitFor(5*time.Second, gone) {
-		return nil
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	if mtatest.WaitFor(5*time.Second, gone) {
-		return nil
-	}
-	return fmt.Errorf("processes of exim daemon %d still alive after SIGKILL", pgid)
-}
-
-// Messages returns the full contents of the messages delivered so far, in
-// delivery order (file modification time, then file name).
-func (e *Exim) Messages(t testing.TB) [][]byte {
-	t.Helper()
-	msgs, err := e.messages()
-	if err != nil {
-		t.Fatalf("eximtest: %v", err)
-	}
-	return msgs
-}
-
-func (e *Exim) messages() ([][]byte, error) { return mtatest.ReadMaildir(e.MailDir) }
-
-// WaitMessages waits until at least n messages have been delivered and
-// returns all delivered messages as Messages does. It fails the test, with
-// what it found and the end of the mainlog, if that takes longer than
-// timeout.
-func (e *Exim) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]byte {
-	t.Helper()
-	var msgs [][]byte
-	var err error
-	if mtatest.WaitFor(timeout, func() bool {
-		msgs, err = e.messages()
-		return err != nil || len(msgs) >= n
-	}) && err == nil {
-		return msgs
-	}
-	if err != nil {
-		t.Fatalf("eximtest: %v", err)
-	}
-	t.Fatalf("eximtest: %d of %d messages delivered to %s after %v; mainlog ends:\n%s",
-		len(msgs), n, e.MailDir, timeout, mtatest.LastLines(e.readLog(), 30))
-	return nil
-}
-
-// Log returns the instance's mainlog as it is now.
-func (e *Exim) Log(t testing.TB) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.logDir, "mainlog"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("eximtest: %v", err)
-	}
-	return string(b)
-}
-
-// WaitLog waits until the mainlog contains substr and returns the whole
-// log: delivery lines are written by a process forked after the SMTP reply.
-// It fails the test with the log if substr does not appear within timeout.
-func (e *Exim) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
-	t.Helper()
-	var log string
-	if mtatest.WaitFor(timeout, func() bool {
-		log = e.readLog()
-		return strings.Contains(log, substr)
-	}) {
-		return log
-	}
-	t.Fatalf("eximtest: mainlog lacks %q after %v:\n%s", substr, timeout, log)
-	return ""
-}
-
-// readLog returns the mainlog, or "" when it cannot be read.
-func (e *Exim) readLog() string {
-	b, _ := os.ReadFile(filepath.Join(e.logDir, "mainlog"))
-	return string(b)
-}
-
-// errorOutput returns what the daemon said on stderr and in its panic and
-// main logs, for a start that failed.
-func (e *Exim) errorOutput() string {
-	var b strings.Builder
-	for _, f := range []string{e.stderrFile, filepath.Join(e.logDir, "paniclog"), filepath.Join(e.logDir, "mainlog")} {
-		if text, err := os.ReadFile(f); err == nil && len(text) > 0 {
-			fmt.Fprintf(&b, "%s:\n%s\n", filepath.Base(f), mtatest.LastLines(string(text), 20))
-		}
-	}
-	return b.String()
+	return e.daemon.StopGroup("exim daemon")
 }

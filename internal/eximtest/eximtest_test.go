@@ -4,52 +4,11 @@ import (
 	"fmt"
 	"moat/internal/mtatest"
 	"net"
-	"net/textproto"
 	"os"
 	"strings"
 	"testing"
 	"time"
 )
-
-// session is a raw SMTP client that records every reply line.
-type session struct {
-	t  *testing.T
-	tp *textproto.Conn
-}
-
-func dial(t *testing.T, addr string) *session {
-	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	if err := nc.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	s := &session{t: t, tp: textproto.NewConn(nc)}
-	s.expect(220)
-	return s
-}
-
-// expect reads one reply and fails unless its code is want; it returns the
-// reply's text lines.
-func (s *session) expect(want int) string {
-	s.t.Helper()
-	code, msg, err := s.tp.ReadResponse(want)
-	if err != nil {
-		s.t.Fatalf("want %d, got %d %q: %v", want, code, msg, err)
-	}
-	return msg
-}
-
-func (s *session) cmd(want int, line string) string {
-	s.t.Helper()
-	if err := s.tp.PrintfLine("%s", line); err != nil {
-		s.t.Fatal(err)
-	}
-	return s.expect(want)
-}
 
 // The instance greets, applies the ACLs of its Options with Exim's own
 // legacy replies (no enhanced status codes), and delivers accepted mail into
@@ -62,29 +21,29 @@ func TestStartDeliverAndRefuse(t *testing.T) {
 		DenySubject:     "reject me",
 	})
 
-	s := dial(t, e.Addr)
-	ehlo := s.cmd(250, "EHLO client.test")
+	s, _ := mtatest.Dial(t, e.Addr)
+	ehlo := s.Do(250, "EHLO client.test")
 	if !strings.Contains(ehlo, "PIPELINING") || strings.Contains(ehlo, "STARTTLS") {
 		t.Errorf("EHLO reply: %q", ehlo)
 	}
-	s.cmd(550, "MAIL FROM:<spam@client.test>")
-	if got := s.cmd(250, "MAIL FROM:<ana@client.test>"); got != "OK" {
+	s.Do(550, "MAIL FROM:<spam@client.test>")
+	if got := s.Do(250, "MAIL FROM:<ana@client.test>"); got != "OK" {
 		t.Errorf("MAIL reply text %q, want Exim's legacy \"OK\"", got)
 	}
-	if got := s.cmd(250, "RCPT TO:<bo@example.net>"); got != "Accepted" {
+	if got := s.Do(250, "RCPT TO:<bo@example.net>"); got != "Accepted" {
 		t.Errorf("RCPT reply text %q, want \"Accepted\"", got)
 	}
-	s.cmd(550, "RCPT TO:<denied@example.net>")
-	s.cmd(451, "RCPT TO:<later@example.net>")
-	s.cmd(550, "RCPT TO:<someone@elsewhere.test>")
-	s.cmd(354, "DATA")
-	s.cmd(250, "Subject: hello\r\n\r\nbody line\r\n.")
+	s.Do(550, "RCPT TO:<denied@example.net>")
+	s.Do(451, "RCPT TO:<later@example.net>")
+	s.Do(550, "RCPT TO:<someone@elsewhere.test>")
+	s.Do(354, "DATA")
+	s.Do(250, "Subject: hello\r\n\r\nbody line\r\n.")
 
-	s.cmd(250, "MAIL FROM:<ana@client.test>")
-	s.cmd(250, "RCPT TO:<bo@example.net>")
-	s.cmd(354, "DATA")
-	s.cmd(550, "Subject: please reject me now\r\n\r\nbody\r\n.")
-	s.cmd(221, "QUIT")
+	s.Do(250, "MAIL FROM:<ana@client.test>")
+	s.Do(250, "RCPT TO:<bo@example.net>")
+	s.Do(354, "DATA")
+	s.Do(550, "Subject: please reject me now\r\n\r\nbody\r\n.")
+	s.Do(221, "QUIT")
 
 	msgs := e.WaitMessages(t, 1, 20*time.Second)
 	if len(msgs) != 1 {
@@ -103,7 +62,7 @@ func TestStartDeliverAndRefuse(t *testing.T) {
 // closed, and Stop may be called again.
 func TestStop(t *testing.T) {
 	e := Start(t, Options{})
-	pgid := e.cmd.Process.Pid
+	pgid := e.daemon.Pid()
 	e.Stop(t)
 	if mtatest.GroupAlive(pgid) {
 		t.Fatal("exim processes alive after Stop")
@@ -121,39 +80,11 @@ func TestStop(t *testing.T) {
 // need no queue run.
 func TestManyMessagesOneConnection(t *testing.T) {
 	e := Start(t, Options{})
-	nc, err := net.Dial("tcp", e.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	tp := textproto.NewConn(nc)
-	if _, _, err := tp.ReadResponse(220); err != nil {
-		t.Fatal(err)
-	}
-	if err := tp.PrintfLine("EHLO client.test"); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := tp.ReadResponse(250); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := mtatest.Dial(t, e.Addr)
+	s.Do(250, "EHLO client.test")
 	const n = 12
 	for i := range n {
-		for _, step := range []struct {
-			line string
-			code int
-		}{
-			{"MAIL FROM:<ana@client.test>", 250},
-			{"RCPT TO:<bo@example.net>", 250},
-			{"DATA", 354},
-			{fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n.", i), 250},
-		} {
-			if err := tp.PrintfLine("%s", step.line); err != nil {
-				t.Fatal(err)
-			}
-			if _, msg, err := tp.ReadResponse(step.code); err != nil {
-				t.Fatalf("message %d, %q: %v %s", i, step.line, err, msg)
-			}
-		}
+		s.Send("ana@client.test", []string{"bo@example.net"}, fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i))
 	}
 	e.WaitMessages(t, n, 20*time.Second)
 }

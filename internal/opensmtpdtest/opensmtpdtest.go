@@ -76,20 +76,14 @@
 package opensmtpdtest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io/fs"
-	"net"
+	"moat/internal/mtatest"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -121,9 +115,6 @@ const (
 // DeliveryUser is the user that delivers every message (and so owns the
 // Maildir files, mode 0600): smtpd will not run a delivery agent as root.
 const DeliveryUser = "nobody"
-
-// pollInterval is how often the Wait functions look again.
-const pollInterval = 20 * time.Millisecond
 
 // Options selects the optional features of an instance. Addresses are
 // matched as whole addresses (smtpd's mail-from and rcpt-to table
@@ -164,7 +155,8 @@ const (
 )
 
 // OpenSMTPD is one running instance. Its methods may be called from
-// several goroutines.
+// several goroutines. Messages and WaitMessages read MailDir; Log and
+// WaitLog read smtpd's log, its stderr.
 type OpenSMTPD struct {
 	// Addr is the "127.0.0.1:PORT" address of its SMTP listener.
 	Addr string
@@ -178,71 +170,37 @@ type OpenSMTPD struct {
 	// Received: prepended.
 	MailDir string
 
-	logFile string
+	mtatest.Output
 
-	cmd  *exec.Cmd
-	done chan struct{} // closed when unshare, and so the namespace, is gone
-	mu   sync.Mutex
+	mu     sync.Mutex
+	daemon *mtatest.Daemon // unshare, whose exit ends the namespace
 	// stopped is set by the first Stop.
 	stopped bool
 }
 
-// binaryState caches the result of checking the unpacked binary, which
-// runs ldd: once per test binary is enough.
-var binaryState struct {
-	once sync.Once
-	root string
-	err  error
-}
+// rootOnce caches the result of checking the unpacked binary, which runs
+// ldd: once per test binary is enough.
+var rootOnce = sync.OnceValues(checkRoot)
 
 // Root returns the unpacked opensmtpd tree after checking what
 // scripts/install-test-deps.sh checks: the smtpd binary and the
 // mail.maildir helper are there, ldd finds every shared library smtpd needs,
 // the users opensmtpd and opensmtpq exist, and unshare(1) and mount(8) are
 // on PATH.
-func Root() (string, error) {
-	binaryState.once.Do(func() {
-		binaryState.root, binaryState.err = checkRoot()
-	})
-	return binaryState.root, binaryState.err
-}
+func Root() (string, error) { return rootOnce() }
 
 func checkRoot() (string, error) {
-	root := os.Getenv("MOAT_OPENSMTPD_ROOT")
-	if root == "" {
-		root = DefaultRoot
+	root := mtatest.UnpackedRoot("MOAT_OPENSMTPD_ROOT", DefaultRoot)
+	err := mtatest.Unpacked{
+		Name:  "OpenSMTPD",
+		Bin:   filepath.Join(root, "usr", "sbin", "smtpd"),
+		Files: []string{filepath.Join(root, "usr", "libexec", "opensmtpd", "mail.maildir")},
+		Users: []string{User, QueueUser, DeliveryUser},
+	}.Check()
+	if err == nil {
+		err = mtatest.CheckUnshare("smtpd")
 	}
-	const fix = "; run scripts/install-test-deps.sh as root"
-	bin := filepath.Join(root, "usr", "sbin", "smtpd")
-	for _, f := range []string{bin, filepath.Join(root, "usr", "libexec", "opensmtpd", "mail.maildir")} {
-		if _, err := os.Stat(f); err != nil {
-			return "", fmt.Errorf("no unpacked OpenSMTPD: %v%s", err, fix)
-		}
-	}
-	out, err := exec.Command("ldd", bin).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("ldd %s: %v\n%s%s", bin, err, out, fix)
-	}
-	var missing []string
-	for line := range strings.Lines(string(out)) {
-		if strings.Contains(line, "not found") {
-			missing = append(missing, strings.TrimSpace(line))
-		}
-	}
-	if len(missing) > 0 {
-		return "", fmt.Errorf("%s lacks shared libraries: %s%s", bin, strings.Join(missing, "; "), fix)
-	}
-	for _, u := range []string{User, QueueUser, DeliveryUser} {
-		if _, err := user.Lookup(u); err != nil {
-			return "", fmt.Errorf("user %s: %v%s", u, err, fix)
-		}
-	}
-	for _, c := range []string{"unshare", "mount"} {
-		if _, err := exec.LookPath(c); err != nil {
-			return "", fmt.Errorf("%v (util-linux and mount are needed to give smtpd private namespaces)", err)
-		}
-	}
-	return root, nil
+	return root, err
 }
 
 // Start starts an OpenSMTPD instance for the test on a free loopback port
@@ -266,71 +224,37 @@ func Start(t testing.TB, opts Options) *OpenSMTPD {
 	if err != nil {
 		t.Fatalf("opensmtpdtest: %v", err)
 	}
-	// A free port is found by binding :0 and closing it; someone else may
-	// take it before smtpd binds it, so a bind failure is retried with a
-	// fresh port and directory.
-	const attempts = 3
-	for i := 1; ; i++ {
-		o, err := start(root, conf, opts)
-		if err == nil {
-			t.Cleanup(func() {
-				if t.Failed() {
-					t.Logf("opensmtpdtest: last lines of the log:\n%s", lastLines(o.readLog(), 40))
-				}
-				o.Stop(t)
-				if err := removeAll(o.Dir); err != nil {
-					t.Errorf("opensmtpdtest: %v", err)
-				}
-			})
-			return o
-		}
-		if i < attempts && errors.Is(err, errPortTaken) {
-			t.Logf("opensmtpdtest: %v; retrying with another port", err)
-			continue
-		}
-		t.Fatalf("opensmtpdtest: %v", err)
-	}
+	o := mtatest.StartRetrying(t, "opensmtpdtest", func() (*OpenSMTPD, error) { return start(root, conf, opts) })
+	mtatest.Cleanup(t, o.Output, o.Dir, o.Stop)
+	return o
 }
-
-// errPortTaken marks a start that failed only because the chosen port was
-// taken in the meantime.
-var errPortTaken = errors.New("port taken")
 
 // start creates the directories and configuration of one instance, starts
 // the daemon and waits for its greeting. On error nothing of the instance is
 // left.
 func start(root, filterConf string, opts Options) (o *OpenSMTPD, err error) {
-	du, err := user.Lookup(DeliveryUser)
+	uid, gid, err := mtatest.UserIDs(DeliveryUser)
 	if err != nil {
 		return nil, err
 	}
-	uid, _ := strconv.Atoi(du.Uid)
-	gid, _ := strconv.Atoi(du.Gid)
-	port, err := freePort()
+	// A short path under /tmp that the delivery user can reach.
+	pl, err := mtatest.NewPlace("os")
 	if err != nil {
 		return nil, err
 	}
-	// Not t.TempDir: a short path under /tmp that the delivery user can
-	// reach.
-	dir, err := os.MkdirTemp("/tmp", "os")
-	if err != nil {
-		return nil, err
-	}
+	dir, port := pl.Dir, pl.Port
+	logFile := filepath.Join(dir, "smtpd.log")
 	o = &OpenSMTPD{
-		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Addr:    pl.Addr,
 		Dir:     dir,
-		MailDir: filepath.Join(dir, "mail", "all"),
-		logFile: filepath.Join(dir, "smtpd.log"),
-		done:    make(chan struct{}),
+		MailDir: pl.MailDir,
+		Output:  mtatest.NewOutput("opensmtpdtest", pl.MailDir, logFile, "log"),
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, o.shutdown(), removeAll(dir))
+			err = errors.Join(err, o.shutdown(), mtatest.RemoveAll(dir))
 		}
 	}()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return o, err
-	}
 	// spool is mounted over /var/spool: smtpd makes spool/smtpd and its
 	// subdirectories with the owners it wants. varlib over /var/lib holds
 	// the empty chroot of the unprivileged processes. run over /run takes
@@ -350,46 +274,35 @@ func start(root, filterConf string, opts Options) (o *OpenSMTPD, err error) {
 	if err := os.WriteFile(conf, []byte(config(dir, port, filterConf, opts)), 0o644); err != nil {
 		return o, err
 	}
-	logf, err := os.Create(o.logFile)
+	logf, err := os.Create(logFile)
 	if err != nil {
 		return o, err
 	}
 	defer logf.Close()
 	bin := filepath.Join(root, "usr", "sbin", "smtpd")
 	// The shell runs inside the new namespaces (as PID 1 of the PID
-	// namespace, then replaced by smtpd): the mounts are private to it, and
-	// vanish with the namespace.
+	// namespace, then replaced by smtpd).
 	script := strings.Join([]string{
 		"set -e",
 		"hostname " + Hostname,
-		"mount --bind " + shq(filepath.Join(dir, "spool")) + " /var/spool",
-		"mount --bind " + shq(filepath.Join(dir, "run")) + " /run",
-		"mount --bind " + shq(filepath.Join(dir, "varlib")) + " /var/lib",
-		"mount --bind " + shq(filepath.Join(root, "usr", "libexec")) + " /usr/libexec",
-		"exec " + shq(bin) + " -d -f " + shq(conf),
+		"mount --bind " + mtatest.Shq(filepath.Join(dir, "spool")) + " /var/spool",
+		"mount --bind " + mtatest.Shq(filepath.Join(dir, "run")) + " /run",
+		"mount --bind " + mtatest.Shq(filepath.Join(dir, "varlib")) + " /var/lib",
+		"mount --bind " + mtatest.Shq(filepath.Join(root, "usr", "libexec")) + " /usr/libexec",
+		"exec " + mtatest.Shq(bin) + " -d -f " + mtatest.Shq(conf),
 	}, "\n")
-	// --kill-child: should unshare die (even by SIGKILL), the kernel kills
-	// its child, PID 1 of the namespace, and with it every process in it.
-	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child=SIGKILL",
-		"--mount", "--propagation", "private", "--uts", "--", "/bin/sh", "-c", script)
-	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	d, err := mtatest.StartDaemon(mtatest.Unshare(script, logf))
+	if err != nil {
 		return o, err
 	}
 	o.mu.Lock()
-	o.cmd = cmd
+	o.daemon = d
 	o.mu.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		close(o.done)
-	}()
 
-	if err := o.awaitGreeting(10 * time.Second); err != nil {
-		out := lastLines(o.readLog(), 30)
+	if err := d.AwaitGreeting(o.Addr, 10*time.Second); err != nil {
+		out := mtatest.LastLines(mtatest.ReadLog(logFile), 30)
 		if strings.Contains(out, "Address already in use") {
-			return o, fmt.Errorf("smtpd on %s: %w", o.Addr, errPortTaken)
+			return o, fmt.Errorf("smtpd on %s: %w", o.Addr, mtatest.ErrPortTaken)
 		}
 		return o, fmt.Errorf("smtpd -d -f %s on %s does not greet: %v\n%s", conf, o.Addr, err, out)
 	}
@@ -435,7 +348,7 @@ func filters(opts Options) (string, error) {
 		}
 		quoted := make([]string, len(addrs))
 		for i, a := range addrs {
-			if err := checkAddr(a); err != nil {
+			if err := mtatest.CheckAddr(a); err != nil {
 				return err
 			}
 			quoted[i] = `"` + a + `"`
@@ -466,74 +379,6 @@ func filters(opts Options) (string, error) {
 	return b.String(), nil
 }
 
-// checkAddr accepts the addresses an Options list may hold.
-func checkAddr(a string) error {
-	if a == "" || strings.Count(a, "@") != 1 {
-		return fmt.Errorf("option address %q: want one local@domain", a)
-	}
-	for _, r := range a {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-@", r)) {
-			return fmt.Errorf("option address %q: only letters, digits and . _ + - @ are supported", a)
-		}
-	}
-	return nil
-}
-
-// shq quotes s for the shell.
-func shq(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// awaitGreeting connects until smtpd answers with 220, the daemon exits or
-// the timeout ends.
-func (o *OpenSMTPD) awaitGreeting(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := probe(o.Addr, deadline)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-o.done:
-			return fmt.Errorf("daemon exited (%v)", o.cmd.ProcessState)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(pollInterval)
-	}
-}
-
-// probe makes one connection, reads the 220 greeting and says QUIT.
-func probe(addr string, deadline time.Time) error {
-	c, err := net.DialTimeout("tcp", addr, time.Until(deadline))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return err
-	}
-	r := bufio.NewReader(c)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("reading greeting: %v", err)
-	}
-	if !strings.HasPrefix(line, "220") {
-		return fmt.Errorf("greeting %q", strings.TrimSpace(line))
-	}
-	for len(line) > 3 && line[3] == '-' {
-		if line, err = r.ReadString('\n'); err != nil {
-			return nil
-		}
-	}
-	if _, err := c.Write([]byte("QUIT\r\n")); err == nil {
-		_, _ = r.ReadString('\n')
-	}
-	return nil
-}
-
 // Stop stops the instance now: SIGTERM to smtpd, then, if it has not ended
 // after 5s, SIGKILL. When smtpd, PID 1 of its PID namespace, ends, the
 // kernel kills every other process of the namespace and unshare returns
@@ -551,227 +396,10 @@ func (o *OpenSMTPD) Stop(t testing.TB) {
 func (o *OpenSMTPD) shutdown() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.stopped || o.cmd == nil {
+	if o.stopped || o.daemon == nil {
 		o.stopped = true
 		return nil
 	}
 	o.stopped = true
-	return stopNamespace(o.cmd.Process.Pid, o.done, "smtpd")
-}
-
-// stopNamespace ends the PID namespace that unshare (process unsharePid,
-// whose exit closes done) created: SIGTERM to its first process, SIGKILL
-// after 5s.
-func stopNamespace(unsharePid int, done <-chan struct{}, name string) error {
-	gone := func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	}
-	if init := childOf(unsharePid); init > 0 {
-		_ = syscall.Kill(init, syscall.SIGTERM)
-		if waitFor(5*time.Second, gone) {
-			return nil
-		}
-		_ = syscall.Kill(init, syscall.SIGKILL)
-	}
-	// unshare blocks SIGTERM while it waits; SIGKILL ends it, and
-	// --kill-child then kills the namespace.
-	_ = syscall.Kill(-unsharePid, syscall.SIGKILL)
-	if waitFor(5*time.Second, gone) {
-		return nil
-	}
-	return fmt.Errorf("%s (unshare %d) still running after SIGKILL", name, unsharePid)
-}
-
-// childOf returns the PID of a child process of pid, or 0.
-func childOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err == nil {
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			c, _ := strconv.Atoi(f[0])
-			return c
-		}
-		return 0
-	}
-	// Without CONFIG_PROC_CHILDREN: look for a process whose parent is pid.
-	entries, _ := os.ReadDir("/proc")
-	want := strconv.Itoa(pid)
-	for _, ent := range entries {
-		c, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		if f := strings.Fields(string(stat[i+1:])); len(f) > 1 && f[1] == want {
-			return c
-		}
-	}
-	return 0
-}
-
-// Messages returns the full contents of the messages delivered so far, in
-// delivery order (file modification time, then file name).
-func (o *OpenSMTPD) Messages(t testing.TB) [][]byte {
-	t.Helper()
-	msgs, err := readMaildir(o.MailDir)
-	if err != nil {
-		t.Fatalf("opensmtpdtest: %v", err)
-	}
-	return msgs
-}
-
-// readMaildir returns the messages in dir/new in delivery order.
-func readMaildir(maildir string) ([][]byte, error) {
-	dir := filepath.Join(maildir, "new")
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // mail.maildir creates the Maildir on first delivery
-	}
-	if err != nil {
-		return nil, err
-	}
-	type file struct {
-		name  string
-		mtime time.Time
-	}
-	files := make([]file, 0, len(entries))
-	for _, ent := range entries {
-		info, err := ent.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, file{ent.Name(), info.ModTime()})
-	}
-	slices.SortFunc(files, func(a, b file) int {
-		if c := a.mtime.Compare(b.mtime); c != 0 {
-			return c
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	msgs := make([][]byte, 0, len(files))
-	for _, f := range files {
-		// Files in new/ are complete: mail.maildir writes in tmp/ and
-		// renames.
-		b, err := os.ReadFile(filepath.Join(dir, f.name))
-		if err != nil {
-			return nil, err
-		}
-		msgs = append(msgs, b)
-	}
-	return msgs, nil
-}
-
-// WaitMessages waits until at least n messages have been delivered and
-// returns all delivered messages as Messages does. It fails the test, with
-// what it found and the end of the log, if that takes longer than timeout.
-func (o *OpenSMTPD) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]byte {
-	t.Helper()
-	var msgs [][]byte
-	var err error
-	if waitFor(timeout, func() bool {
-		msgs, err = readMaildir(o.MailDir)
-		return err != nil || len(msgs) >= n
-	}) && err == nil {
-		return msgs
-	}
-	if err != nil {
-		t.Fatalf("opensmtpdtest: %v", err)
-	}
-	t.Fatalf("opensmtpdtest: %d of %d messages delivered to %s after %v; log ends:\n%s",
-		len(msgs), n, o.MailDir, timeout, lastLines(o.readLog(), 30))
-	return nil
-}
-
-// Log returns smtpd's log (its stderr) as it is now.
-func (o *OpenSMTPD) Log(t testing.TB) string {
-	t.Helper()
-	b, err := os.ReadFile(o.logFile)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("opensmtpdtest: %v", err)
-	}
-	return string(b)
-}
-
-// WaitLog waits until the log contains substr and returns the whole log:
-// delivery lines are written after the SMTP reply. It fails the test with
-// the log if substr does not appear within timeout.
-func (o *OpenSMTPD) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
-	t.Helper()
-	var log string
-	if waitFor(timeout, func() bool {
-		log = o.readLog()
-		return strings.Contains(log, substr)
-	}) {
-		return log
-	}
-	t.Fatalf("opensmtpdtest: log lacks %q after %v:\n%s", substr, timeout, lastLines(log, 40))
-	return ""
-}
-
-// readLog returns the log, or "" when it cannot be read.
-func (o *OpenSMTPD) readLog() string {
-	b, _ := os.ReadFile(o.logFile)
-	return string(b)
-}
-
-// waitFor polls cond every pollInterval until it holds or timeout passes,
-// and reports whether it held. cond is evaluated at least once and once more
-// after the deadline.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pollInterval)
-	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// removeAll removes dir, retrying briefly: a process killed a moment ago
-// may still have been creating a file in it.
-func removeAll(dir string) error {
-	var err error
-	for range 5 {
-		if err = os.RemoveAll(dir); err == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return err
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.SplitAfter(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
+	return o.daemon.StopNamespace("smtpd")
 }

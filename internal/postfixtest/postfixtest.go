@@ -22,16 +22,13 @@
 package postfixtest
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"moat/internal/mtatest"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -93,7 +90,9 @@ type Options struct {
 const SenderHostname = "sender.test"
 
 // Postfix is one running instance. Its methods may be called from several
-// goroutines.
+// goroutines. Messages and WaitMessages read MailDir; Log and WaitLog read
+// the maillog, where daemons log through postlogd asynchronously, so a line
+// can appear a moment after the SMTP reply it belongs to.
 type Postfix struct {
 	// Addr is the "127.0.0.1:PORT" address of its smtpd.
 	Addr string
@@ -107,6 +106,8 @@ type Postfix struct {
 	// 127.0.0.1 (local_header_rewrite_clients) cleanup also adds a missing
 	// Message-Id: and Date:, and rewrites unqualified addresses.
 	MailDir string
+
+	mtatest.Output
 
 	bin     string // the postfix command
 	confDir string
@@ -129,35 +130,10 @@ type Postfix struct {
 func Start(t testing.TB, opts Options) *Postfix {
 	t.Helper()
 	bin := postfixCommand(t)
-	// A free port is found by binding :0 and closing it; someone else may
-	// take it before master binds it, so a bind failure is retried with a
-	// fresh port and directory.
-	const attempts = 3
-	for i := 1; ; i++ {
-		p, err := start(bin, opts)
-		if err == nil {
-			t.Cleanup(func() {
-				if t.Failed() {
-					t.Logf("postfixtest: last lines of %s:\n%s", p.logFile, mtatest.LastLines(p.readLog(), 40))
-				}
-				p.Stop(t)
-				if err := mtatest.RemoveAll(p.Dir); err != nil {
-					t.Errorf("postfixtest: %v", err)
-				}
-			})
-			return p
-		}
-		if i < attempts && errors.Is(err, errPortTaken) {
-			t.Logf("postfixtest: %v; retrying with another port", err)
-			continue
-		}
-		t.Fatalf("postfixtest: %v", err)
-	}
+	p := mtatest.StartRetrying(t, "postfixtest", func() (*Postfix, error) { return start(bin, opts) })
+	mtatest.Cleanup(t, p.Output, p.Dir, p.Stop)
+	return p
 }
-
-// errPortTaken marks a start that failed only because the chosen port was
-// taken in the meantime.
-var errPortTaken = errors.New("port taken")
 
 // postfixCommand returns the postfix command, failing the test when Postfix
 // is missing or the test does not run as root.
@@ -180,24 +156,23 @@ func postfixCommand(t testing.TB) string {
 // start creates the directories and configuration of one instance, starts it
 // and waits for its greeting. On error nothing of the instance is left.
 func start(bin string, opts Options) (p *Postfix, err error) {
-	postfixUID, err := lookupUID("postfix")
+	postfixUID, _, err := mtatest.UserIDs("postfix")
 	if err != nil {
-		return nil, err
-	}
-	port, err := mtatest.FreePort()
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%v (is Postfix installed?)", err)
 	}
 	// Not t.TempDir: its path can exceed the 108 bytes a Unix socket path
-	// (spool/private/…, spool/public/…) may have.
-	root, err := os.MkdirTemp("/tmp", "pf")
+	// (spool/private/…, spool/public/…) may have. Daemons running as
+	// postfix and nobody must be able to reach their directories below it.
+	pl, err := mtatest.NewPlace("pf")
 	if err != nil {
 		return nil, err
 	}
+	root := pl.Dir
 	p = &Postfix{
-		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Addr:    pl.Addr,
 		Dir:     root,
-		MailDir: filepath.Join(root, "mail", "all"),
+		MailDir: pl.MailDir,
+		Output:  mtatest.NewOutput("postfixtest", pl.MailDir, filepath.Join(root, "maillog"), "maillog"),
 		bin:     bin,
 		confDir: filepath.Join(root, "conf"),
 		logFile: filepath.Join(root, "maillog"),
@@ -208,11 +183,6 @@ func start(bin string, opts Options) (p *Postfix, err error) {
 		}
 	}()
 
-	// Daemons running as postfix and nobody must be able to reach their
-	// directories below the root.
-	if err := os.Chmod(root, 0o755); err != nil {
-		return p, err
-	}
 	dirs := []struct {
 		name     string
 		uid, gid int // -1: keep root
@@ -239,22 +209,24 @@ func start(bin string, opts Options) (p *Postfix, err error) {
 	}
 
 	if out, err := p.command("start"); err != nil {
-		log := p.readLog()
+		log := mtatest.ReadLog(p.logFile)
 		if strings.Contains(log, "Address already in use") {
-			return p, fmt.Errorf("postfix start on %s: %w", p.Addr, errPortTaken)
+			return p, fmt.Errorf("postfix start on %s: %w", p.Addr, mtatest.ErrPortTaken)
 		}
 		return p, fmt.Errorf("postfix -c %s start: %v\n%s\nmaillog:\n%s", p.confDir, err, out, log)
 	}
 	pid, err := readPid(filepath.Join(root, "spool", "pid", "master.pid"))
 	if err != nil {
-		return p, fmt.Errorf("postfix started but %v\nmaillog:\n%s", err, p.readLog())
+		return p, fmt.Errorf("postfix started but %v\nmaillog:\n%s", err, mtatest.ReadLog(p.logFile))
 	}
 	p.mu.Lock()
 	p.pid = pid
 	p.mu.Unlock()
 
-	if err := p.awaitGreeting(opts.ProxyProtocol, 10*time.Second); err != nil {
-		return p, fmt.Errorf("postfix on %s does not greet: %v\nmaillog:\n%s", p.Addr, err, p.readLog())
+	// master binds the port before postfix start returns, but smtpd is
+	// spawned only for the first connection.
+	if err := mtatest.AwaitGreeting(p.Addr, opts.ProxyProtocol, 10*time.Second); err != nil {
+		return p, fmt.Errorf("postfix on %s does not greet: %v\nmaillog:\n%s", p.Addr, err, mtatest.ReadLog(p.logFile))
 	}
 	return p, nil
 }
@@ -421,7 +393,7 @@ func (p *Postfix) command(verb string) (string, error) {
 	if script, err := exec.LookPath("script"); err == nil {
 		quoted := make([]string, len(args))
 		for i, a := range args {
-			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+			quoted[i] = mtatest.Shq(a)
 		}
 		cmd = exec.Command(script, "-eqc", strings.Join(quoted, " "), "/dev/null")
 	} else {
@@ -442,58 +414,6 @@ func (p *Postfix) command(verb string) (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(strings.ReplaceAll(string(text), "\r", "")), runErr
-}
-
-// awaitGreeting connects until smtpd answers with 220, or the timeout ends.
-// master binds the port before postfix start returns, but smtpd is spawned
-// only for the first connection.
-func (p *Postfix) awaitGreeting(proxy bool, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := p.probe(proxy, deadline)
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(mtatest.PollInterval)
-	}
-}
-
-// probe makes one connection, reads the 220 greeting and says QUIT.
-func (p *Postfix) probe(proxy bool, deadline time.Time) error {
-	c, err := net.DialTimeout("tcp", p.Addr, time.Until(deadline))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return err
-	}
-	if proxy {
-		local := c.LocalAddr().(*net.TCPAddr)
-		remote := c.RemoteAddr().(*net.TCPAddr)
-		if _, err := fmt.Fprintf(c, "PROXY TCP4 %s %s %d %d\r\n", local.IP, remote.IP, local.Port, remote.Port); err != nil {
-			return err
-		}
-	}
-	r := bufio.NewReader(c)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("reading greeting: %v", err)
-	}
-	if !strings.HasPrefix(line, "220") {
-		return fmt.Errorf("greeting %q", strings.TrimSpace(line))
-	}
-	// Skip the rest of a multi-line greeting, then leave politely so the
-	// log shows no lost connection.
-	for len(line) > 3 && line[3] == '-' {
-		if line, err = r.ReadString('\n'); err != nil {
-			return nil
-		}
-	}
-	if _, err := c.Write([]byte("QUIT\r\n")); err == nil {
-		_, _ = r.ReadString('\n')
-	}
-	return nil
 }
 
 // Sendmail submits msg (a complete message, header and body, with LF or
@@ -575,96 +495,7 @@ func (p *Postfix) shutdown() error {
 	// that race as often as not, sleeps a whole second before checking
 	// again. We poll instead. Its error (for one, "not running" when master
 	// died on its own) is not ours to report.
-	_, _ = p.command("abort")
-	if mtatest.WaitFor(5*time.Second, func() bool { return !mtatest.GroupAlive(pid) }) {
-		return nil
-	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	if mtatest.WaitFor(5*time.Second, func() bool { return !mtatest.GroupAlive(pid) }) {
-		return nil
-	}
-	return fmt.Errorf("processes of master %d still alive after SIGKILL", pid)
-}
-
-// Messages returns the full contents of the messages delivered so far, in
-// delivery order (file modification time, then file name).
-func (p *Postfix) Messages(t testing.TB) [][]byte {
-	t.Helper()
-	msgs, err := p.messages()
-	if err != nil {
-		t.Fatalf("postfixtest: %v", err)
-	}
-	return msgs
-}
-
-func (p *Postfix) messages() ([][]byte, error) { return mtatest.ReadMaildir(p.MailDir) }
-
-// WaitMessages waits until at least n messages have been delivered and
-// returns all delivered messages as Messages does. It fails the test, with
-// what it found and the end of the maillog, if that takes longer than
-// timeout.
-func (p *Postfix) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]byte {
-	t.Helper()
-	var msgs [][]byte
-	var err error
-	if mtatest.WaitFor(timeout, func() bool {
-		msgs, err = p.messages()
-		return err != nil || len(msgs) >= n
-	}) && err == nil {
-		return msgs
-	}
-	if err != nil {
-		t.Fatalf("postfixtest: %v", err)
-	}
-	var found strings.Builder
-	for i, m := range msgs {
-		fmt.Fprintf(&found, "  message %d: %d bytes, %s\n", i+1, len(m), headerLine(m, "Subject"))
-	}
-	t.Fatalf("postfixtest: %d of %d messages delivered to %s after %v:\n%smaillog ends:\n%s",
-		len(msgs), n, p.MailDir, timeout, found.String(), mtatest.LastLines(p.readLog(), 30))
-	return nil
-}
-
-// Log returns the instance's maillog as it is now.
-func (p *Postfix) Log(t testing.TB) string {
-	t.Helper()
-	b, err := os.ReadFile(p.logFile)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("postfixtest: %v", err)
-	}
-	return string(b)
-}
-
-// WaitLog waits until the maillog contains substr and returns the whole log.
-// Daemons log through postlogd asynchronously, so a line can appear a moment
-// after the SMTP reply it belongs to. It fails the test with the log if
-// substr does not appear within timeout.
-func (p *Postfix) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
-	t.Helper()
-	var log string
-	if mtatest.WaitFor(timeout, func() bool {
-		log = p.readLog()
-		return strings.Contains(log, substr)
-	}) {
-		return log
-	}
-	t.Fatalf("postfixtest: maillog lacks %q after %v:\n%s", substr, timeout, log)
-	return ""
-}
-
-// readLog returns the maillog, or "" when it cannot be read.
-func (p *Postfix) readLog() string {
-	b, _ := os.ReadFile(p.logFile)
-	return string(b)
-}
-
-// lookupUID returns the uid of a system user.
-func lookupUID(name string) (int, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return 0, fmt.Errorf("user %s: %v (is Postfix installed?)", name, err)
-	}
-	return strconv.Atoi(u.Uid)
+	return mtatest.StopGroup("master", pid, func() { _, _ = p.command("abort") })
 }
 
 // readPid reads a Postfix pid file (the number padded with spaces).
@@ -678,21 +509,6 @@ func readPid(path string) (int, error) {
 		return 0, fmt.Errorf("bad pid file %s: %q", path, b)
 	}
 	return pid, nil
-}
-
-// headerLine returns the first "Name: value" line of msg's header, or
-// "no Name".
-func headerLine(msg []byte, name string) string {
-	for line := range strings.Lines(string(msg)) {
-		line = strings.TrimRight(line, "\r\n")
-		if line == "" {
-			break
-		}
-		if len(line) > len(name) && line[len(name)] == ':' && strings.EqualFold(line[:len(name)], name) {
-			return line
-		}
-	}
-	return "no " + name
 }
 
 // Signal sends sig to every process of the instance (the master's process

@@ -47,49 +47,6 @@ func sendMail(t *testing.T, addr, rcpt, subject, body string) {
 	}
 }
 
-// dial connects with textproto and reads the 220 greeting.
-func dial(t *testing.T, addr string) (c *textproto.Conn, greeting string) {
-	t.Helper()
-	c, err := textproto.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c, expect(t, c, 220)
-}
-
-// cmd sends one command and checks the reply code; it returns the reply text.
-func cmd(t *testing.T, c *textproto.Conn, code int, format string, args ...any) string {
-	t.Helper()
-	if _, err := c.Cmd(format, args...); err != nil {
-		t.Fatal(err)
-	}
-	return expect(t, c, code)
-}
-
-func expect(t *testing.T, c *textproto.Conn, code int) string {
-	t.Helper()
-	got, msg, err := c.ReadResponse(code)
-	if err != nil {
-		t.Fatalf("want %d, got %d %q: %v", code, got, msg, err)
-	}
-	return msg
-}
-
-// transaction runs MAIL, RCPT and DATA on a greeted connection after EHLO.
-func transaction(t *testing.T, c *textproto.Conn, rcpt, subject string) {
-	t.Helper()
-	cmd(t, c, 250, "MAIL FROM:<sender@example.org>")
-	cmd(t, c, 250, "RCPT TO:<%s>", rcpt)
-	cmd(t, c, 354, "DATA")
-	w := c.DotWriter()
-	fmt.Fprintf(w, "Subject: %s\r\n\r\nhello\r\n", subject)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, c, 250)
-}
-
 func TestSendMail(t *testing.T) {
 	start := time.Now()
 	p := Start(t, Options{})
@@ -132,21 +89,21 @@ func TestSendMail(t *testing.T) {
 
 func TestXClient(t *testing.T) {
 	p := Start(t, Options{XClient: true})
-	c, greeting := dial(t, p.Addr)
+	c, greeting := mtatest.Dial(t, p.Addr)
 	if greeting != Hostname+" ESMTP" {
 		t.Errorf("greeting = %q", greeting)
 	}
-	if ehlo := cmd(t, c, 250, "EHLO client.test"); !strings.Contains(ehlo, "XCLIENT") {
+	if ehlo := c.Do(250, "EHLO client.test"); !strings.Contains(ehlo, "XCLIENT") {
 		t.Fatalf("XCLIENT not offered:\n%s", ehlo)
 	}
 	// Postfix answers XCLIENT with a new greeting (and forgets EHLO).
-	greeting = cmd(t, c, 220, "XCLIENT ADDR=192.0.2.7")
+	greeting = c.Do(220, "XCLIENT ADDR=192.0.2.7")
 	if greeting != Hostname+" ESMTP" {
 		t.Errorf("greeting after XCLIENT = %q", greeting)
 	}
-	cmd(t, c, 250, "EHLO client.test")
-	transaction(t, c, "rcpt@example.net", "via xclient")
-	cmd(t, c, 221, "QUIT")
+	c.Do(250, "EHLO client.test")
+	c.Send("sender@example.org", []string{"rcpt@example.net"}, "Subject: via xclient\r\n\r\nhello\r\n")
+	c.Do(221, "QUIT")
 
 	p.WaitMessages(t, 1, wait)
 	p.WaitLog(t, "client=unknown[192.0.2.7]", wait)
@@ -161,17 +118,15 @@ func TestProxyProtocolAndSize(t *testing.T) {
 	if _, err := io.WriteString(nc, "PROXY TCP4 198.51.100.9 127.0.0.1 40000 25\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	c := textproto.NewConn(nc)
-	defer c.Close()
-	expect(t, c, 220)
-	if ehlo := cmd(t, c, 250, "EHLO client.test"); !strings.Contains(ehlo, "SIZE 4096") {
+	c, _ := mtatest.NewSession(t, nc)
+	if ehlo := c.Do(250, "EHLO client.test"); !strings.Contains(ehlo, "SIZE 4096") {
 		t.Errorf("EHLO does not advertise SIZE 4096:\n%s", ehlo)
 	}
-	cmd(t, c, 552, "MAIL FROM:<sender@example.org> SIZE=5000")
+	c.Do(552, "MAIL FROM:<sender@example.org> SIZE=5000")
 	// Postfix remembers the refused SIZE: without RSET the next MAIL, even
 	// without SIZE, gets the same 552.
-	cmd(t, c, 250, "RSET")
-	transaction(t, c, "rcpt@example.net", "via proxy")
+	c.Do(250, "RSET")
+	c.Send("sender@example.org", []string{"rcpt@example.net"}, "Subject: via proxy\r\n\r\nhello\r\n")
 	p.WaitMessages(t, 1, wait)
 	p.WaitLog(t, "client=unknown[198.51.100.9]", wait)
 }
@@ -182,15 +137,15 @@ func TestExtraMainCF(t *testing.T) {
 		"smtpd_recipient_restrictions =",
 		"    check_recipient_access inline:{refused@example.net=REJECT}",
 	}})
-	c, greeting := dial(t, p.Addr)
+	c, greeting := mtatest.Dial(t, p.Addr)
 	if greeting != Hostname+" ESMTP extra" {
 		t.Errorf("greeting = %q", greeting)
 	}
-	cmd(t, c, 250, "EHLO client.test")
-	cmd(t, c, 250, "MAIL FROM:<sender@example.org>")
-	cmd(t, c, 554, "RCPT TO:<refused@example.net>")
-	cmd(t, c, 250, "RCPT TO:<rcpt@example.net>")
-	cmd(t, c, 221, "QUIT")
+	c.Do(250, "EHLO client.test")
+	c.Do(250, "MAIL FROM:<sender@example.org>")
+	c.Do(554, "RCPT TO:<refused@example.net>")
+	c.Do(250, "RCPT TO:<rcpt@example.net>")
+	c.Do(221, "QUIT")
 	if log := p.Log(t); strings.Contains(log, "overriding earlier entry") {
 		t.Errorf("main.cf has a duplicate key:\n%s", log)
 	}
@@ -222,8 +177,8 @@ func TestTwoInstances(t *testing.T) {
 
 func TestStop(t *testing.T) {
 	p := Start(t, Options{})
-	c, _ := dial(t, p.Addr)
-	cmd(t, c, 250, "EHLO client.test")
+	c, _ := mtatest.Dial(t, p.Addr)
+	c.Do(250, "EHLO client.test")
 	if !mtatest.GroupAlive(p.pid) {
 		t.Fatalf("no process in the group of master %d", p.pid)
 	}

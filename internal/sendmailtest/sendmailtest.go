@@ -89,21 +89,18 @@
 package sendmailtest
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
+	"moat/internal/mtatest"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -127,9 +124,6 @@ const DefaultRoot = "/var/cache/moat-test/sendmail/root"
 // DeliveryUser is the user the delivery script runs as (U= of the mailer),
 // and so the owner of the Maildir and its files (mode 0600).
 const DeliveryUser = "nobody"
-
-// pollInterval is how often the Wait functions look again.
-const pollInterval = 20 * time.Millisecond
 
 // Options selects the optional features of an instance. Addresses are
 // matched as whole addresses, without regard to case (Sendmail compares
@@ -157,7 +151,10 @@ type Options struct {
 }
 
 // Sendmail is one running instance. Its methods may be called from several
-// goroutines.
+// goroutines. Messages and WaitMessages read MailDir; Log and WaitLog read
+// what Sendmail has logged through syslog so far, one message a line
+// ("Dec  6 15:31:25 sendmail[10332]: 6B6FVPVw010332: from=<…>, …"):
+// delivery lines are written by a process forked after the SMTP reply.
 type Sendmail struct {
 	// Addr is the "127.0.0.1:PORT" address of its SMTP listener.
 	Addr string
@@ -171,75 +168,43 @@ type Sendmail struct {
 	// Received: prepended.
 	MailDir string
 
+	mtatest.Output
+
 	logFile    string
 	stderrFile string
 	syslog     *net.UnixConn
 	syslogDone chan struct{} // closed when the syslog reader has ended
 
-	cmd  *exec.Cmd
-	done chan struct{} // closed when unshare, and so the namespace, is gone
-	mu   sync.Mutex
+	mu     sync.Mutex
+	daemon *mtatest.Daemon // unshare, whose exit ends the namespace
 	// stopped is set by the first Stop.
 	stopped bool
 }
 
-// binaryState caches the result of checking the unpacked tree, which runs
+// rootOnce caches the result of checking the unpacked tree, which runs
 // ldd: once per test binary is enough.
-var binaryState struct {
-	once sync.Once
-	root string
-	err  error
-}
+var rootOnce = sync.OnceValues(checkRoot)
 
 // Root returns the unpacked Sendmail tree after checking what
 // scripts/install-test-deps.sh checks: the sendmail binary and the cf/ tree
 // are there, ldd finds every shared library the binary needs, m4 is on PATH;
 // and what the package needs besides: the user nobody, unshare(1) and
 // mount(8).
-func Root() (string, error) {
-	binaryState.once.Do(func() {
-		binaryState.root, binaryState.err = checkRoot()
-	})
-	return binaryState.root, binaryState.err
-}
+func Root() (string, error) { return rootOnce() }
 
 func checkRoot() (string, error) {
-	root := os.Getenv("MOAT_SENDMAIL_ROOT")
-	if root == "" {
-		root = DefaultRoot
+	root := mtatest.UnpackedRoot("MOAT_SENDMAIL_ROOT", DefaultRoot)
+	err := mtatest.Unpacked{
+		Name:     "Sendmail",
+		Bin:      binPath(root),
+		Files:    []string{filepath.Join(cfDir(root), "m4", "cf.m4")},
+		Users:    []string{DeliveryUser},
+		Commands: []string{"m4"},
+	}.Check()
+	if err == nil {
+		err = mtatest.CheckUnshare("sendmail")
 	}
-	const fix = "; run scripts/install-test-deps.sh as root"
-	bin := binPath(root)
-	for _, f := range []string{bin, filepath.Join(cfDir(root), "m4", "cf.m4")} {
-		if _, err := os.Stat(f); err != nil {
-			return "", fmt.Errorf("no unpacked Sendmail: %v%s", err, fix)
-		}
-	}
-	out, err := exec.Command("ldd", bin).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("ldd %s: %v\n%s%s", bin, err, out, fix)
-	}
-	var missing []string
-	for line := range strings.Lines(string(out)) {
-		if strings.Contains(line, "not found") {
-			missing = append(missing, strings.TrimSpace(line))
-		}
-	}
-	if len(missing) > 0 {
-		return "", fmt.Errorf("%s lacks shared libraries: %s%s", bin, strings.Join(missing, "; "), fix)
-	}
-	if _, err := exec.LookPath("m4"); err != nil {
-		return "", fmt.Errorf("%v%s", err, fix)
-	}
-	if _, err := user.Lookup(DeliveryUser); err != nil {
-		return "", fmt.Errorf("user %s: %v", DeliveryUser, err)
-	}
-	for _, c := range []string{"unshare", "mount"} {
-		if _, err := exec.LookPath(c); err != nil {
-			return "", fmt.Errorf("%v (util-linux and mount are needed to give sendmail private namespaces)", err)
-		}
-	}
-	return root, nil
+	return root, err
 }
 
 // binPath is the sendmail binary in the unpacked tree (Debian keeps it in
@@ -273,40 +238,15 @@ func Start(t testing.TB, opts Options) *Sendmail {
 	}
 	for _, list := range [][]string{opts.DenySenders, opts.DeferSenders, opts.DenyRecipients, opts.DeferRecipients} {
 		for _, a := range list {
-			if err := checkAddr(a); err != nil {
+			if err := mtatest.CheckAddr(a); err != nil {
 				t.Fatalf("sendmailtest: %v", err)
 			}
 		}
 	}
-	// A free port is found by binding :0 and closing it; someone else may
-	// take it before Sendmail binds it, so a bind failure is retried with a
-	// fresh port and directory.
-	const attempts = 3
-	for i := 1; ; i++ {
-		s, err := start(root, opts)
-		if err == nil {
-			t.Cleanup(func() {
-				if t.Failed() {
-					t.Logf("sendmailtest: last lines of the log:\n%s", lastLines(s.readLog(), 40))
-				}
-				s.Stop(t)
-				if err := removeAll(s.Dir); err != nil {
-					t.Errorf("sendmailtest: %v", err)
-				}
-			})
-			return s
-		}
-		if i < attempts && errors.Is(err, errPortTaken) {
-			t.Logf("sendmailtest: %v; retrying with another port", err)
-			continue
-		}
-		t.Fatalf("sendmailtest: %v", err)
-	}
+	s := mtatest.StartRetrying(t, "sendmailtest", func() (*Sendmail, error) { return start(root, opts) })
+	mtatest.Cleanup(t, s.Output, s.Dir, s.Stop)
+	return s
 }
-
-// errPortTaken marks a start that failed only because the chosen port was
-// taken in the meantime.
-var errPortTaken = errors.New("port taken")
 
 // devNodes are the devices bind-mounted into the private /dev.
 var devNodes = []string{"null", "zero", "full", "random", "urandom"}
@@ -315,38 +255,29 @@ var devNodes = []string{"null", "zero", "full", "random", "urandom"}
 // the daemon and waits for its greeting. On error nothing of the instance is
 // left.
 func start(root string, opts Options) (s *Sendmail, err error) {
-	du, err := user.Lookup(DeliveryUser)
+	uid, gid, err := mtatest.UserIDs(DeliveryUser)
 	if err != nil {
 		return nil, err
 	}
-	uid, _ := strconv.Atoi(du.Uid)
-	gid, _ := strconv.Atoi(du.Gid)
-	port, err := freePort()
+	// A short path under /tmp that the delivery user can reach.
+	pl, err := mtatest.NewPlace("sm")
 	if err != nil {
 		return nil, err
 	}
-	// Not t.TempDir: a short path under /tmp that the delivery user can
-	// reach.
-	dir, err := os.MkdirTemp("/tmp", "sm")
-	if err != nil {
-		return nil, err
-	}
+	dir, port := pl.Dir, pl.Port
 	s = &Sendmail{
-		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Addr:       pl.Addr,
 		Dir:        dir,
-		MailDir:    filepath.Join(dir, "mail", "all"),
+		MailDir:    pl.MailDir,
+		Output:     mtatest.NewOutput("sendmailtest", pl.MailDir, filepath.Join(dir, "maillog"), "log"),
 		logFile:    filepath.Join(dir, "maillog"),
 		stderrFile: filepath.Join(dir, "stderr"),
-		done:       make(chan struct{}),
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, s.shutdown(), removeAll(dir))
+			err = errors.Join(err, s.shutdown(), mtatest.RemoveAll(dir))
 		}
 	}()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return s, err
-	}
 	// Sendmail wants its queue owned by root and closed to others.
 	if err := os.Mkdir(filepath.Join(dir, "mqueue"), 0o700); err != nil {
 		return s, err
@@ -405,37 +336,26 @@ func start(root string, opts Options) (s *Sendmail, err error) {
 	defer stderr.Close()
 	var script strings.Builder
 	fmt.Fprintf(&script, "set -e\nhostname %s\n", Hostname)
-	fmt.Fprintf(&script, "mount --bind %s /etc/hosts\n", shq(filepath.Join(dir, "hosts")))
+	fmt.Fprintf(&script, "mount --bind %s /etc/hosts\n", mtatest.Shq(filepath.Join(dir, "hosts")))
 	for _, n := range devNodes {
-		fmt.Fprintf(&script, "mount --bind /dev/%s %s\n", n, shq(filepath.Join(dev, n)))
+		fmt.Fprintf(&script, "mount --bind /dev/%s %s\n", n, mtatest.Shq(filepath.Join(dev, n)))
 	}
-	fmt.Fprintf(&script, "mount --rbind %s /dev\n", shq(dev))
-	fmt.Fprintf(&script, "exec %s -bD -C %s -q5s\n", shq(binPath(root)), shq(cf))
+	fmt.Fprintf(&script, "mount --rbind %s /dev\n", mtatest.Shq(dev))
+	fmt.Fprintf(&script, "exec %s -bD -C %s -q5s\n", mtatest.Shq(binPath(root)), mtatest.Shq(cf))
 	// The shell runs inside the new namespaces (as PID 1 of the PID
-	// namespace, then replaced by sendmail): the mounts are private to it
-	// and vanish with the namespace. --kill-child: should unshare die (even
-	// by SIGKILL), the kernel kills its child, and with it every process in
-	// the namespace.
-	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child=SIGKILL",
-		"--mount", "--propagation", "private", "--uts", "--", "/bin/sh", "-c", script.String())
-	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// namespace, then replaced by sendmail).
+	d, err := mtatest.StartDaemon(mtatest.Unshare(script.String(), stderr))
+	if err != nil {
 		return s, err
 	}
 	s.mu.Lock()
-	s.cmd = cmd
+	s.daemon = d
 	s.mu.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		close(s.done)
-	}()
 
-	if err := s.awaitGreeting(10 * time.Second); err != nil {
-		out := s.errorOutput()
+	if err := d.AwaitGreeting(s.Addr, 10*time.Second); err != nil {
+		out := mtatest.Tails(20, s.stderrFile, s.logFile)
 		if strings.Contains(out, "Address already in use") {
-			return s, fmt.Errorf("sendmail on %s: %w", s.Addr, errPortTaken)
+			return s, fmt.Errorf("sendmail on %s: %w", s.Addr, mtatest.ErrPortTaken)
 		}
 		return s, fmt.Errorf("sendmail -bD -C %s on %s does not greet: %v\n%s", cf, s.Addr, err, out)
 	}
@@ -550,24 +470,6 @@ func m4(root, mc, cf string) error {
 	return os.WriteFile(cf, stdout.Bytes(), 0o644)
 }
 
-// checkAddr accepts the addresses an Options list may hold.
-func checkAddr(a string) error {
-	if a == "" || strings.Count(a, "@") != 1 {
-		return fmt.Errorf("option address %q: want one local@domain", a)
-	}
-	for _, r := range a {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-@", r)) {
-			return fmt.Errorf("option address %q: only letters, digits and . _ + - @ are supported", a)
-		}
-	}
-	return nil
-}
-
-// shq quotes s for the shell.
-func shq(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // listenSyslog makes the socket that is /dev/log inside the namespace and
 // starts copying what arrives on it into the log file, one line per
 // message, without the "<priority>" prefix.
@@ -608,56 +510,6 @@ func (s *Sendmail) listenSyslog(path string) error {
 	return nil
 }
 
-// awaitGreeting connects until Sendmail answers with 220, the daemon exits
-// or the timeout ends.
-func (s *Sendmail) awaitGreeting(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := probe(s.Addr, deadline)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-s.done:
-			return fmt.Errorf("daemon exited (%v)", s.cmd.ProcessState)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(pollInterval)
-	}
-}
-
-// probe makes one connection, reads the 220 greeting and says QUIT.
-func probe(addr string, deadline time.Time) error {
-	c, err := net.DialTimeout("tcp", addr, time.Until(deadline))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return err
-	}
-	r := bufio.NewReader(c)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("reading greeting: %v", err)
-	}
-	if !strings.HasPrefix(line, "220") {
-		return fmt.Errorf("greeting %q", strings.TrimSpace(line))
-	}
-	for len(line) > 3 && line[3] == '-' {
-		if line, err = r.ReadString('\n'); err != nil {
-			return nil
-		}
-	}
-	if _, err := c.Write([]byte("QUIT\r\n")); err == nil {
-		_, _ = r.ReadString('\n')
-	}
-	return nil
-}
-
 // Stop stops the instance now: SIGTERM to sendmail, then, if it has not
 // ended after 5s, SIGKILL. When sendmail, PID 1 of its PID namespace, ends,
 // the kernel kills every other process of the namespace and unshare returns
@@ -680,242 +532,12 @@ func (s *Sendmail) shutdown() error {
 	}
 	s.stopped = true
 	var err error
-	if s.cmd != nil {
-		err = stopNamespace(s.cmd.Process.Pid, s.done, "sendmail")
+	if s.daemon != nil {
+		err = s.daemon.StopNamespace("sendmail")
 	}
 	if s.syslog != nil {
 		s.syslog.Close()
 		<-s.syslogDone
 	}
 	return err
-}
-
-// stopNamespace ends the PID namespace that unshare (process unsharePid,
-// whose exit closes done) created: SIGTERM to its first process, SIGKILL
-// after 5s.
-func stopNamespace(unsharePid int, done <-chan struct{}, name string) error {
-	gone := func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	}
-	if init := childOf(unsharePid); init > 0 {
-		_ = syscall.Kill(init, syscall.SIGTERM)
-		if waitFor(5*time.Second, gone) {
-			return nil
-		}
-		_ = syscall.Kill(init, syscall.SIGKILL)
-	}
-	// unshare blocks SIGTERM while it waits; SIGKILL ends it, and
-	// --kill-child then kills the namespace.
-	_ = syscall.Kill(-unsharePid, syscall.SIGKILL)
-	if waitFor(5*time.Second, gone) {
-		return nil
-	}
-	return fmt.Errorf("%s (unshare %d) still running after SIGKILL", name, unsharePid)
-}
-
-// childOf returns the PID of a child process of pid, or 0.
-func childOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err == nil {
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			c, _ := strconv.Atoi(f[0])
-			return c
-		}
-		return 0
-	}
-	// Without CONFIG_PROC_CHILDREN: look for a process whose parent is pid.
-	entries, _ := os.ReadDir("/proc")
-	want := strconv.Itoa(pid)
-	for _, ent := range entries {
-		c, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		if f := strings.Fields(string(stat[i+1:])); len(f) > 1 && f[1] == want {
-			return c
-		}
-	}
-	return 0
-}
-
-// Messages returns the full contents of the messages delivered so far, in
-// delivery order (file modification time, then file name).
-func (s *Sendmail) Messages(t testing.TB) [][]byte {
-	t.Helper()
-	msgs, err := readMaildir(s.MailDir)
-	if err != nil {
-		t.Fatalf("sendmailtest: %v", err)
-	}
-	return msgs
-}
-
-// readMaildir returns the messages in dir/new in delivery order.
-func readMaildir(maildir string) ([][]byte, error) {
-	dir := filepath.Join(maildir, "new")
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // the delivery script creates the Maildir
-	}
-	if err != nil {
-		return nil, err
-	}
-	type file struct {
-		name  string
-		mtime time.Time
-	}
-	files := make([]file, 0, len(entries))
-	for _, ent := range entries {
-		info, err := ent.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, file{ent.Name(), info.ModTime()})
-	}
-	slices.SortFunc(files, func(a, b file) int {
-		if c := a.mtime.Compare(b.mtime); c != 0 {
-			return c
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	msgs := make([][]byte, 0, len(files))
-	for _, f := range files {
-		// Files in new/ are complete: the script writes in tmp/ and
-		// renames.
-		b, err := os.ReadFile(filepath.Join(dir, f.name))
-		if err != nil {
-			return nil, err
-		}
-		msgs = append(msgs, b)
-	}
-	return msgs, nil
-}
-
-// WaitMessages waits until at least n messages have been delivered and
-// returns all delivered messages as Messages does. It fails the test, with
-// what it found and the end of the log, if that takes longer than timeout.
-func (s *Sendmail) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]byte {
-	t.Helper()
-	var msgs [][]byte
-	var err error
-	if waitFor(timeout, func() bool {
-		msgs, err = readMaildir(s.MailDir)
-		return err != nil || len(msgs) >= n
-	}) && err == nil {
-		return msgs
-	}
-	if err != nil {
-		t.Fatalf("sendmailtest: %v", err)
-	}
-	t.Fatalf("sendmailtest: %d of %d messages delivered to %s after %v; log ends:\n%s",
-		len(msgs), n, s.MailDir, timeout, lastLines(s.readLog(), 30))
-	return nil
-}
-
-// Log returns what Sendmail has logged through syslog so far, one message
-// a line ("Dec  6 15:31:25 sendmail[10332]: 6B6FVPVw010332: from=<…>, …").
-func (s *Sendmail) Log(t testing.TB) string {
-	t.Helper()
-	b, err := os.ReadFile(s.logFile)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("sendmailtest: %v", err)
-	}
-	return string(b)
-}
-
-// WaitLog waits until the log contains substr and returns the whole log:
-// delivery lines are written by a process forked after the SMTP reply. It
-// fails the test with the log if substr does not appear within timeout.
-func (s *Sendmail) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
-	t.Helper()
-	var log string
-	if waitFor(timeout, func() bool {
-		log = s.readLog()
-		return strings.Contains(log, substr)
-	}) {
-		return log
-	}
-	t.Fatalf("sendmailtest: log lacks %q after %v:\n%s", substr, timeout, lastLines(log, 40))
-	return ""
-}
-
-// readLog returns the log, or "" when it cannot be read.
-func (s *Sendmail) readLog() string {
-	b, _ := os.ReadFile(s.logFile)
-	return string(b)
-}
-
-// errorOutput returns what the daemon said on stderr and in its log, for a
-// start that failed.
-func (s *Sendmail) errorOutput() string {
-	var b strings.Builder
-	for _, f := range []string{s.stderrFile, s.logFile} {
-		if text, err := os.ReadFile(f); err == nil && len(text) > 0 {
-			fmt.Fprintf(&b, "%s:\n%s\n", filepath.Base(f), lastLines(string(text), 20))
-		}
-	}
-	return b.String()
-}
-
-// waitFor polls cond every pollInterval until it holds or timeout passes,
-// and reports whether it held. cond is evaluated at least once and once more
-// after the deadline.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pollInterval)
-	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// removeAll removes dir, retrying briefly: a process killed a moment ago
-// may still have been creating a file in it.
-func removeAll(dir string) error {
-	var err error
-	for range 5 {
-		if err = os.RemoveAll(dir); err == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return err
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.SplitAfter(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
 }

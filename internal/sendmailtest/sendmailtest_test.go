@@ -2,52 +2,13 @@ package sendmailtest
 
 import (
 	"fmt"
+	"moat/internal/mtatest"
 	"net"
-	"net/textproto"
 	"os"
 	"strings"
 	"testing"
 	"time"
 )
-
-// session is a raw SMTP client.
-type session struct {
-	t  *testing.T
-	tp *textproto.Conn
-}
-
-func dial(t *testing.T, addr string) (*session, string) {
-	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	if err := nc.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	s := &session{t: t, tp: textproto.NewConn(nc)}
-	return s, s.expect(220)
-}
-
-// expect reads one reply and fails unless its code is want; it returns the
-// reply's text lines.
-func (s *session) expect(want int) string {
-	s.t.Helper()
-	code, msg, err := s.tp.ReadResponse(want)
-	if err != nil {
-		s.t.Fatalf("want %d, got %d %q: %v", want, code, msg, err)
-	}
-	return msg
-}
-
-func (s *session) cmd(want int, line string) string {
-	s.t.Helper()
-	if err := s.tp.PrintfLine("%s", line); err != nil {
-		s.t.Fatal(err)
-	}
-	return s.expect(want)
-}
 
 // The instance greets, applies the check rulesets of its Options with
 // their replies, refuses other domains, and delivers accepted mail into the
@@ -60,11 +21,11 @@ func TestStartDeliverAndRefuse(t *testing.T) {
 		DeferRecipients: []string{"later@example.net"},
 	})
 
-	s, greeting := dial(t, m.Addr)
+	s, greeting := mtatest.Dial(t, m.Addr)
 	if !strings.HasPrefix(greeting, Hostname+" ESMTP Sendmail 8.") {
 		t.Errorf("greeting %q", greeting)
 	}
-	ehlo := s.cmd(250, "EHLO client.test")
+	ehlo := s.Do(250, "EHLO client.test")
 	for _, want := range []string{"\nENHANCEDSTATUSCODES\n", "\nPIPELINING\n", "\n8BITMIME\n", "\nSIZE\n", "\nDSN\n"} {
 		if !strings.Contains(ehlo, want) {
 			t.Errorf("EHLO reply lacks %q: %q", want, ehlo)
@@ -73,39 +34,39 @@ func TestStartDeliverAndRefuse(t *testing.T) {
 	if strings.Contains(ehlo, "STARTTLS") || strings.Contains(ehlo, "AUTH") {
 		t.Errorf("EHLO reply offers TLS or AUTH: %q", ehlo)
 	}
-	if got := s.cmd(550, "MAIL FROM:<spam@client.test>"); got != "5.7.1 <spam@client.test>... Sender refused" {
+	if got := s.Do(550, "MAIL FROM:<spam@client.test>"); got != "5.7.1 <spam@client.test>... Sender refused" {
 		t.Errorf("denied sender: %q", got)
 	}
-	if got := s.cmd(451, "MAIL FROM:<slow@client.test>"); got != "4.7.1 Sender deferred" {
+	if got := s.Do(451, "MAIL FROM:<slow@client.test>"); got != "4.7.1 Sender deferred" {
 		t.Errorf("deferred sender: %q", got)
 	}
-	if got := s.cmd(250, "MAIL FROM:<ana@client.test>"); got != "2.1.0 <ana@client.test>... Sender ok" {
+	if got := s.Do(250, "MAIL FROM:<ana@client.test>"); got != "2.1.0 <ana@client.test>... Sender ok" {
 		t.Errorf("MAIL reply text %q", got)
 	}
-	if got := s.cmd(250, "RCPT TO:<bo@example.net>"); got != "2.1.5 <bo@example.net>... Recipient ok" {
+	if got := s.Do(250, "RCPT TO:<bo@example.net>"); got != "2.1.5 <bo@example.net>... Recipient ok" {
 		t.Errorf("RCPT reply text %q", got)
 	}
-	s.cmd(250, "RCPT TO:<Cy@Example.NET>")
-	if got := s.cmd(550, "RCPT TO:<denied@example.net>"); got != "5.7.1 <denied@example.net>... Recipient refused" {
+	s.Do(250, "RCPT TO:<Cy@Example.NET>")
+	if got := s.Do(550, "RCPT TO:<denied@example.net>"); got != "5.7.1 <denied@example.net>... Recipient refused" {
 		t.Errorf("denied recipient: %q", got)
 	}
-	if got := s.cmd(451, "RCPT TO:<later@example.net>"); got != "4.7.1 Recipient deferred" {
+	if got := s.Do(451, "RCPT TO:<later@example.net>"); got != "4.7.1 Recipient deferred" {
 		t.Errorf("deferred recipient: %q", got)
 	}
-	if got := s.cmd(550, "RCPT TO:<someone@elsewhere.test>"); got != "5.7.1 <someone@elsewhere.test>... Relaying denied" {
+	if got := s.Do(550, "RCPT TO:<someone@elsewhere.test>"); got != "5.7.1 <someone@elsewhere.test>... Relaying denied" {
 		t.Errorf("other domain: %q", got)
 	}
-	s.cmd(550, "RCPT TO:<postmaster>")
-	s.cmd(354, "DATA")
-	if got := s.cmd(250, "Subject: first\r\n\r\nbody line\r\n..dot\r\n."); !strings.HasSuffix(got, " Message accepted for delivery") {
+	s.Do(550, "RCPT TO:<postmaster>")
+	s.Do(354, "DATA")
+	if got := s.Do(250, "Subject: first\r\n\r\nbody line\r\n..dot\r\n."); !strings.HasSuffix(got, " Message accepted for delivery") {
 		t.Errorf("end of data: %q", got)
 	}
 
-	s.cmd(250, "MAIL FROM:<ana@client.test>")
-	s.cmd(250, "RCPT TO:<dee@example.net>")
-	s.cmd(354, "DATA")
-	s.cmd(250, "Subject: second\r\n\r\nother body\r\n.")
-	s.cmd(221, "QUIT")
+	s.Do(250, "MAIL FROM:<ana@client.test>")
+	s.Do(250, "RCPT TO:<dee@example.net>")
+	s.Do(354, "DATA")
+	s.Do(250, "Subject: second\r\n\r\nother body\r\n.")
+	s.Do(221, "QUIT")
 
 	msgs := m.WaitMessages(t, 3, 20*time.Second)
 	if len(msgs) != 3 {
@@ -139,7 +100,7 @@ func TestStartDeliverAndRefuse(t *testing.T) {
 	}
 	// The Maildir file is there before Sendmail logs the delivery (after
 	// the mailer exits).
-	waitFor(10*time.Second, func() bool { return strings.Count(m.readLog(), "stat=Sent") >= 3 })
+	mtatest.WaitFor(10*time.Second, func() bool { return strings.Count(m.Log(t), "stat=Sent") >= 3 })
 	log := m.WaitLog(t, "reject=550 5.7.1 <someone@elsewhere.test>... Relaying denied", 10*time.Second)
 	if n := strings.Count(log, "mailer=moat"); n != 3 || strings.Count(log, "stat=Sent") != 3 {
 		t.Errorf("log has %d deliveries, want 3:\n%s", n, log)
@@ -150,21 +111,21 @@ func TestStartDeliverAndRefuse(t *testing.T) {
 // the limit is advertised.
 func TestMessageSizeLimit(t *testing.T) {
 	m := Start(t, Options{MessageSizeLimit: 1000})
-	s, _ := dial(t, m.Addr)
-	if ehlo := s.cmd(250, "EHLO client.test"); !strings.Contains(ehlo, "\nSIZE 1000\n") {
+	s, _ := mtatest.Dial(t, m.Addr)
+	if ehlo := s.Do(250, "EHLO client.test"); !strings.Contains(ehlo, "\nSIZE 1000\n") {
 		t.Errorf("EHLO reply: %q", ehlo)
 	}
-	if got := s.cmd(552, "MAIL FROM:<ana@client.test> SIZE=5000"); got != "5.2.3 Message size exceeds fixed maximum message size (1000)" {
+	if got := s.Do(552, "MAIL FROM:<ana@client.test> SIZE=5000"); got != "5.2.3 Message size exceeds fixed maximum message size (1000)" {
 		t.Errorf("MAIL with SIZE=5000: %q", got)
 	}
-	s.cmd(250, "MAIL FROM:<ana@client.test>")
-	s.cmd(250, "RCPT TO:<bo@example.net>")
-	s.cmd(354, "DATA")
-	got := s.cmd(552, "Subject: big\r\n\r\n"+strings.Repeat(strings.Repeat("x", 70)+"\r\n", 30)+".")
+	s.Do(250, "MAIL FROM:<ana@client.test>")
+	s.Do(250, "RCPT TO:<bo@example.net>")
+	s.Do(354, "DATA")
+	got := s.Do(552, "Subject: big\r\n\r\n%s.", strings.Repeat(strings.Repeat("x", 70)+"\r\n", 30))
 	if got != "5.2.3 Message exceeds maximum fixed size (1000)" {
 		t.Errorf("oversized message: %q", got)
 	}
-	s.cmd(221, "QUIT")
+	s.Do(221, "QUIT")
 	if msgs := m.Messages(t); len(msgs) != 0 {
 		t.Errorf("%d messages delivered", len(msgs))
 	}
@@ -173,16 +134,13 @@ func TestMessageSizeLimit(t *testing.T) {
 // Every message of a connection carrying many transactions is delivered.
 func TestManyMessagesOneConnection(t *testing.T) {
 	m := Start(t, Options{})
-	s, _ := dial(t, m.Addr)
-	s.cmd(250, "EHLO client.test")
+	s, _ := mtatest.Dial(t, m.Addr)
+	s.Do(250, "EHLO client.test")
 	const n = 12
 	for i := range n {
-		s.cmd(250, "MAIL FROM:<ana@client.test>")
-		s.cmd(250, "RCPT TO:<bo@example.net>")
-		s.cmd(354, "DATA")
-		s.cmd(250, fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n.", i))
+		s.Send("ana@client.test", []string{"bo@example.net"}, fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i))
 	}
-	s.cmd(221, "QUIT")
+	s.Do(221, "QUIT")
 	m.WaitMessages(t, n, 20*time.Second)
 }
 
@@ -191,13 +149,10 @@ func TestParallelInstances(t *testing.T) {
 	a := Start(t, Options{})
 	b := Start(t, Options{})
 	for i, m := range []*Sendmail{a, b} {
-		s, _ := dial(t, m.Addr)
-		s.cmd(250, "EHLO client.test")
-		s.cmd(250, "MAIL FROM:<ana@client.test>")
-		s.cmd(250, fmt.Sprintf("RCPT TO:<n%d@example.net>", i))
-		s.cmd(354, "DATA")
-		s.cmd(250, fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n.", i))
-		s.cmd(221, "QUIT")
+		s, _ := mtatest.Dial(t, m.Addr)
+		s.Do(250, "EHLO client.test")
+		s.Send("ana@client.test", []string{fmt.Sprintf("n%d@example.net", i)}, fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i))
+		s.Do(221, "QUIT")
 	}
 	for i, m := range []*Sendmail{a, b} {
 		msgs := m.WaitMessages(t, 1, 20*time.Second)
@@ -217,9 +172,9 @@ func TestParallelInstances(t *testing.T) {
 func TestStop(t *testing.T) {
 	m := Start(t, Options{})
 	// An open session: its process is a child of the daemon.
-	s, _ := dial(t, m.Addr)
-	s.cmd(250, "EHLO client.test")
-	init := childOf(m.cmd.Process.Pid)
+	s, _ := mtatest.Dial(t, m.Addr)
+	s.Do(250, "EHLO client.test")
+	init := mtatest.ChildOf(m.daemon.Pid())
 	if init == 0 {
 		t.Fatal("no sendmail process under unshare")
 	}
@@ -227,11 +182,11 @@ func TestStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := nsMembers(nsLink); n < 2 {
+	if n := mtatest.NamespaceMembers(nsLink); n < 2 {
 		t.Errorf("%d processes in sendmail's namespace, want the session's too", n)
 	}
 	m.Stop(t)
-	if n := nsMembers(nsLink); n != 0 {
+	if n := mtatest.NamespaceMembers(nsLink); n != 0 {
 		t.Fatalf("%d processes of %s alive after Stop", n, nsLink)
 	}
 	if c, err := net.DialTimeout("tcp", m.Addr, time.Second); err == nil {
@@ -242,18 +197,6 @@ func TestStop(t *testing.T) {
 	if !strings.Contains(m.Log(t), "starting daemon") {
 		t.Errorf("log after Stop: %q", m.Log(t))
 	}
-}
-
-// nsMembers counts the processes whose PID namespace is link.
-func nsMembers(link string) int {
-	entries, _ := os.ReadDir("/proc")
-	n := 0
-	for _, ent := range entries {
-		if l, err := os.Readlink("/proc/" + ent.Name() + "/ns/pid"); err == nil && l == link {
-			n++
-		}
-	}
-	return n
 }
 
 // Start fails with a message that names the fix when the unpacked tree is
@@ -270,11 +213,11 @@ func TestCheckRootMissing(t *testing.T) {
 // refused.
 func TestOptionAddressChecked(t *testing.T) {
 	for _, a := range []string{`a$b@x.test`, "a b@x.test", "nodomain", ""} {
-		if checkAddr(a) == nil {
+		if mtatest.CheckAddr(a) == nil {
 			t.Errorf("%q accepted", a)
 		}
 	}
-	if err := checkAddr("a.b+c_d-e@x.test"); err != nil {
+	if err := mtatest.CheckAddr("a.b+c_d-e@x.test"); err != nil {
 		t.Error(err)
 	}
 }
