@@ -106,9 +106,11 @@ func TestFeedLateEndStaysWithItsTransaction(t *testing.T) {
 }
 
 // connectTempfailJudge tempfails every session at connect.
-type connectTempfailJudge struct{ testJudge }
+type connectTempfailJudge struct{}
 
-func (connectTempfailJudge) Evaluate(st inspect.Stage, f *inspect.Facts) inspect.Verdict {
+func (*connectTempfailJudge) Needs(inspect.Stage) inspect.Needs { return inspect.Needs{} }
+
+func (*connectTempfailJudge) Evaluate(st inspect.Stage, f *inspect.Facts) inspect.Verdict {
 	if st == inspect.StageConnect {
 		return inspect.Verdict{Action: inspect.Tempfail, WouldBe: inspect.Tempfail, Reason: "test"}
 	}
