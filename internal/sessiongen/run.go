@@ -348,6 +348,16 @@ func (p *player) bdat(st Step, res *StepResult) error {
 		}
 		return p.message(st.Msg, res)
 	}
+	sum := 0
+	for _, n := range st.Chunks {
+		if n < 0 {
+			return fmt.Errorf("BDAT chunk of %d octets", n)
+		}
+		sum += n
+	}
+	if sum != len(st.Msg.Content) {
+		return fmt.Errorf("BDAT chunks %v do not add up to the message's %d octets", st.Chunks, len(st.Msg.Content))
+	}
 	off := 0
 	for i, n := range st.Chunks {
 		cmd := "BDAT " + strconv.Itoa(n)

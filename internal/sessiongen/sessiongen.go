@@ -90,14 +90,21 @@ type Options struct {
 // Refusals are the envelope values a test configures its servers to
 // refuse, stage by stage. Every list may be empty.
 type Refusals struct {
+	// Helo are HELO/EHLO names refused (a session uses one as its name).
+	Helo []string
 	// MailReject and MailDefer are senders refused at MAIL with 5xx / 4xx.
 	MailReject, MailDefer []string
 	// RcptReject and RcptDefer are recipients refused at RCPT.
 	RcptReject, RcptDefer []string
 	// DataReject and DataDefer are senders refused at the DATA command
-	// (Postfix's smtpd_data_restrictions). A transaction with one of them
-	// is always followed by RSET, as a real client does after a refused
-	// DATA (RFC 5321 §4.1.1.4: the transaction is still open).
+	// (Postfix's smtpd_data_restrictions).
+	//
+	// A transaction with one of them, or one refused at the end of data
+	// (EODDefer, EODRejectSubject, an oversize message), is followed by
+	// RSET, as a real client resets after a failed transaction: the
+	// transaction is still open after a refused DATA (RFC 5321
+	// §4.1.1.4), and Postfix keeps it open after refusing at the end of
+	// data too.
 	DataReject, DataDefer []string
 	// EODDefer are senders refused with 4xx at the end of data.
 	EODDefer []string
@@ -377,6 +384,9 @@ func (g *gen) cmd(tag Tag, line string) {
 
 func (g *gen) session() {
 	g.s.Helo = fmt.Sprintf("client%d.%s", g.s.N, g.o.SenderDomain)
+	if len(g.o.Refuse.Helo) > 0 && g.p(0.1) {
+		g.s.Helo = g.pick(g.o.Refuse.Helo)
+	}
 	g.s.EarlyTalk = g.o.EarlyTalker && g.p(0.15)
 	g.esmtp = g.s.EarlyTalk || g.p(0.9)
 	g.hello()
@@ -473,10 +483,12 @@ func (g *gen) transaction() {
 		reset bool
 	}
 	lists := []senderList{{rf.MailReject, false}, {rf.MailDefer, false}, {rf.DataReject, true}, {rf.DataDefer, true}, {rf.EODDefer, false}}
+	eodRefused := false
 	if g.p(0.3) {
 		l := lists[g.r.IntN(len(lists))]
 		if len(l.list) > 0 {
 			from, needRset = g.pick(l.list), l.reset
+			eodRefused = slices.Contains(rf.EODDefer, from)
 		}
 	} else if g.p(0.05) {
 		from = "" // the null sender, as in a bounce
@@ -512,6 +524,7 @@ func (g *gen) transaction() {
 	subject := fmt.Sprintf("transaction %d of session %d", g.tx, g.s.N)
 	if rf.EODRejectSubject != "" && g.p(0.1) {
 		subject = rf.EODRejectSubject + " " + subject
+		eodRefused = true
 	}
 	msg := g.message(from, rcpts[0], subject, o.SizeLimit > 0 && g.p(0.08))
 	var size int64
@@ -541,8 +554,10 @@ func (g *gen) transaction() {
 		g.data(TagDataNoRcpt, g.smallMessage(from, rcpts[0]))
 		g.envelope(env[1:], false)
 		g.data(TagData, msg)
-	case g.p(0.07):
-		// An abort: MAIL, RCPT, then RSET instead of data.
+	case g.p(0.07) || over && g.p(0.7):
+		// An abort: MAIL, RCPT, then RSET instead of data. Most
+		// transactions over the recipient limit end so, since a message
+		// to a hundred recipients costs the servers a hundred deliveries.
 		g.envelope(env, pipelined)
 		g.cmd(TagRset, "RSET")
 		return
@@ -562,7 +577,7 @@ func (g *gen) transaction() {
 		g.envelope(env, false)
 		g.data(TagData, msg)
 	}
-	if needRset {
+	if needRset || eodRefused || msg.Oversize {
 		g.cmd(TagRset, "RSET")
 	}
 }
@@ -622,7 +637,7 @@ func (g *gen) message(from, to, subject string, oversize bool) *Message {
 // smallMessage is the message of a DATA expected to be refused.
 func (g *gen) smallMessage(from, to string) *Message {
 	m := &Message{ID: fmt.Sprintf("sg.%d.%d.%d.early@%s", g.s.Seed, g.s.N, g.tx, g.o.SenderDomain), Subject: "early DATA"}
-	m.Content = fmt.Appendf(nil, "From: <%s>\r\nTo: <%s>\r\nMessage-ID: <%s>\r\nSubject: early DATA\r\n\r\nno recipients yet\r\n", from, to, m.ID)
+	m.Content = fmt.Appendf(nil, "From: <%s>\r\nTo: <%s>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <%s>\r\nSubject: early DATA\r\n\r\nno recipients yet\r\n", from, to, m.ID)
 	return m
 }
 
