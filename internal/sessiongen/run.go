@@ -118,7 +118,11 @@ func (t *Transcript) String() string {
 // stops, it is not an error of the run.
 var errClosed = errors.New("connection closed by the server")
 
-// Run plays s against addr and returns what happened. tlsConf is used for
+// Run plays s against addr and returns what happened, adapting like a
+// real client: see the package documentation; besides, it gives up a
+// transaction (Step.Tx) whose MAIL, sent on its own, was refused, and
+// sends a transaction's DATA (when on its own) or BDAT only when one of
+// its RCPTs was accepted. Skipped steps say so in their StepResult. tlsConf is used for
 // STARTTLS; nil skips STARTTLS steps. The error is about the run, not the
 // server's answers: the dial failed, a reply did not come within
 // StepTimeout or ctx ended, a reply was malformed, or the TLS handshake
@@ -164,6 +168,11 @@ type player struct {
 	tr      *Transcript
 	greeted bool
 	data    bool // the last reply was 354: the server waits for data
+	// The transaction in progress (Step.Tx): whether its MAIL, sent on
+	// its own, was refused, and how many of its RCPTs were accepted.
+	tx         int
+	mailFailed bool
+	rcptOK     int
 }
 
 func (p *player) setDeadline(t time.Time) { p.nc.SetDeadline(t) }
@@ -230,6 +239,24 @@ func (p *player) greet() error {
 }
 
 func (p *player) step(st Step, res *StepResult) error {
+	if st.Tx != p.tx {
+		p.tx, p.mailFailed, p.rcptOK = st.Tx, false, 0
+	}
+	// A real client gives up a transaction whose MAIL was refused, and
+	// sends no message when no recipient was accepted — except what it
+	// already pipelined.
+	switch {
+	case st.Tx == 0:
+	case st.Kind == KindData && p.data:
+		// The server waits for the message: it must come, whatever
+		// the client thinks of the transaction.
+	case p.mailFailed:
+		res.Skipped = "MAIL refused"
+		return nil
+	case p.rcptOK == 0 && (st.Kind == KindBDAT || st.Kind == KindCmd && len(st.Cmds) == 1 && st.Cmds[0].Tag == TagData):
+		res.Skipped = "no recipient accepted"
+		return nil
+	}
 	switch st.Kind {
 	case KindCmd:
 		return p.commands(st, res)
@@ -311,6 +338,13 @@ func (p *player) reply(c Command, res *StepResult) error {
 	}
 	p.data = r.Code == 354
 	switch c.Tag {
+	case TagMail:
+		p.mailFailed = r.Class() != 2 && !res.Pipelined
+		p.rcptOK = 0
+	case TagRcpt, TagRcptOver, TagRcptNoMail:
+		if r.Class() == 2 {
+			p.rcptOK++
+		}
 	case TagEHLO:
 		p.tr.Ext = nil
 		if r.Code == 250 {

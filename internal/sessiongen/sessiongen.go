@@ -82,6 +82,10 @@ type Options struct {
 	// STARTTLS lets some sessions try STARTTLS (when the server offers it)
 	// and EHLO again.
 	STARTTLS bool
+	// OversizeBDAT lets oversize messages go in BDAT chunks too, not
+	// only after DATA. (Exim 4.96 answers an oversize chunk before
+	// reading it, and takes the rest of the chunk for commands.)
+	OversizeBDAT bool
 
 	// Refuse names what the servers under test are configured to refuse.
 	Refuse Refusals
@@ -190,6 +194,9 @@ type Step struct {
 	// Pipelined sends Cmds in one write when the server offered
 	// PIPELINING; the replies are read after the write, in order.
 	Pipelined bool
+	// Tx numbers the transaction the step belongs to (MAIL, its RCPTs,
+	// DATA or BDAT, the message), from 1; 0 for steps outside one.
+	Tx int
 	// Msg is the message of a KindData or KindBDAT step.
 	Msg *Message
 	// Chunks splits Msg.Content for BDAT: the sizes of the chunks, the
@@ -373,7 +380,8 @@ type gen struct {
 	s      Session
 	errors int // bad commands still allowed
 	esmtp  bool
-	tx     int // transactions so far
+	plain  bool // use no extensions (the EHLO will be refused)
+	tx     int  // transactions so far
 }
 
 func (g *gen) p(prob float64) bool { return g.r.Float64() < prob }
@@ -385,7 +393,10 @@ func (g *gen) cmd(tag Tag, line string) {
 func (g *gen) session() {
 	g.s.Helo = fmt.Sprintf("client%d.%s", g.s.N, g.o.SenderDomain)
 	if len(g.o.Refuse.Helo) > 0 && g.p(0.1) {
+		// A client whose EHLO is refused goes on without extensions,
+		// so its script uses none: no pipelining, BDAT or SIZE=.
 		g.s.Helo = g.pick(g.o.Refuse.Helo)
+		g.plain = true
 	}
 	g.s.EarlyTalk = g.o.EarlyTalker && g.p(0.15)
 	g.esmtp = g.s.EarlyTalk || g.p(0.9)
@@ -441,6 +452,9 @@ func (g *gen) between(rsetLikely bool) {
 		case 1:
 			bad := []string{"MAIL FROM:bad", "MAIL FROM:<no-at-sign", "MAIL TO:<a@" + g.o.SenderDomain + ">", "MAIL FROM:"}
 			g.cmd(TagMailSyntax, bad[g.r.IntN(len(bad))])
+			// A lenient server takes some of these (Postfix qualifies
+			// "bad" unless strict_rfc821_envelopes): end what it started.
+			g.cmd(TagRset, "RSET")
 		case 2:
 			if g.esmtp {
 				g.cmd(TagMailParam, "MAIL FROM:<"+g.sender()+"> FROBNICATE=yes")
@@ -472,12 +486,21 @@ func (g *gen) pick(list []string) string { return list[g.r.IntN(len(list))] }
 // transaction adds one mail transaction.
 func (g *gen) transaction() {
 	g.tx++
+	first := len(g.s.Steps)
+	defer func() {
+		for i := first; i < len(g.s.Steps); i++ {
+			if st := &g.s.Steps[i]; !(st.Kind == KindCmd && st.Cmds[0].Tag == TagRset) {
+				st.Tx = g.tx
+			}
+		}
+	}()
 	o := &g.o
 	rf := &o.Refuse
 
 	// The sender: usually one the servers accept.
 	from := g.sender()
 	var needRset bool
+	over := o.RecipientLimit > 0 && g.p(0.06)
 	type senderList struct {
 		list  []string
 		reset bool
@@ -486,7 +509,10 @@ func (g *gen) transaction() {
 	eodRefused := false
 	if g.p(0.3) {
 		l := lists[g.r.IntN(len(lists))]
-		if len(l.list) > 0 {
+		// Not with a recipient overflow: a hundred RCPTs after a
+		// refused MAIL are a hundred errors, past every server's error
+		// limit, and servers count errors differently.
+		if len(l.list) > 0 && !over {
 			from, needRset = g.pick(l.list), l.reset
 			eodRefused = slices.Contains(rf.EODDefer, from)
 		}
@@ -498,7 +524,6 @@ func (g *gen) transaction() {
 	// refused at RCPT among them, rarely only refused ones; rarely more
 	// than the servers' limit.
 	var rcpts []string
-	over := o.RecipientLimit > 0 && g.p(0.06)
 	if over {
 		n := o.RecipientLimit + 1 + g.r.IntN(maxOverflow)
 		for i := 1; i <= n; i++ {
@@ -528,7 +553,7 @@ func (g *gen) transaction() {
 	}
 	msg := g.message(from, rcpts[0], subject, o.SizeLimit > 0 && g.p(0.08))
 	var size int64
-	if o.SizeLimit > 0 && g.p(0.3) {
+	if o.SizeLimit > 0 && g.p(0.3) && !g.plain {
 		size = int64(len(msg.Content))
 	}
 
@@ -544,8 +569,8 @@ func (g *gen) transaction() {
 
 	// How the envelope and the message go: pipelined or not; DATA or
 	// BDAT; sometimes a DATA before the first RCPT, or an abort.
-	pipelined := g.esmtp && g.p(0.5)
-	bdat := g.esmtp && g.p(0.2)
+	pipelined := g.esmtp && g.p(0.5) && !g.plain
+	bdat := g.esmtp && g.p(0.2) && !g.plain && (!msg.Oversize || o.OversizeBDAT)
 	switch {
 	case g.errors > 0 && g.p(0.06):
 		// DATA before RCPT: refused, then the transaction goes on.
