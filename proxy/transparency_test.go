@@ -417,8 +417,8 @@ func runTransparency(t *testing.T, up transparencyUpstream, seed uint64, first, 
 	if failed > 8 {
 		t.Errorf("%s: %d more sessions diverged (seed %d)", up.name, failed-8, seed)
 	}
-	t.Logf("%s: %d sessions compared in %v; %d deliveries direct, %d through moat",
-		up.name, sessions, time.Since(start).Round(time.Millisecond), wantD, wantM)
+	t.Logf("%s: %d sessions compared in %v; %d deliveries direct, %d through moat; played (direct/through moat): %s",
+		up.name, sessions, time.Since(start).Round(time.Millisecond), wantD, wantM, coverage(runs))
 
 	// The mailboxes: each run delivered what its transcript says, and
 	// the two hold the same messages.
@@ -1021,4 +1021,62 @@ func bareLFTo(s, repl string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// coverage counts what the runs played, direct/through moat, so that the
+// log shows the shapes were exercised and not skipped.
+func coverage(runs []*transparencyRun) string {
+	type pair [2]int
+	n := map[string]*pair{}
+	add := func(k string, side int) {
+		if n[k] == nil {
+			n[k] = &pair{}
+		}
+		n[k][side]++
+	}
+	for _, r := range runs {
+		for side, tr := range []*sessiongen.Transcript{&r.direct, &r.moat} {
+			if r.s.EarlyTalk {
+				add("early-talker", side)
+			}
+			if tr.TLS {
+				add("tls", side)
+			}
+			for i, st := range r.s.Steps {
+				res := tr.Steps[i]
+				if res.Skipped != "" {
+					continue
+				}
+				switch {
+				case res.Pipelined:
+					add("pipelined", side)
+				case st.Kind == sessiongen.KindBDAT && !res.AsData:
+					add("bdat", side)
+				case st.Kind == sessiongen.KindBDAT:
+					add("bdat-as-data", side)
+				}
+				if st.Msg != nil && st.Msg.Oversize {
+					add("oversize", side)
+				}
+				if st.Msg != nil && st.Msg.BareLF {
+					add("bare-lf", side)
+				}
+				for j, c := range st.Cmds {
+					if j < len(res.Replies) && c.Tag == sessiongen.TagRcptOver {
+						add("rcpt-over-limit", side)
+					}
+				}
+			}
+		}
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%d/%d", k, n[k][0], n[k][1])
+	}
+	return strings.TrimSpace(b.String())
 }
