@@ -21,12 +21,18 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"moat/inspect"
+	"moat/inspect/sequencer"
 )
 
 // Deps are what an Analyzer needs from the rest of moat.
 type Deps struct {
 	// Engine judges each session; nil reconstructs without judging.
 	Engine *inspect.Engine
+	// Session is the policy the proxy applies to a session (limits,
+	// early talkers, bare line endings: proxy.Config.SequencerConfig),
+	// so that a recorded session is judged as moat would judge it live.
+	// The zero value sets no limits.
+	Session sequencer.Config
 	// Logger gets read errors and recovered panics; nil discards.
 	Logger *slog.Logger
 	// Metrics, when set, counts sessions, transactions and verdicts.
@@ -41,6 +47,11 @@ type Deps struct {
 	// DNS, when set, collects the DNS answers the capture holds, for
 	// --dnsbl recorded.
 	DNS *DNSAnswers
+	// Keep, when set, sees each SMTP session once it is reconstructed,
+	// with its two directions, before their bytes are freed: what moat
+	// replay sends again. Shards call it concurrently; the Streams are
+	// valid only during the call.
+	Keep func(s *Session, client, server *Stream)
 }
 
 // Analyzer reads captures and reconstructs and judges their SMTP
@@ -48,18 +59,15 @@ type Deps struct {
 type Analyzer struct {
 	cfg     Config
 	engine  *inspect.Engine
+	session sequencer.Config
 	log     *slog.Logger
 	metrics *Metrics
 	extract func(s *Session, rec *Record, body io.ReaderAt, size int64) string
 	stream  bool
 	dns     *DNSAnswers
+	keep    func(s *Session, client, server *Stream)
 	ports   [65536 / 64]uint64
 	budget  memBudget
-
-	// keep, when set, sees each SMTP session with its two reassembled
-	// directions before their bytes are freed (Replay, in replay.go).
-	// Shards call it concurrently.
-	keep func(s *Session, client, server *halfStream)
 
 	panics atomic.Int64 // recovered in session processing; tests check it is 0
 }
@@ -84,8 +92,8 @@ func New(cfg Config, deps Deps) (*Analyzer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Analyzer{cfg: cfg, engine: deps.Engine, log: deps.Logger, metrics: deps.Metrics,
-		extract: deps.Extract, stream: deps.Stream, dns: deps.DNS}
+	a := &Analyzer{cfg: cfg, engine: deps.Engine, session: deps.Session, log: deps.Logger, metrics: deps.Metrics,
+		extract: deps.Extract, stream: deps.Stream, dns: deps.DNS, keep: deps.Keep}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -387,12 +395,15 @@ func (a *Analyzer) process(f *flow) (s *Session) {
 		ch: &f.half[ci], sh: &f.half[si]}
 	c.cs = &streamReader{h: c.ch}
 	c.ss = &streamReader{h: c.sh}
-	c.sess = inspect.Session{ID: s.UID, Start: s.Start, Client: s.Client, Server: s.Server,
-		// Rules judge recorded mail at its capture time (date skew).
-		Clock: func() time.Time { return s.Start }}
+	if a.engine != nil {
+		c.q = sequencer.New(c.ctx, a.session, a.engine, inspect.Session{ID: s.UID, Start: s.Start,
+			Client: s.Client, Server: s.Server,
+			// Rules judge recorded mail at its capture time (date skew).
+			Clock: func() time.Time { return s.Start }})
+	}
 	c.run()
 	if a.keep != nil {
-		a.keep(s, c.ch, c.sh)
+		a.keep(s, &Stream{c.ch}, &Stream{c.sh})
 	}
 	if a.metrics != nil {
 		a.metrics.session(s)

@@ -10,6 +10,8 @@ import (
 
 	"moat/inspect"
 	"moat/rules"
+
+	"moat/internal/pcaptest"
 )
 
 // benchSessions is the size of the generated benchmark capture.
@@ -22,7 +24,7 @@ var (
 
 func benchCapture(b testing.TB) []byte {
 	benchOnce.Do(func() {
-		benchData = writePcap(b, genCapture(benchSessions, 50, 2025))
+		benchData = pcaptest.Write(b, pcaptest.Capture(benchSessions, 50, 2025))
 	})
 	return benchData
 }

@@ -8,12 +8,12 @@ import (
 	"errors"
 	"io"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"moat/inspect"
+	"moat/inspect/sequencer"
 	"moat/inspect/smtp"
 )
 
@@ -28,10 +28,10 @@ import (
 // client line. A capture of only the client's half pairs nothing and is
 // read as if every reply had been positive.
 //
-// Alongside, a second state machine mirrors the proxy's (proxy/conn.go):
-// it calls inspect.Engine's Connect, Helo, Mail, Rcpt, Data and End at
-// the same points and under the same preconditions, so a session is
-// judged offline exactly as it would have been live.
+// Alongside, every command line is fed to the session sequencer the proxy
+// itself runs on (inspect/sequencer), with the recorded server's replies
+// standing in for the upstream's: a session is judged offline by the very
+// state machine that judges it live.
 
 // Session is one reconstructed SMTP session.
 type Session struct {
@@ -90,17 +90,6 @@ const (
 	maxTLSPreview  = 8        // bytes looked at to tell a TLS ClientHello
 )
 
-// pstate mirrors the proxy's session state (proxy/conn.go).
-type pstate uint8
-
-const (
-	pGreeted pstate = iota // waiting for HELO/EHLO
-	pHelo                  // greeted, no transaction
-	pMail                  // MAIL accepted
-	pRcpt                  // a recipient accepted
-	pRefused               // the connect stage refused the session
-)
-
 // conversation rebuilds one session.
 type conversation struct {
 	an  *Analyzer
@@ -113,17 +102,20 @@ type conversation struct {
 	scratch  []byte
 	serverOK bool // replies can still be paired with commands
 
-	// The engine's view, as the proxy would have built it.
-	sess    inspect.Session
-	state   pstate
-	judged  bool // Connect was called
-	helo    inspect.Verdict
-	heloOK  bool
-	connect inspect.Verdict
-	tx      inspect.Transaction
-	txOK    bool // the proxy would have an open transaction
-	refusal *refusal
-	last    *refusal // last verdict judged in the transaction
+	// The proxy's view: the sequencer the proxy runs on, fed the
+	// client's command lines and the recorded replies; nil without an
+	// engine. qClosed: it closed the session, as the proxy would have
+	// (the recorded client, talking to another server, went on).
+	q       *sequencer.Sequencer
+	greeted bool // the sequencer ran the connect stage
+	qClosed bool
+	// afterClose: this record has commands moat would never have seen.
+	afterClose bool
+	line       []byte           // the command line being handled, for feed
+	lineErr    bool             // it was too long to keep
+	ended      *sequencer.Ended // the first transaction the sequencer ended in this record
+	qStep      sequencer.Step   // the step of the current command (OpData, OpChunk)
+	msgTotal   int64            // bytes of the message being read, kept or not
 
 	// The record being built (Zeek's transaction model).
 	rec      *Record
@@ -140,21 +132,14 @@ type conversation struct {
 	bdatGap  bool
 }
 
-// refusal is a verdict and the stage it was given at.
-type refusal struct {
-	stage  inspect.Stage
-	v      inspect.Verdict
-	reason string // a protocol reason, when the proxy itself refused
-}
-
 // errTLS ends the walk: the rest of the connection is encrypted.
 var errTLS = errors.New("tls")
 
 // run walks the conversation to its end.
 func (c *conversation) run() {
 	defer func() {
-		if c.judged && c.an.engine != nil {
-			c.an.engine.End(&c.sess)
+		if c.q != nil {
+			c.q.End()
 		}
 	}()
 	c.cr, c.sr = newStreamBuf(c.cs), newStreamBuf(c.ss)
@@ -287,7 +272,7 @@ func (c *conversation) greeting() {
 		if len(b) >= 3 && (string(b[:3]) == "421" || string(b[:3]) == "554") && c.firstServer() {
 			// A refusal at connect (RFC 5321 §3.1).
 			if r := c.reply(); r != nil {
-				c.out.Greeting = replyText(r)
+				c.out.Greeting = r.LastLine()
 				c.setReply(r)
 			}
 		}
@@ -298,7 +283,7 @@ func (c *conversation) greeting() {
 		return
 	}
 	if r := c.reply(); r != nil {
-		c.out.Greeting = replyText(r)
+		c.out.Greeting = r.LastLine()
 		c.setReply(r)
 	}
 }
@@ -315,16 +300,83 @@ func (c *conversation) firstServer() bool {
 	return !c.sh.timeAt(0).After(c.ch.timeAt(0))
 }
 
-// connectStage runs the engine's connect stage as the proxy's greet does.
+// connectStage greets as the proxy does: the connect stage runs. A
+// client whose first bytes came before the server's greeting talked
+// early, which the proxy sees when it delays its greeting.
 func (c *conversation) connectStage() {
-	if c.an.engine == nil {
+	if c.q == nil {
 		return
 	}
-	c.judged = true
-	c.connect = c.an.engine.Connect(c.ctx, &c.sess)
-	c.sess.Keep(inspect.StageConnect, c.connect)
-	if c.connect.Action >= inspect.Tempfail {
-		c.state = pRefused
+	early := c.an.session.GreetingDelay > 0 && c.ch.size > 0 && c.sh.size > 0 && !c.firstServer()
+	c.greeted = true
+	c.note(c.q.Greet(early))
+}
+
+// sessionClosed is the judgement of what a recorded client sent after
+// moat would have closed the session at the judgement j.
+func sessionClosed(j sequencer.Judgement) sequencer.Judgement {
+	return sequencer.Judgement{Stage: j.Stage, Reason: "session_closed",
+		Verdict: inspect.Verdict{Action: inspect.Reject, WouldBe: inspect.Reject, Reason: "session_closed"}}
+}
+
+// feed gives the sequencer the command line being handled, with r, the
+// recorded server's reply to it, standing in for the upstream's where the
+// proxy would have asked the upstream (nil: not captured, taken as
+// positive). It returns the step for the caller to carry on with a
+// message (OpData, OpChunk).
+func (c *conversation) feed(r *smtp.Reply) sequencer.Step {
+	if c.q == nil {
+		return sequencer.Step{}
+	}
+	if c.qClosed {
+		c.afterClose = true
+		return sequencer.Step{}
+	}
+	s := c.q.Command(c.line, false, c.lineErr)
+	for {
+		c.note(s)
+		switch s.Op {
+		case sequencer.OpMail, sequencer.OpRcpt:
+			s = c.q.UpstreamReply(upstreamStandIn(r, 250), false)
+			continue
+		case sequencer.OpResolve:
+			s = c.q.Command(c.line, false, c.lineErr)
+			continue
+		case sequencer.OpClose:
+			c.qClosed = true
+		}
+		c.qStep = s
+		return s
+	}
+}
+
+// upstreamStandIn is the recorded reply as the upstream's: a reply not
+// captured is taken as the positive one (code).
+func upstreamStandIn(r *smtp.Reply, code int) smtp.Reply {
+	if r == nil {
+		return smtp.Reply{Code: code}
+	}
+	return *r
+}
+
+// note keeps the first transaction a step ended in the current record.
+func (c *conversation) note(s sequencer.Step) {
+	if s.Ended != nil && c.ended == nil {
+		c.ended = s.Ended
+	}
+}
+
+// deliver runs a received message through the sequencer when it expects
+// one (after OpData, or the last OpChunk), with final, the recorded reply
+// to the message, as the upstream's.
+func (c *conversation) deliver(m sequencer.Received, final *smtp.Reply) {
+	if c.q == nil || c.qClosed {
+		return
+	}
+	s := c.q.Message(m)
+	c.note(s)
+	if s.Op == sequencer.OpRelay {
+		c.note(c.q.Relayed(upstreamStandIn(final, 250), false))
 	}
 }
 
@@ -373,24 +425,8 @@ func (c *conversation) replyFor(data bool) *smtp.Reply {
 // setReply makes r the record's last reply.
 func (c *conversation) setReply(r *smtp.Reply) {
 	if r != nil {
-		c.rec.LastReply = replyText(r)
+		c.rec.LastReply = r.LastLine()
 	}
-}
-
-// replyText is a reply as Zeek's last_reply writes it: the code, the
-// enhanced code and the text of the last line.
-func replyText(r *smtp.Reply) string {
-	var b strings.Builder
-	b.WriteString(strconv.Itoa(r.Code))
-	if r.Enhanced != "" {
-		b.WriteByte(' ')
-		b.WriteString(r.Enhanced)
-	}
-	if n := len(r.Lines); n > 0 && r.Lines[n-1] != "" {
-		b.WriteByte(' ')
-		b.WriteString(r.Lines[n-1])
-	}
-	return b.String()
 }
 
 // positive reports whether a reply (nil: not captured) let the command
@@ -414,7 +450,10 @@ func (c *conversation) commands() error {
 				return nil
 			case errors.Is(err, smtp.ErrLineTooLong):
 				c.out.problem("line_too_long")
-				c.setReply(c.reply())
+				c.line, c.lineErr = c.line[:0], true
+				r := c.reply()
+				c.setReply(r)
+				c.feed(r)
 				continue
 			}
 			if _, ok := isGap(err); ok {
@@ -426,15 +465,17 @@ func (c *conversation) commands() error {
 			}
 			return nil
 		}
-		if bareLF {
-			c.sess.Anomalies.BareLFCommand = true
+		c.line, c.lineErr = append(c.line[:0], line...), false
+		if bareLF && c.q != nil {
+			c.q.Session.Anomalies.BareLFCommand = true
 		}
 		c.out.Commands++
 		cmd, err := smtp.ParseCommand(line)
 		if err != nil {
-			c.sess.Anomalies.InvalidCommands++
 			c.out.problem("invalid_command")
-			c.setReply(c.reply())
+			r := c.reply()
+			c.setReply(r)
+			c.feed(r)
 			continue
 		}
 		if err := c.dispatch(cmd); err != nil {
@@ -468,21 +509,25 @@ func (c *conversation) dispatch(cmd smtp.Command) error {
 	case smtp.VerbRSET:
 		r := c.reply()
 		c.setReply(r)
+		c.feed(r)
 		c.endRecord()
-		c.proxyReset()
 		c.envFrom = ""
 	case smtp.VerbSTARTTLS:
 		r := c.reply()
 		c.setReply(r)
+		c.feed(r)
 		if r != nil && r.Code == 220 || r == nil && c.tlsNext() {
 			return errTLS
 		}
 	case smtp.VerbAUTH:
+		// moat offers no AUTH (502); the exchange that followed with the
+		// recorded server is not commands.
+		c.feed(nil)
 		c.cmdAuth(cmd)
-	case smtp.VerbQUIT:
-		c.setReply(c.reply())
 	default:
-		c.setReply(c.reply())
+		r := c.reply()
+		c.setReply(r)
+		c.feed(r)
 	}
 	return nil
 }
@@ -523,35 +568,7 @@ func (c *conversation) cmdHelo(cmd smtp.Command) {
 	if cmd.Verb == smtp.VerbEHLO && r != nil && r.Class() == 2 && len(r.Lines) > 1 {
 		c.out.Capabilities = append([]string(nil), r.Lines[1:]...)
 	}
-	// The proxy: an empty argument is refused before any stage; a new
-	// HELO aborts the transaction; then the helo stage runs.
-	if c.state == pRefused || cmd.Arg == "" {
-		return
-	}
-	c.proxyReset()
-	c.sess.HeloVerb, c.sess.Helo = cmd.Verb, cmd.Arg
-	if c.an.engine == nil {
-		c.state = pHelo
-		return
-	}
-	c.helo = c.an.engine.Helo(c.ctx, &c.sess)
-	c.sess.Keep(inspect.StageHelo, c.helo) // replaces an earlier HELO's
-	c.heloOK = c.helo.Action < inspect.Tempfail
-	if !c.heloOK {
-		c.sess.HeloVerb, c.sess.Helo = "", ""
-		c.state = pGreeted
-		return
-	}
-	c.state = pHelo
-}
-
-// proxyReset clears the proxy's transaction (proxy conn.reset).
-func (c *conversation) proxyReset() {
-	c.tx = inspect.Transaction{}
-	c.txOK = false
-	if c.state == pMail || c.state == pRcpt {
-		c.state = pHelo
-	}
+	c.feed(r)
 }
 
 // cmdMail starts a record (Zeek flushes the previous one here) and runs
@@ -574,60 +591,7 @@ func (c *conversation) cmdMail(cmd smtp.Command) {
 		c.rec.MailFrom = c.envFrom
 	}
 
-	switch c.state {
-	case pRefused:
-		c.refuse(inspect.StageConnect, c.connect, "")
-		return
-	case pGreeted:
-		if c.an.engine != nil && !c.heloOK && c.sess.Helo == "" && c.out.Helo != "" {
-			c.refuse(inspect.StageHelo, c.helo, "")
-		} else {
-			c.refuse(inspect.StageMail, protocolReject, "bad_sequence")
-		}
-		return
-	case pMail, pRcpt:
-		// Nested MAIL: the proxy answers 503 and keeps its transaction.
-		return
-	}
-	from, params, err := smtp.ParseMailArg(cmd.Arg)
-	if err != nil {
-		c.refuse(inspect.StageMail, protocolReject, "mail_syntax")
-		return
-	}
-	c.tx = inspect.Transaction{From: from, FromParams: params}
-	if c.an.engine != nil {
-		v := c.an.engine.Mail(c.ctx, &c.sess, &c.tx)
-		c.tx.Keep(inspect.StageMail, v)
-		c.last = &refusal{stage: inspect.StageMail, v: v}
-		if v.Action >= inspect.Tempfail {
-			c.tx = inspect.Transaction{}
-			c.refuse(inspect.StageMail, v, "")
-			return
-		}
-	}
-	// The proxy opens the transaction only when the upstream accepts it.
-	if positive(r) {
-		c.txOK = true
-		c.state = pMail
-		c.sess.Transactions++
-	} else {
-		c.tx = inspect.Transaction{}
-	}
-}
-
-// protocolReject is the proxy's own refusal of a command it cannot take
-// (a 501 or 503): no rule is involved, but the transaction ends there.
-var protocolReject = inspect.Verdict{Action: inspect.Reject, WouldBe: inspect.Reject}
-
-// refuse records the first refusal of the record's transaction. Without
-// an engine nothing is judged, so nothing is refused either.
-func (c *conversation) refuse(stage inspect.Stage, v inspect.Verdict, reason string) {
-	if c.an.engine == nil {
-		return
-	}
-	if c.refusal == nil {
-		c.refusal = &refusal{stage: stage, v: v, reason: reason}
-	}
+	c.feed(r)
 }
 
 func (c *conversation) cmdRcpt(cmd smtp.Command) {
@@ -641,47 +605,7 @@ func (c *conversation) cmdRcpt(cmd smtp.Command) {
 		c.rcptSeen[a] = true
 		c.rec.RcptTo = append(c.rec.RcptTo, a)
 	}
-	if c.state != pMail && c.state != pRcpt {
-		if c.state == pRefused {
-			c.refuse(inspect.StageConnect, c.connect, "")
-		}
-		return
-	}
-	to, params, err := smtp.ParseRcptArg(cmd.Arg)
-	if err != nil {
-		c.refuse(inspect.StageRcpt, protocolReject, "rcpt_syntax")
-		return
-	}
-	rc := inspect.Recipient{Path: to, Params: params}
-	if c.an.engine != nil {
-		v := c.an.engine.Rcpt(c.ctx, &c.sess, &c.tx, rc)
-		rc.Result = v.Result
-		if v.Action >= inspect.Tempfail {
-			c.refuse(inspect.StageRcpt, v, "")
-			return
-		}
-		c.last = &refusal{stage: inspect.StageRcpt, v: v}
-	}
-	if positive(r) {
-		c.tx.Rcpts = append(c.tx.Rcpts, rc)
-		c.state = pRcpt
-	}
-}
-
-// readyForData reports whether the proxy would take a message now, and
-// records why not.
-func (c *conversation) readyForData() bool {
-	switch {
-	case c.state == pRefused:
-		c.refuse(inspect.StageConnect, c.connect, "")
-		return false
-	case c.state == pRcpt && len(c.tx.Rcpts) > 0:
-		return true
-	}
-	if c.refusal == nil && c.state == pMail {
-		c.refuse(inspect.StageRcpt, protocolReject, "no_valid_recipients")
-	}
-	return false
+	c.feed(r)
 }
 
 // cmdData reads a DATA body (RFC 5321 §4.1.1.4) when the server asked for
@@ -689,6 +613,7 @@ func (c *conversation) readyForData() bool {
 func (c *conversation) cmdData(cmd smtp.Command) {
 	r := c.replyFor(true)
 	c.setReply(r)
+	c.feed(r)
 	if r != nil && r.Code != 354 {
 		if !c.headerNext() {
 			return
@@ -701,6 +626,7 @@ func (c *conversation) cmdData(cmd smtp.Command) {
 	c.active = true
 	body := c.newBody()
 	defer body.release()
+	c.msgTotal = 0
 	start := c.cs.off - int64(c.cr.Buffered())
 	ends := smtp.LineEndings{}
 	complete, gapped := c.copyData(body, &ends)
@@ -718,7 +644,7 @@ func (c *conversation) cmdData(cmd smtp.Command) {
 		final = c.reply()
 	}
 	c.setReply(final)
-	c.message(body, ends.BareLF, ends.BareCR, complete && !gapped)
+	c.message(body, ends.BareLF, ends.BareCR, complete && !gapped, c.qStep.Op == sequencer.OpData, final)
 	if final != nil || !c.serverOK {
 		c.depth++
 	}
@@ -763,6 +689,7 @@ func (c *conversation) copyData(body *halfStream, ends *smtp.LineEndings) (compl
 
 // appendBody adds message bytes up to the configured maximum.
 func (c *conversation) appendBody(body *halfStream, p []byte) {
+	c.msgTotal += int64(len(p))
 	if room := c.an.cfg.MaxMessageSize - body.size; int64(len(p)) > room {
 		if room > 0 {
 			body.add(p[:room], time.Time{}, 0)
@@ -785,13 +712,16 @@ func (c *conversation) cmdBdat(cmd smtp.Command) error {
 		// Without a size there is no telling where the chunk ends; the
 		// proxy closes the session (proxy/data.go), and so do servers.
 		c.out.problem("bdat_invalid")
-		c.setReply(c.reply())
+		r := c.reply()
+		c.setReply(r)
+		c.feed(r)
 		return nil
 	}
 	c.active = true
 	if c.bdat == nil {
 		c.bdat = c.newBody()
 		c.bdatEnds = smtp.LineEndings{}
+		c.msgTotal = 0
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -822,7 +752,9 @@ func (c *conversation) cmdBdat(cmd smtp.Command) error {
 				// from the gap's end, where the stream usually goes on
 				// at a command (Zeek resumes the same way).
 				c.out.problem("bdat_lost")
-				c.setReply(c.reply())
+				r := c.reply()
+				c.setReply(r)
+				c.feed(r)
 				c.bdat.release()
 				c.bdat = nil
 				c.bdatGap = false
@@ -832,19 +764,24 @@ func (c *conversation) cmdBdat(cmd smtp.Command) error {
 		}
 		c.out.problem("unterminated_data")
 		c.setReply(c.reply())
-		c.finishBdat(false)
+		c.finishBdat(false, false, nil)
 		return io.ErrUnexpectedEOF
 	}
 	r := c.reply()
 	c.setReply(r)
+	s := c.feed(r)
+	judge := s.Op == sequencer.OpChunk && s.Last
+	if s.Op == sequencer.OpChunk && !s.Last {
+		c.note(c.q.Chunk(size, false, sequencer.Received{}))
+	}
 	if last || r != nil && r.Class() != 2 {
-		c.finishBdat(last && (r != nil || !c.serverOK))
+		c.finishBdat(last && (r != nil || !c.serverOK), judge, r)
 	}
 	return nil
 }
 
 // finishBdat judges the message BDAT chunks built and ends the record.
-func (c *conversation) finishBdat(transferred bool) {
+func (c *conversation) finishBdat(transferred, judge bool, final *smtp.Reply) {
 	body := c.bdat
 	c.bdat = nil
 	if body == nil {
@@ -852,7 +789,7 @@ func (c *conversation) finishBdat(transferred bool) {
 	}
 	defer body.release()
 	c.bdatEnds.Close()
-	c.message(body, c.bdatEnds.BareLF, c.bdatEnds.BareCR, !c.bdatGap)
+	c.message(body, c.bdatEnds.BareLF, c.bdatEnds.BareCR, !c.bdatGap, judge, final)
 	c.bdatGap = false
 	if transferred {
 		c.depth++
@@ -977,7 +914,7 @@ func isPrintable(s string) bool {
 
 // message fills the record from a received message and runs the data
 // stage the way the proxy's deliver does.
-func (c *conversation) message(body *halfStream, bareLF, bareCR, complete bool) {
+func (c *conversation) message(body *halfStream, bareLF, bareCR, complete, judge bool, final *smtp.Reply) {
 	c.rec.Size = body.size
 	c.rec.BareLF, c.rec.BareCR = bareLF, bareCR
 	if !complete {
@@ -994,17 +931,16 @@ func (c *conversation) message(body *halfStream, bareLF, bareCR, complete bool) 
 	if c.an.extract != nil {
 		c.rec.File = c.an.extract(c.out, c.rec, body, body.size)
 	}
-	if !c.readyForData() || c.an.engine == nil {
+	if !judge {
 		return
 	}
-	msg := &inspect.Message{Size: body.size, Body: body, BareLF: bareLF, BareCR: bareCR}
-	v := c.an.engine.DataWithContent(c.ctx, &c.sess, &c.tx, msg, content)
-	c.tx.Keep(inspect.StageData, v)
-	c.last = &refusal{stage: inspect.StageData, v: v}
-	if v.Action >= inspect.Tempfail {
-		c.refuse(inspect.StageData, v, "")
-	}
-	c.proxyReset()
+	lim := c.an.session
+	c.deliver(sequencer.Received{
+		Message:    &inspect.Message{Size: body.size, Body: body, BareLF: bareLF, BareCR: bareCR},
+		Content:    content,
+		Over:       lim.MaxMessageSize > 0 && c.msgTotal > lim.MaxMessageSize,
+		HeaderOver: lim.MaxHeaderSize > 0 && content.HeaderBytes > lim.MaxHeaderSize,
+	}, final)
 }
 
 // newRecord starts the record of the next transaction.
@@ -1018,7 +954,8 @@ func (c *conversation) newRecord() {
 		Path: []string{s.Server.Addr().String(), s.Client.Addr().String()},
 	}
 	c.active = false
-	c.refusal, c.last = nil, nil
+	c.ended = nil
+	c.afterClose = false
 	c.rcptSeen = nil
 }
 
@@ -1046,29 +983,30 @@ func (c *conversation) endRecord() {
 func (c *conversation) closeRecord() {
 	rec := c.rec
 	rec.Problems = append([]string(nil), c.out.Problems...)
-	switch {
-	case c.refusal != nil:
-		v := c.refusal.v
+	if c.q != nil && c.greeted {
+		// The transaction the sequencer ended in this record, else the
+		// one in progress (or the session's, with none). After moat
+		// closed the session, the recorded client went on with a server
+		// moat had hung up on: refused, as session_closed.
+		j := c.q.Judgement()
+		switch {
+		case c.ended != nil:
+			j = c.ended.Judgement
+		case c.afterClose:
+			j = sessionClosed(j)
+		}
+		v := j.Verdict
 		rec.Verdict = v.Action.String()
 		if v.WouldBe != v.Action {
 			rec.WouldBe = v.WouldBe.String()
 		}
 		rec.Score, rec.Rules = v.Score, v.Rules
-		rec.Stage = c.refusal.stage.String()
-		rec.Reason = v.Reason
-		if c.refusal.reason != "" {
-			rec.Reason = c.refusal.reason
-		}
-	case c.last != nil:
-		c.verdictFrom(rec, c.last)
-	case c.an.engine != nil && c.judged:
-		// Nothing judged in this transaction: the session's verdict.
-		if !c.heloOK && c.out.Helo != "" && c.sess.Helo == "" && c.helo.Action >= inspect.Tempfail {
-			c.verdictFrom(rec, &refusal{stage: inspect.StageHelo, v: c.helo})
-		} else if c.sess.Helo != "" {
-			c.verdictFrom(rec, &refusal{stage: inspect.StageHelo, v: c.helo})
-		} else {
-			c.verdictFrom(rec, &refusal{stage: inspect.StageConnect, v: c.connect})
+		rec.Stage = j.Stage.String()
+		switch {
+		case j.Reason != "":
+			rec.Reason = j.Reason
+		case v.Action >= inspect.Tempfail || v.Action == inspect.Tag:
+			rec.Reason = v.Reason
 		}
 	}
 	if len(c.out.Records) < maxRecords {
@@ -1076,24 +1014,11 @@ func (c *conversation) closeRecord() {
 	}
 }
 
-func (c *conversation) verdictFrom(rec *Record, r *refusal) {
-	v := r.v
-	rec.Verdict = v.Action.String()
-	if v.WouldBe != v.Action {
-		rec.WouldBe = v.WouldBe.String()
-	}
-	rec.Score, rec.Rules = v.Score, v.Rules
-	rec.Stage = r.stage.String()
-	if v.Action >= inspect.Tempfail || v.Action == inspect.Tag {
-		rec.Reason = v.Reason
-	}
-}
-
 // finish closes the last record: one with activity, or the session's
 // only record when it never had a transaction.
 func (c *conversation) finish() {
 	if c.bdat != nil {
-		c.finishBdat(false)
+		c.finishBdat(false, false, nil)
 	}
 	if c.active || len(c.out.Records) == 0 {
 		c.closeRecord()

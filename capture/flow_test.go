@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/gopacket/layers"
+
+	"moat/internal/pcaptest"
 )
 
 // TestPortReuse: Linux reuses a client port in TIME_WAIT for a new
@@ -22,34 +24,34 @@ func TestPortReuse(t *testing.T) {
 	for _, ending := range []string{"fin", "rst", "rst-reordered-last"} {
 		t.Run(ending, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(3, 4))
-			g := &genConn{c: netip.MustParseAddrPort("127.0.0.1:40000"), s: netip.MustParseAddrPort("127.0.0.1:25"),
-				ts: time.Unix(1736157600, 0)}
-			var out []genPacket
+			g := &pcaptest.Conn{Client: netip.MustParseAddrPort("127.0.0.1:40000"), Server: netip.MustParseAddrPort("127.0.0.1:25"),
+				TS: time.Unix(1736157600, 0)}
+			var out []pcaptest.Packet
 			const n = 3
 			for i := range n {
-				g.cseq, g.sseq, g.sess = r.Uint32(), r.Uint32(), i
-				g.ts = g.ts.Add(time.Millisecond)
-				greeting, steps := genSession(i, r)
-				g.handshake(&out)
-				g.send(&out, false, []byte(greeting))
+				g.ClientSeq, g.ServerSeq, g.Sess = r.Uint32(), r.Uint32(), i
+				g.TS = g.TS.Add(time.Millisecond)
+				greeting, steps := pcaptest.Session(i, r)
+				g.Handshake(&out)
+				g.Send(&out, false, []byte(greeting))
 				for k, st := range steps {
 					if ending == "rst-reordered-last" && k == 2 && i == n-1 {
 						// The message's first two segments swapped.
 						at := len(out)
-						g.send(&out, true, []byte(st[0]))
+						g.Send(&out, true, []byte(st[0]))
 						out[at], out[at+1] = out[at+1], out[at]
 					} else {
-						g.send(&out, true, []byte(st[0]))
+						g.Send(&out, true, []byte(st[0]))
 					}
-					g.send(&out, false, []byte(st[1]))
+					g.Send(&out, false, []byte(st[1]))
 				}
 				if ending == "fin" {
-					g.fin(&out)
+					g.Fin(&out)
 				} else {
-					g.frame(&out, true, nil, func(t *layers.TCP) { t.RST = true })
+					g.Frame(&out, true, nil, func(t *layers.TCP) { t.RST = true })
 				}
 			}
-			ss := runBytes(t, writePcap(t, out))
+			ss := runBytes(t, pcaptest.Write(t, out))
 			if len(ss) != n {
 				t.Fatalf("%d sessions, want %d", len(ss), n)
 			}

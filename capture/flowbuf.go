@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -226,16 +225,7 @@ func (h *halfStream) readAt(p []byte, off int64) (int, error) {
 }
 
 // timeAt returns when the byte at off arrived (the zero time if never).
-func (h *halfStream) timeAt(off int64) time.Time {
-	i := sort.Search(len(h.marks), func(i int) bool { return h.marks[i].off > off })
-	if i == 0 {
-		if len(h.marks) > 0 {
-			return h.marks[0].ts
-		}
-		return time.Time{}
-	}
-	return h.marks[i-1].ts
-}
+func (h *halfStream) timeAt(off int64) time.Time { return Timeline{marks: h.marks}.At(off) }
 
 // GapError is returned by a stream reader where bytes are missing from
 // the capture. Reading may go on after it, with the bytes after the gap.

@@ -16,6 +16,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
+	"moat/internal/pcaptest"
 )
 
 // TestMain fails the run if any session was lost to a recovered panic:
@@ -189,7 +191,7 @@ func (f *fakeConn) packet(fromClient bool, data []byte, mod func(*layers.TCP)) {
 		src, dst = f.s, f.c
 		seq, ack = f.sseq, f.cseq
 	}
-	f.write(packetBytes(src, dst, seq, ack, data, mod))
+	f.write(pcaptest.Frame(src, dst, seq, ack, data, mod))
 }
 
 func (f *fakeConn) write(b []byte) {
@@ -197,23 +199,6 @@ func (f *fakeConn) write(b []byte) {
 	if err := f.w.WritePacket(ci, b); err != nil {
 		f.t.Fatal(err)
 	}
-}
-
-// packetBytes serialises an Ethernet/IPv4/TCP frame.
-func packetBytes(src, dst netip.AddrPort, seq, ack uint32, data []byte, mod func(*layers.TCP)) []byte {
-	eth := &layers.Ethernet{SrcMAC: []byte{2, 0, 0, 0, 0, 1}, DstMAC: []byte{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP,
-		SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()),
-		Seq: seq, Ack: ack, ACK: true, Window: 65535}
-	if mod != nil {
-		mod(tcp)
-	}
-	tcp.SetNetworkLayerForChecksum(ip)
-	buf := gopacket.NewSerializeBuffer()
-	gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip, tcp, gopacket.Payload(data))
-	return buf.Bytes()
 }
 
 // Fuzz input helpers are also used by the mangling tests.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"moat/internal/pcaptest"
 )
 
 // Mangled copies of a generated capture — packets dropped, reordered,
@@ -31,10 +33,10 @@ func byClient(ss []*Session) map[string]*Session {
 	return m
 }
 
-func sessionOf(pkts []genPacket, i int) (client string) {
+func sessionOf(pkts []pcaptest.Packet, i int) (client string) {
 	for _, p := range pkts {
-		if p.sess == i {
-			pk := gopacket.NewPacket(p.data, layers.LinkTypeEthernet, gopacket.Default)
+		if p.Sess == i {
+			pk := gopacket.NewPacket(p.Data, layers.LinkTypeEthernet, gopacket.Default)
 			ip := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 			tcp := pk.Layer(layers.LayerTypeTCP).(*layers.TCP)
 			return fmt.Sprintf("%s:%d", ip.SrcIP, tcp.SrcPort)
@@ -43,8 +45,8 @@ func sessionOf(pkts []genPacket, i int) (client string) {
 	return ""
 }
 
-func payloadLen(p genPacket) int {
-	pk := gopacket.NewPacket(p.data, layers.LinkTypeEthernet, gopacket.Default)
+func payloadLen(p pcaptest.Packet) int {
+	pk := gopacket.NewPacket(p.Data, layers.LinkTypeEthernet, gopacket.Default)
 	if tcp, ok := pk.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
 		return len(tcp.Payload)
 	}
@@ -53,8 +55,8 @@ func payloadLen(p genPacket) int {
 
 func TestGeneratedCaptureReconstruction(t *testing.T) {
 	const n = 30
-	pkts := genCapture(n, 6, 1)
-	ss := runBytes(t, writePcap(t, pkts))
+	pkts := pcaptest.Capture(n, 6, 1)
+	ss := runBytes(t, pcaptest.Write(t, pkts))
 	if len(ss) != n {
 		t.Fatalf("%d sessions, want %d", len(ss), n)
 	}
@@ -75,7 +77,7 @@ func TestGeneratedCaptureReconstruction(t *testing.T) {
 			r.MsgID != fmt.Sprintf("<%d@gen.example.org>", i) {
 			t.Errorf("session %d: %+v", i, r)
 		}
-		body := genMessage(i, nil2(i))
+		body := pcaptest.Message(i, nil2(i))
 		_ = body
 	}
 	if len(seen) != n {
@@ -89,8 +91,8 @@ func nil2(i int) *rand.Rand { return rand.New(rand.NewPCG(uint64(i), 2)) }
 
 func TestMangledCaptures(t *testing.T) {
 	const n = 30
-	pkts := genCapture(n, 6, 7)
-	base := byClient(runBytes(t, writePcap(t, pkts)))
+	pkts := pcaptest.Capture(n, 6, 7)
+	base := byClient(runBytes(t, pcaptest.Write(t, pkts)))
 	if len(base) != n {
 		t.Fatalf("intact capture: %d sessions, want %d", len(base), n)
 	}
@@ -123,20 +125,20 @@ func TestMangledCaptures(t *testing.T) {
 
 	t.Run("dropped", func(t *testing.T) {
 		damaged := map[string]bool{}
-		var out []genPacket
+		var out []pcaptest.Packet
 		drop := map[int]bool{3: true, 11: true, 20: true}
 		dropped := map[int]bool{}
 		for _, p := range pkts {
 			// Drop one full-size client segment of the chosen sessions:
 			// a hole in the message.
-			if drop[p.sess] && !dropped[p.sess] && payloadLen(p) == 1460 {
-				dropped[p.sess] = true
-				damaged[sessionOf(pkts, p.sess)] = true
+			if drop[p.Sess] && !dropped[p.Sess] && payloadLen(p) == 1460 {
+				dropped[p.Sess] = true
+				damaged[sessionOf(pkts, p.Sess)] = true
 				continue
 			}
 			out = append(out, p)
 		}
-		got := runBytes(t, writePcap(t, out))
+		got := runBytes(t, pcaptest.Write(t, out))
 		same(t, got, damaged)
 		for _, s := range got {
 			if damaged[s.Client.String()] && !strings.Contains(strings.Join(s.Problems, ","), "gap_client") {
@@ -145,7 +147,7 @@ func TestMangledCaptures(t *testing.T) {
 		}
 	})
 	t.Run("reordered", func(t *testing.T) {
-		out := append([]genPacket(nil), pkts...)
+		out := append([]pcaptest.Packet(nil), pkts...)
 		for i := 0; i+1 < len(out); i++ {
 			// Swap neighbours carrying data, keeping handshakes first.
 			if payloadLen(out[i]) > 0 && payloadLen(out[i+1]) > 0 && r.IntN(3) == 0 {
@@ -153,20 +155,20 @@ func TestMangledCaptures(t *testing.T) {
 				i++
 			}
 		}
-		same(t, runBytes(t, writePcap(t, out)), nil)
+		same(t, runBytes(t, pcaptest.Write(t, out)), nil)
 	})
 	t.Run("duplicated", func(t *testing.T) {
-		var out []genPacket
+		var out []pcaptest.Packet
 		for _, p := range pkts {
 			out = append(out, p)
 			if r.IntN(4) == 0 {
 				out = append(out, p) // a retransmission
 			}
 		}
-		same(t, runBytes(t, writePcap(t, out)), nil)
+		same(t, runBytes(t, pcaptest.Write(t, out)), nil)
 	})
 	t.Run("truncated", func(t *testing.T) {
-		data := writePcap(t, pkts)
+		data := pcaptest.Write(t, pkts)
 		for _, cut := range []int{0, 10, 24, 25, 100, len(data) / 3, len(data) / 2, len(data) - 7} {
 			keep := data[:cut]
 			got := runBytes(t, keep)
@@ -174,9 +176,9 @@ func TestMangledCaptures(t *testing.T) {
 			damaged := map[string]bool{}
 			size := 24
 			for _, p := range pkts {
-				size += 16 + len(p.data)
+				size += 16 + len(p.Data)
 				if size > cut {
-					damaged[sessionOf(pkts, p.sess)] = true
+					damaged[sessionOf(pkts, p.Sess)] = true
 				}
 			}
 			g := byClient(got)

@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 // with (TestKnownProblemsComplete keeps the list in step with the code).
 var knownProblems = []string{
 	"bad_reply", "bdat_invalid", "bdat_lost", "client_only", "gap_client", "gap_server",
-	"incomplete_message", "invalid_command", "line_too_long", "message_truncated", "mid_stream",
+	"incomplete_message", "internal_error", "invalid_command", "line_too_long", "message_truncated", "mid_stream",
 	"prelude", "reply_mismatch", "server_only", "too_many_commands", "unterminated_command",
 	"unterminated_data",
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"moat/inspect"
+
+	"moat/internal/pcaptest"
 )
 
 // omSessions are three sessions seven minutes apart: a transaction
@@ -98,14 +100,14 @@ func TestOpenMetricsPromtool(t *testing.T) {
 		t.Skip("promtool not installed (scripts/install-test-deps.sh installs it)")
 	}
 	// 300 sessions spread over about eight minutes of capture time.
-	pkts := genCapture(300, 10, 3)
-	start := pkts[0].ts
+	pkts := pcaptest.Capture(300, 10, 3)
+	start := pkts[0].TS
 	for i := range pkts {
-		pkts[i].ts = start.Add(pkts[i].ts.Sub(start) * 1000)
+		pkts[i].TS = start.Add(pkts[i].TS.Sub(start) * 1000)
 	}
 	dir := t.TempDir()
 	pcap := filepath.Join(dir, "gen.pcap")
-	os.WriteFile(pcap, writePcap(t, pkts), 0o644)
+	os.WriteFile(pcap, pcaptest.Write(t, pkts), 0o644)
 	engine, err := inspect.New(inspect.Config{Judge: &testJudge{}})
 	if err != nil {
 		t.Fatal(err)

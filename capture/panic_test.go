@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"moat/inspect"
+
+	"moat/internal/pcaptest"
 )
 
 // panicJudge panics at the mail stage of one session: a stand-in for a bug
@@ -28,7 +30,7 @@ func (j panicJudge) Evaluate(st inspect.Stage, f *inspect.Facts) inspect.Verdict
 // usual and the run goes on.
 func TestPanicInOneSessionIsAProblemRecord(t *testing.T) {
 	const n = 6
-	data := writePcap(t, genCapture(n, 3, 7))
+	data := pcaptest.Write(t, pcaptest.Capture(n, 3, 7))
 	src, err := NewReader(bytes.NewReader(data), "gen", nil)
 	if err != nil {
 		t.Fatal(err)

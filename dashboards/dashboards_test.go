@@ -640,7 +640,7 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 	want := []string{"MoatUpstreamUnreachable", "MoatDNSBLListUnhealthy", "MoatDNSBLListErrors",
-		"MoatRejectRateJump", "MoatConfigReloadFailed", "MoatTLSHandshakeFailures"}
+		"MoatRejectRateJump", "MoatConfigReloadFailed", "MoatTLSHandshakeFailures", "MoatSessionPanics"}
 	var have []string
 	for _, r := range alertRules(t) {
 		have = append(have, r.Alert)

@@ -92,6 +92,7 @@ func New(cfg Config) (*Engine, error) {
 type sessionState struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	begun  bool // Begin ran
 	rdns   *rdnsLookup
 	lists  map[listKey]*pendingList
 }
@@ -104,14 +105,27 @@ func (e *Engine) state(s *Session) *sessionState {
 	return s.engine
 }
 
-// Connect judges a new connection: s.Client and s.Start are set. Lookups
-// about the client address start here.
-func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
+// Begin starts the lookups about the client address (s.Client is set):
+// its reverse DNS and the IP lists. A caller that does something before
+// Connect — the proxy's greeting delay — calls Begin as soon as the
+// address is known, so that the lookups overlap it; Connect calls it
+// otherwise. Only the first call per session does anything.
+func (e *Engine) Begin(s *Session) {
 	st := e.state(s)
+	if st.begun {
+		return
+	}
+	st.begun = true
 	if e.resolver != nil && e.needRDNS && s.Client.Addr().IsValid() {
 		st.rdns = startRDNS(st.ctx, e.resolver, s.Client.Addr())
 	}
 	e.startKeys(s, KindIP, listKeys(s, nil, nil, SourceClientIP))
+}
+
+// Connect judges a new connection: s.Client and s.Start are set. Lookups
+// about the client address start here unless Begin started them.
+func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
+	e.Begin(s)
 	return e.evaluate(ctx, StageConnect, &Facts{Session: s})
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"moat/inspect/sequencer"
 	"net"
 	"net/netip"
 	"os"
@@ -140,6 +141,12 @@ type Limits struct {
 	// a new client gets 421 4.7.0.
 	MaxConnections      int `yaml:"max_connections"`
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// PerIPExempt are client networks max_connections_per_ip does not
+	// apply to, as Postfix exempts $mynetworks from its per-client
+	// limits (smtpd_client_event_limit_exceptions). Default: loopback,
+	// 127.0.0.0/8 and ::1, so local tools and monitoring are never
+	// turned away; an empty list exempts nobody.
+	PerIPExempt []Prefix `yaml:"per_ip_exempt"`
 }
 
 // Timeouts bound how long moat waits for a client.
@@ -243,6 +250,9 @@ func (c *Config) Defaults() {
 	}
 	if l.MaxConnectionsPerIP == 0 {
 		l.MaxConnectionsPerIP = 50
+	}
+	if l.PerIPExempt == nil {
+		l.PerIPExempt = []Prefix{{netip.MustParsePrefix("127.0.0.0/8")}, {netip.MustParsePrefix("::1/128")}}
 	}
 	setDuration(&c.Timeouts.Command, 5*time.Minute)
 	setDuration(&c.Timeouts.Data, 3*time.Minute)
@@ -415,4 +425,23 @@ func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
 	}
 	p.Prefix = pf.Masked()
 	return nil
+}
+
+// SequencerConfig is the policy of a session, for the session sequencer:
+// the proxy's and, for the same judgement offline, the capture analyzer's.
+func (c *Config) SequencerConfig() sequencer.Config {
+	return sequencer.Config{
+		Hostname:       c.Hostname,
+		MaxLineLength:  c.Limits.MaxLineLength,
+		MaxCommands:    c.Limits.MaxCommands,
+		MaxErrors:      c.Limits.MaxErrors,
+		MaxRecipients:  c.Limits.MaxRecipients,
+		MaxMessageSize: int64(c.Limits.MaxMessageSize),
+		MaxHeaderSize:  int64(c.Limits.MaxHeaderSize),
+		EarlyTalker:    c.Greeting.EarlyTalker,
+		BareLF:         c.Data.BareLF,
+		BareCR:         c.Data.BareCR,
+		STARTTLS:       c.TLS.STARTTLS != nil && *c.TLS.STARTTLS,
+		GreetingDelay:  c.Greeting.Delay,
+	}
 }

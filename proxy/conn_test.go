@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"moat/inspect"
+	"moat/internal/postfixtest"
 )
 
 // deadUpstream returns a loopback address nothing listens on.
@@ -158,4 +161,68 @@ func TestReplyFlushedBeforePartialCommand(t *testing.T) {
 	c.send("OP\r\n")
 	c.expect(250)
 	c.cmd(221, "QUIT")
+}
+
+// panicJudge accepts everything but panics judging the HELO "panic.test":
+// a stand-in for any bug in a session.
+type panicJudge struct{}
+
+func (panicJudge) Needs(inspect.Stage) inspect.Needs { return inspect.Needs{} }
+
+func (panicJudge) Evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
+	if stage == inspect.StageHelo && f.Session.Helo == "panic.test" {
+		panic("injected panic for the test")
+	}
+	return inspect.Verdict{Action: inspect.Accept}
+}
+
+// A panic in one session is recovered in that session: its client gets
+// 421 4.3.0 and is disconnected, the panic is logged with the session ID
+// and counted in moat_proxy_panics_total, and a session open at the
+// same time carries on and delivers its message.
+func TestSessionPanicRecovered(t *testing.T) {
+	engine, err := inspect.New(inspect.Config{Judge: panicJudge{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	h := startProxyEngine(t, pf.Addr, engine, nil)
+
+	other := ehloed(t, h.addr)
+	other.cmd(250, "MAIL FROM:<ana@client.test>")
+	other.cmd(250, "RCPT TO:<bo@example.net>")
+
+	before := panicsRecovered.Load()
+	c := greeted(t, h.addr)
+	if msg := c.cmd(421, "EHLO panic.test"); !strings.HasPrefix(msg, "4.3.0 ") {
+		t.Fatalf("reply to the panicking command: %q", msg)
+	}
+	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the session that panicked is still open")
+	}
+	// TestMain fails the run on unexpected panics; this one was expected.
+	if n := panicsRecovered.Load() - before; n != 1 {
+		t.Fatalf("%d panics recovered, want 1", n)
+	}
+	panicsRecovered.Add(-1)
+
+	other.cmd(354, "DATA")
+	other.send("Subject: survivor\r\n\r\nbody\r\n.\r\n")
+	other.expect(250)
+	other.cmd(221, "QUIT")
+	pf.WaitMessages(t, 1, 20*time.Second)
+
+	if n := counterValue(t, h.srv.metrics.panics); n != 1 {
+		t.Errorf("moat_proxy_panics_total = %v, want 1", n)
+	}
+	var line string
+	for _, l := range strings.Split(h.logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"session panic"`) {
+			line = l
+		}
+	}
+	if !strings.Contains(line, `"session":"`) || !strings.Contains(line, "injected panic for the test") || !strings.Contains(line, "panicJudge") {
+		t.Errorf("panic log line lacks the session, the panic or the stack: %s", line)
+	}
 }

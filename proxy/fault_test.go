@@ -18,6 +18,8 @@ type fakeUpstream struct {
 	addr string
 	mu   sync.Mutex
 	got  []string // commands received
+	// release ends failHangAtQuit's wait; the test closes it.
+	release chan struct{}
 }
 
 // Failure points for fakeUpstream.
@@ -30,6 +32,7 @@ const (
 	failData452     = "data452"     // reads the message, answers 452
 	failCloseInData = "closeInData" // closes after 354 without reading the message
 	failIdleClose   = "idleClose"   // accepts a message, then closes as an idle timeout would
+	failHangAtQuit  = "hangAtQuit"  // never answers QUIT, until release is closed
 	// rcptBatch answers no RCPT until it holds three (a server that
 	// needs its client to pipeline), then refuses the second.
 	rcptBatch = "rcptBatch"
@@ -41,7 +44,7 @@ func startFakeUpstream(t *testing.T, fail string) *fakeUpstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeUpstream{addr: ln.Addr().String()}
+	f := &fakeUpstream{addr: ln.Addr().String(), release: make(chan struct{})}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -136,6 +139,9 @@ func (f *fakeUpstream) serve(nc net.Conn, fail string) {
 			default:
 				say("250 2.0.0 queued as FAKE")
 			}
+		case verb == "QUIT" && fail == failHangAtQuit:
+			<-f.release
+			return
 		case verb == "QUIT":
 			say("221 bye")
 			return

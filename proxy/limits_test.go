@@ -1,11 +1,16 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"moat/inspect"
 	"moat/internal/postfixtest"
 )
 
@@ -157,7 +162,10 @@ func TestSlowAndChattyClients(t *testing.T) {
 // a new client gets 421 4.7.0; other addresses are still served.
 func TestConnectionLimits(t *testing.T) {
 	up := startFakeUpstream(t, failNone)
-	h := startProxy(t, up.addr, func(c *Config) { c.Limits.MaxConnectionsPerIP = 2 })
+	h := startProxy(t, up.addr, func(c *Config) {
+		c.Limits.MaxConnectionsPerIP = 2
+		c.Limits.PerIPExempt = []Prefix{} // loopback is exempt by default
+	})
 	a := dialFrom(t, "127.0.0.3", h.addr)
 	a.expect(220)
 	b := dialFrom(t, "127.0.0.3", h.addr)
@@ -231,4 +239,95 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 5 s")
+}
+
+// The per-IP limit does not apply to limits.per_ip_exempt, loopback by
+// default, as Postfix exempts $mynetworks: smtp-source's 50+ concurrent
+// sessions from 127.0.0.1 are all served with the default configuration.
+// With no exempt networks the default limit of 50 holds again.
+func TestPerIPLimitExemptNetworks(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	h := startProxy(t, pf.Addr, nil)
+	const n = 60 // more than the default max_connections_per_ip of 50
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = dial(t, h.addr)
+	}
+	for i, c := range clients {
+		if code, msg := c.reply(); code != 220 {
+			t.Fatalf("session %d of %d from 127.0.0.1: %d %s", i+1, n, code, msg)
+		}
+	}
+	clients[n-1].sendMessage("exempt")
+	pf.WaitMessages(t, 1, 20*time.Second)
+
+	strict := startProxy(t, pf.Addr, func(c *Config) { c.Limits.PerIPExempt = []Prefix{} })
+	for i := range 50 {
+		if code, msg := dial(t, strict.addr).reply(); code != 220 {
+			t.Fatalf("session %d from 127.0.0.1 without exemptions: %d %s", i+1, code, msg)
+		}
+	}
+	if msg := dial(t, strict.addr).expect(421); !strings.HasPrefix(msg, "4.7.0 ") {
+		t.Fatalf("session 51 from 127.0.0.1 without exemptions: %q", msg)
+	}
+}
+
+// The default exempts loopback only.
+func TestPerIPExemptDefault(t *testing.T) {
+	var cfg Config
+	cfg.Defaults()
+	for _, tt := range []struct {
+		addr string
+		want bool
+	}{{"127.0.0.1", true}, {"127.9.9.9", true}, {"::1", true}, {"192.0.2.1", false}, {"2001:db8::1", false}} {
+		if got := containsAddr(cfg.Limits.PerIPExempt, netip.MustParseAddr(tt.addr)); got != tt.want {
+			t.Errorf("%s exempt: %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// startSignal is a resolver that reports when the client's reverse DNS
+// lookup starts; the name is never found.
+type startSignal struct {
+	once    sync.Once
+	started chan struct{}
+}
+
+func (r *startSignal) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+	r.once.Do(func() { close(r.started) })
+	return nil, &net.DNSError{Err: "no such host", Name: ip.String(), IsNotFound: true}
+}
+
+func (r *startSignal) LookupAddr(ctx context.Context, host string) ([]netip.Addr, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// rdnsJudge is a judge whose connect stage reads the reverse DNS.
+type rdnsJudge struct{}
+
+func (rdnsJudge) Needs(stage inspect.Stage) inspect.Needs {
+	return inspect.Needs{RDNS: stage == inspect.StageConnect}
+}
+
+func (rdnsJudge) Evaluate(inspect.Stage, *inspect.Facts) inspect.Verdict {
+	return inspect.Verdict{Action: inspect.Accept}
+}
+
+// With greeting.delay, the lookups about the client start when it
+// connects, so that they overlap the delay (DESIGN: lookups start the
+// moment a connection is accepted), not when the delay is over.
+func TestGreetingDelayOverlapsLookups(t *testing.T) {
+	res := &startSignal{started: make(chan struct{})}
+	engine, err := inspect.New(inspect.Config{Judge: rdnsJudge{}, Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startProxyEngine(t, deadUpstream(t), engine, func(c *Config) { c.Greeting.Delay = 10 * time.Second })
+	c := dial(t, h.addr)
+	select {
+	case <-res.started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reverse DNS lookup had not started 5s into a 10s greeting delay")
+	}
+	c.nc.Close()
 }

@@ -29,6 +29,7 @@ type metrics struct {
 	tlsSessions     *prometheus.CounterVec
 	tlsFailures     *prometheus.CounterVec
 	bareEndings     *prometheus.CounterVec
+	panics          prometheus.Counter
 }
 
 // Label values known in advance. Their series are created at zero, so
@@ -148,11 +149,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		bareEndings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_proxy_bare_line_endings_total", Help: "Messages with bare CR or LF line endings (SMTP smuggling material), by kind and what was done.",
 		}, []string{"kind", "action"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moat_proxy_panics_total", Help: "Sessions ended by a recovered panic (a bug in moat): each was closed with 421 4.3.0 and logged with its stack.",
+		}),
 	}
 	m.initKnownSeries()
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.connsCurrent, m.connsTotal, m.sessions, m.refusals, m.transactions, m.messageSize,
-			m.upstreamReplies, m.upstreamConns, m.upstreamLatency, m.upstreamUp, m.connsRefused, m.tlsSessions, m.tlsFailures, m.bareEndings} {
+			m.upstreamReplies, m.upstreamConns, m.upstreamLatency, m.upstreamUp, m.connsRefused, m.tlsSessions, m.tlsFailures, m.bareEndings, m.panics} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"moat/inspect/sequencer"
 	"net"
 	"net/smtp"
 	"regexp"
@@ -177,7 +178,7 @@ func TestRcptRejectionRelayedVerbatim(t *testing.T) {
 	}
 	// The transaction log records the recipient with the upstream's reply.
 	var entry struct {
-		Rcpts []rcptResult `json:"rcpts"`
+		Rcpts []sequencer.RcptResult `json:"rcpts"`
 	}
 	logs := transactionLogs(h)
 	if len(logs) != 1 {
@@ -209,16 +210,16 @@ func TestTransactionLogLine(t *testing.T) {
 		t.Fatalf("transaction log lines: %q", logs)
 	}
 	var e struct {
-		ClientIP      string       `json:"client_ip"`
-		ClientPort    int          `json:"client_port"`
-		Helo          string       `json:"helo"`
-		MailFrom      string       `json:"mail_from"`
-		Rcpts         []rcptResult `json:"rcpts"`
-		Size          int          `json:"size"`
-		Verdict       string       `json:"verdict"`
-		UpstreamReply string       `json:"upstream_reply"`
-		Duration      *float64     `json:"duration_s"`
-		Session       string       `json:"session"`
+		ClientIP      string                 `json:"client_ip"`
+		ClientPort    int                    `json:"client_port"`
+		Helo          string                 `json:"helo"`
+		MailFrom      string                 `json:"mail_from"`
+		Rcpts         []sequencer.RcptResult `json:"rcpts"`
+		Size          int                    `json:"size"`
+		Verdict       string                 `json:"verdict"`
+		UpstreamReply string                 `json:"upstream_reply"`
+		Duration      *float64               `json:"duration_s"`
+		Session       string                 `json:"session"`
 	}
 	if err := json.Unmarshal([]byte(logs[0]), &e); err != nil {
 		t.Fatal(err)

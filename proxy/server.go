@@ -256,7 +256,7 @@ func (s *Server) newConn(nc net.Conn, implicitTLS bool) *conn {
 	if len(s.conns) >= cfg.Limits.MaxConnections {
 		s.metrics.connRefused("max_connections")
 		s.log.Info("session refused", "reason", "max_connections", "connections", len(s.conns))
-		go turnAway(nc, implicitTLS, smtp.Replyf(421, "4.7.0", "%s Too many connections, try again later", cfg.Hostname))
+		go turnAway(nc, implicitTLS, replyTooManyConnections(cfg.Hostname))
 		return nil
 	}
 	c := newConn(s, cfg, nc, implicitTLS)
@@ -327,7 +327,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.nc.Close()
+			c.closeNow()
 		}
 		s.mu.Unlock()
 		<-done

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io"
 	"math/big"
 	"net"
 	"net/textproto"
@@ -284,7 +287,10 @@ func (ca *testCA) issue(t *testing.T, dir, base, name string) (certFile, keyFile
 // limit is turned away before the TLS handshake: it costs moat no
 // handshake, and counts as a refusal, not as a failed handshake.
 func TestImplicitTLSLimitBeforeHandshake(t *testing.T) {
-	h := startProxy(t, deadUpstream(t), func(c *Config) { c.Limits.MaxConnectionsPerIP = 1 })
+	h := startProxy(t, deadUpstream(t), func(c *Config) {
+		c.Limits.MaxConnectionsPerIP = 1
+		c.Limits.PerIPExempt = []Prefix{} // loopback is exempt by default
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -317,4 +323,57 @@ func TestImplicitTLSLimitBeforeHandshake(t *testing.T) {
 		t.Errorf("implicit TLS handshake failures: %v, want 0", n)
 	}
 	c.cmd(221, "QUIT")
+}
+
+// Shutdown's forced close may come while a session's STARTTLS handshake
+// has just replaced its connection; under -race this test catches the
+// forced close reading the connection field the handshake wrote.
+//
+// The session is held after its handshake, without touching any lock
+// Shutdown takes, by an upstream that never answers QUIT: the session
+// ends (it sees the shutdown), says QUIT to the upstream of its earlier
+// transaction and waits there while Shutdown's deadline passes. The
+// deadline is a timer, not a cancel from this goroutine: anything this
+// goroutine learns from a socket is ordered after the session's work for
+// the race detector (which treats I/O as synchronisation), and would
+// hide the race if it then reached Shutdown.
+func TestShutdownDuringSTARTTLS(t *testing.T) {
+	up := startFakeUpstream(t, failHangAtQuit)
+	h := startProxy(t, up.addr, nil)
+	c := ehloed(t, h.addr)
+	c.cmd(250, "MAIL FROM:<a@client.test>")
+	c.cmd(250, "RCPT TO:<b@example.net>")
+	c.cmd(354, "DATA")
+	c.send("Subject: x\r\n\r\nbody\r\n.\r\n")
+	c.expect(250)
+	c.cmd(220, "STARTTLS")
+
+	// Shut down while the session waits for the ClientHello.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	done := make(chan error, 1)
+	go func() { done <- h.srv.Shutdown(ctx) }()
+	waitFor(t, h.srv.closing.Load)
+	h.srv.mu.Lock() // Shutdown's first pass over the sessions is over
+	h.srv.mu.Unlock()
+
+	tc := tls.Client(c.nc, insecure)
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	// The session saw the shutdown and is saying QUIT upstream.
+	waitFor(t, func() bool { return up.count("QUIT") == 1 })
+	if time.Now().After(deadline) {
+		t.Log("the session reached QUIT after Shutdown's deadline: the race was not lined up")
+	}
+	tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, tc)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the session's connection was not closed by the forced shutdown")
+	}
+	close(up.release)
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v, want context.DeadlineExceeded", err)
+	}
 }

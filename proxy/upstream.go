@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"moat/inspect"
+	"moat/inspect/sequencer"
 	"moat/inspect/smtp"
 )
 
@@ -32,32 +33,24 @@ type upstreamCaps struct {
 	xclientAttrs map[string]bool
 }
 
+// parseCaps reduces the upstream's EHLO reply, read by the one EHLO
+// parser (smtp.ParseEHLO), to what moat needs.
 func parseCaps(r smtp.Reply) upstreamCaps {
-	c := upstreamCaps{esmtp: true}
-	// The first line is the greeting ("name text"); keywords follow.
-	for _, l := range r.Lines[min(1, len(r.Lines)):] {
-		kw, _, _ := strings.Cut(strings.TrimSpace(l), " ")
-		switch strings.ToUpper(kw) {
-		case "PIPELINING":
-			c.pipelining = true
-		case "SIZE":
-			c.size = true
-		case "8BITMIME":
-			c.eightBit = true
-		case "SMTPUTF8":
-			c.smtputf8 = true
-		case "DSN":
-			c.dsn = true
-		case "CHUNKING":
-			c.chunking = true
-		case "STARTTLS":
-			c.starttls = true
-		case "XCLIENT":
-			c.xclient = true
-			c.xclientAttrs = map[string]bool{}
-			for _, a := range strings.Fields(l)[1:] {
-				c.xclientAttrs[strings.ToUpper(a)] = true
-			}
+	e := smtp.ParseEHLO(r)
+	c := upstreamCaps{esmtp: true,
+		pipelining: e.Has("PIPELINING"),
+		size:       e.Has("SIZE"),
+		eightBit:   e.Has("8BITMIME"),
+		smtputf8:   e.Has("SMTPUTF8"),
+		dsn:        e.Has("DSN"),
+		chunking:   e.Has("CHUNKING"),
+		starttls:   e.Has("STARTTLS"),
+		xclient:    e.Has("XCLIENT"),
+	}
+	if c.xclient {
+		c.xclientAttrs = map[string]bool{}
+		for _, a := range e.Params("XCLIENT") {
+			c.xclientAttrs[strings.ToUpper(a)] = true
 		}
 	}
 	return c
@@ -249,7 +242,7 @@ func (u *upstream) xclient(sess *inspect.Session) error {
 		if !u.caps.xclientAttrs[kv[0]] || kv[1] == "" {
 			continue
 		}
-		b.WriteString(" " + kv[0] + "=" + encodeXtext(kv[1]))
+		b.WriteString(" " + kv[0] + "=" + smtp.EncodeXtext(kv[1]))
 	}
 	rep, err := u.cmd(u.cfg.CommandTimeout, b.String())
 	if err != nil {
@@ -261,26 +254,11 @@ func (u *upstream) xclient(sess *inspect.Session) error {
 	// The new session's EHLO is the client's own name: Postfix takes the
 	// HELO of its trace header and policy checks from this EHLO, not
 	// from XCLIENT's HELO attribute.
-	name := sanitizeHelo(sess.Helo)
+	name := sequencer.SanitizeHelo(sess.Helo)
 	if name == "" {
 		name = u.cfg.Helo
 	}
 	return u.hello(name)
-}
-
-// encodeXtext encodes s as RFC 3461 §4 xtext: "+" followed by two hex
-// digits for "+", "=", and anything outside "!".."~".
-func encodeXtext(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if ch < '!' || ch > '~' || ch == '+' || ch == '=' {
-			fmt.Fprintf(&b, "+%02X", ch)
-			continue
-		}
-		b.WriteByte(ch)
-	}
-	return b.String()
 }
 
 // cmd sends one command line and reads its reply. An I/O error marks the

@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"moat/inspect"
+	"moat/inspect/smtp"
 	"moat/internal/postfixtest"
 	"moat/rules"
 )
@@ -35,18 +38,29 @@ func TestUpstreamDataRefusalEndsUpstreamTransaction(t *testing.T) {
 	h := startProxy(t, pf.Addr, nil)
 	for _, tt := range []struct {
 		sender string
+		bdat   bool // the client sends BDAT, which moat relays as DATA
 		code   int
 		enh    string
 	}{
-		{"deferdata@client.test", 450, "4.7.1"},
-		{"rejectdata@client.test", 554, "5.7.1"},
+		{"deferdata@client.test", false, 450, "4.7.1"},
+		{"rejectdata@client.test", false, 554, "5.7.1"},
+		{"deferdata@client.test", true, 450, "4.7.1"},
 	} {
-		t.Run(tt.sender, func(t *testing.T) {
+		name := tt.sender
+		if tt.bdat {
+			name += "/BDAT"
+		}
+		t.Run(name, func(t *testing.T) {
 			c := ehloed(t, h.addr)
 			c.cmd(250, "MAIL FROM:<"+tt.sender+">")
 			c.cmd(250, "RCPT TO:<bo@example.net>")
-			c.cmd(354, "DATA")
-			c.send("Subject: refused\r\n\r\nbody\r\n.\r\n")
+			body := "Subject: refused\r\n\r\nbody\r\n"
+			if tt.bdat {
+				c.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(body), body))
+			} else {
+				c.cmd(354, "DATA")
+				c.send(body + ".\r\n")
+			}
 			if msg := c.expect(tt.code); !strings.HasPrefix(msg, tt.enh+" ") {
 				t.Fatalf("refused DATA: %d %q", tt.code, msg)
 			}
@@ -59,7 +73,7 @@ func TestUpstreamDataRefusalEndsUpstreamTransaction(t *testing.T) {
 			c.cmd(221, "QUIT")
 		})
 	}
-	pf.WaitMessages(t, 2, 20*time.Second)
+	pf.WaitMessages(t, 3, 20*time.Second)
 }
 
 // A refusal after the message (Postfix's header_checks REJECT) is the
@@ -147,12 +161,27 @@ func TestUpstreamPoolAfterDataRefusal(t *testing.T) {
 		next.cmd(221, "QUIT")
 		waitClosed(t, next)
 	}
-	pf.WaitMessages(t, 2, 20*time.Second)
-	// One connection served all four sessions (the other connect is
-	// postfixtest's readiness probe): the refused ones were RSET and
-	// pooled, not dropped.
-	if n := strings.Count(pf.Log(t), ": connect from"); n != 2 {
-		t.Errorf("upstream saw %d connections, want 2 (probe + one pooled)", n)
+	// A client that vanishes inside a transaction: its upstream
+	// connection, with MAIL and RCPT open, is not pooled, and the next
+	// client gets a fresh one.
+	gone := ehloed(t, h.addr)
+	gone.cmd(250, "MAIL FROM:<ana@client.test>")
+	gone.cmd(250, "RCPT TO:<bo@example.net>")
+	gone.nc.Close()
+	waitFor(t, func() bool {
+		h.srv.mu.Lock()
+		defer h.srv.mu.Unlock()
+		return len(h.srv.conns) == 0
+	})
+	last := ehloed(t, h.addr)
+	last.sendMessage("after a vanished client")
+	pf.WaitMessages(t, 3, 20*time.Second)
+	// The first connection served the four sessions around the refusals
+	// (the refused ones were RSET and pooled, not dropped); the vanished
+	// client's was dropped, so the last session needed a second one. The
+	// remaining connect is postfixtest's readiness probe.
+	if n := strings.Count(pf.Log(t), ": connect from"); n != 3 {
+		t.Errorf("upstream saw %d connections, want 3 (probe, pooled, after the vanished client)", n)
 	}
 }
 
@@ -245,5 +274,24 @@ func TestUpstreamPoolAge(t *testing.T) {
 	}
 	if got := p.get(&reloaded); got != nil {
 		t.Fatal("a connection made under the previous configuration was reused")
+	}
+}
+
+// parseCaps reads the upstream's EHLO reply through smtp.ParseEHLO:
+// keywords in any case (RFC 5321 §2.4), XCLIENT's attributes as given.
+func TestParseCaps(t *testing.T) {
+	r, err := smtp.ParseReply("250-mx.example.net\r\n250-pipelining\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n" +
+		"250-STARTTLS\r\n250-XCLIENT NAME ADDR port HELO\r\n250 dsn\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := parseCaps(r)
+	want := upstreamCaps{esmtp: true, pipelining: true, size: true, eightBit: true, dsn: true, starttls: true,
+		xclient: true, xclientAttrs: map[string]bool{"NAME": true, "ADDR": true, "PORT": true, "HELO": true}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("parseCaps = %+v, want %+v", got, want)
+	}
+	if c := parseCaps(smtp.Reply{Code: 250, Lines: []string{"mx.example.net"}}); !reflect.DeepEqual(c, upstreamCaps{esmtp: true}) {
+		t.Errorf("no extensions: %+v", c)
 	}
 }

@@ -201,3 +201,174 @@ if ! exim_ready; then
 	fi
 fi
 # ---- Exim: end ----
+
+# ---- OpenSMTPD and Sendmail: shared helpers for unpacked MTAs ----
+# The two sections below unpack their MTA the way the Exim section does
+# (apt-get download, dpkg-deb -x into a cache directory, libraries installed
+# as ordinary packages); these helpers hold the steps they share.
+
+# unpacked_mta_prepare NAME ROOT: fails with advice unless this script can
+# install (root, apt-get).
+unpacked_mta_prepare() {
+	if [ "$(id -u)" -ne 0 ]; then
+		log "$1 test upstream not ready in $2; run this script as root (sudo $0)"
+		exit 1
+	fi
+	if ! command -v apt-get >/dev/null 2>&1; then
+		log "$1 test upstream missing, and this is not a Debian-like system; unpack it into $2 by hand"
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+}
+
+# unpacked_mta_deb DEBS PKG: the newest downloaded .deb of PKG in DEBS.
+unpacked_mta_deb() { find "$1" -maxdepth 1 -name "$2_*.deb" | sort -V | tail -n 1; }
+
+# unpacked_mta_download DEBS PKG...: downloads the .deb of each PKG into
+# DEBS unless one is there already.
+unpacked_mta_download() {
+	local debs=$1 pkg
+	shift
+	mkdir -p "$debs"
+	# apt-get download fetches as _apt when it may write the directory.
+	getent passwd _apt >/dev/null && chown _apt "$debs"
+	for pkg in "$@"; do
+		[ -n "$(unpacked_mta_deb "$debs" "$pkg")" ] && continue
+		log "downloading $pkg into $debs"
+		(cd "$debs" && apt-get download "$pkg" </dev/null) ||
+			{ apt-get update </dev/null && (cd "$debs" && apt-get download "$pkg" </dev/null); } ||
+			{ log "apt-get download $pkg failed"; exit 1; }
+	done
+}
+
+# unpacked_mta_unpack ROOT DEBS PKG...: unpacks the .debs of the PKGs
+# together into ROOT, replacing what was there.
+unpacked_mta_unpack() {
+	local root=$1 debs=$2 pkg deb
+	shift 2
+	rm -rf "$root.new"
+	for pkg in "$@"; do
+		deb=$(unpacked_mta_deb "$debs" "$pkg")
+		log "unpacking $deb into $root"
+		dpkg-deb -x "$deb" "$root.new" || { log "dpkg-deb -x $deb failed"; exit 1; }
+	done
+	rm -rf "$root"
+	mv "$root.new" "$root"
+}
+
+# unpacked_mta_libs DEBS PKG [EXTRA...]: installs the library packages among
+# the Depends of PKG's .deb (first of each set of alternatives, version
+# constraint dropped) and the EXTRA packages, those that are missing; they
+# install beside Postfix without conflict.
+unpacked_mta_libs() {
+	local debs=$1 pkg=$2 dep
+	shift 2
+	local want=("$@") libs=()
+	for dep in $(dpkg-deb -f "$(unpacked_mta_deb "$debs" "$pkg")" Depends | tr ',' '\n' | sed -e 's/|.*//' -e 's/(.*)//' -e 's/[[:space:]]//g' | grep '^lib'); do
+		want+=("$dep")
+	done
+	for dep in "${want[@]}"; do
+		dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q 'ok installed' || libs+=("$dep")
+	done
+	if [ ${#libs[@]} -ne 0 ]; then
+		log "installing what $pkg needs: ${libs[*]}"
+		apt-get install -y --no-install-recommends "${libs[@]}" </dev/null ||
+			{ apt-get update </dev/null && apt-get install -y --no-install-recommends "${libs[@]}" </dev/null; } ||
+			{ log "apt-get install ${libs[*]} failed"; exit 1; }
+	fi
+}
+# ---- shared helpers: end ----
+
+# ---- OpenSMTPD as an unpacked test upstream (internal/opensmtpdtest) ----
+# "apt-get install opensmtpd" would remove Postfix (Conflicts
+# mail-transport-agent), so, as for Exim, the package is downloaded and
+# unpacked into /var/cache/moat-test/opensmtpd (MOAT_OPENSMTPD_ROOT moves
+# the unpacked tree; opensmtpdtest reads the same variable). Its libraries
+# were all present on a machine with Postfix; they are installed if not.
+# The binary looks up two users at start; they are created as the package's
+# postinst creates them (Debian names them opensmtpd and opensmtpq, not
+# OpenBSD's _smtpd and _smtpq). Its compiled-in queue (/var/spool/smtpd),
+# control socket and chroot are not created here: opensmtpdtest mounts
+# private directories over them in a mount namespace of each instance,
+# which needs unshare(1) and mount(8) (util-linux and mount, both essential
+# packages). Ready means exactly what opensmtpdtest checks before it starts
+# smtpd: smtpd and the mail.maildir helper are unpacked, ldd finds all of
+# smtpd's shared libraries, the users opensmtpd, opensmtpq and nobody exist,
+# and unshare and mount are on PATH.
+OPENSMTPD_ROOT="${MOAT_OPENSMTPD_ROOT:-/var/cache/moat-test/opensmtpd/root}"
+OPENSMTPD_DEBS="$(dirname "$OPENSMTPD_ROOT")/debs"
+OPENSMTPD_BIN="$OPENSMTPD_ROOT/usr/sbin/smtpd"
+OPENSMTPD_MDA="$OPENSMTPD_ROOT/usr/libexec/opensmtpd/mail.maildir"
+
+opensmtpd_ready() {
+	[ -x "$OPENSMTPD_BIN" ] && [ -x "$OPENSMTPD_MDA" ] || return 1
+	ldd "$OPENSMTPD_BIN" 2>&1 | grep -q 'not found' && return 1
+	getent passwd opensmtpd >/dev/null && getent passwd opensmtpq >/dev/null &&
+		getent passwd nobody >/dev/null || return 1
+	command -v unshare >/dev/null 2>&1 && command -v mount >/dev/null 2>&1
+}
+
+if ! opensmtpd_ready; then
+	unpacked_mta_prepare OpenSMTPD "$OPENSMTPD_ROOT"
+	unpacked_mta_download "$OPENSMTPD_DEBS" opensmtpd
+	if [ ! -x "$OPENSMTPD_BIN" ] || [ ! -x "$OPENSMTPD_MDA" ]; then
+		unpacked_mta_unpack "$OPENSMTPD_ROOT" "$OPENSMTPD_DEBS" opensmtpd
+	fi
+	unpacked_mta_libs "$OPENSMTPD_DEBS" opensmtpd util-linux mount
+	for u in opensmtpd opensmtpq; do
+		if ! getent passwd "$u" >/dev/null; then
+			log "creating system user $u"
+			useradd --system --user-group --no-create-home --home-dir /var/lib/opensmtpd/empty \
+				--shell /usr/sbin/nologin "$u" || { log "useradd $u failed"; exit 1; }
+		fi
+	done
+	if ! opensmtpd_ready; then
+		log "OpenSMTPD test upstream still not ready in $OPENSMTPD_ROOT:"
+		ldd "$OPENSMTPD_BIN" 2>&1 | grep 'not found' >&2 || true
+		exit 1
+	fi
+fi
+# ---- OpenSMTPD: end ----
+
+# ---- Sendmail as an unpacked test upstream (internal/sendmailtest) ----
+# "apt-get install sendmail-bin" would remove Postfix, so sendmail-bin (the
+# binary, /usr/libexec/sendmail/sendmail) and sendmail-cf (the m4 tree a
+# sendmail.cf is built from) are downloaded and unpacked together into
+# /var/cache/moat-test/sendmail (MOAT_SENDMAIL_ROOT moves the unpacked tree;
+# sendmailtest reads the same variable). sendmail-base, Debian's
+# configuration scripts, is not needed. The libraries sendmail-bin depends
+# on are installed (on a machine with Postfix: libwrap0, liblockfile1), and
+# m4, which sendmailtest runs to build each instance's sendmail.cf. No user
+# is created: the smmsp user and group serve the submission program, which
+# the tests do not use, and deliveries run as nobody. sendmailtest runs the
+# daemon in private namespaces (unshare(1), mount(8)). Ready means exactly
+# what sendmailtest checks before it starts Sendmail: the binary and
+# cf/m4/cf.m4 are unpacked, ldd finds all the binary's shared libraries,
+# m4, unshare and mount are on PATH, and the user nobody exists.
+SENDMAIL_ROOT="${MOAT_SENDMAIL_ROOT:-/var/cache/moat-test/sendmail/root}"
+SENDMAIL_DEBS="$(dirname "$SENDMAIL_ROOT")/debs"
+SENDMAIL_BIN="$SENDMAIL_ROOT/usr/libexec/sendmail/sendmail"
+SENDMAIL_CF="$SENDMAIL_ROOT/usr/share/sendmail/cf/m4/cf.m4"
+
+sendmail_ready() {
+	[ -x "$SENDMAIL_BIN" ] && [ -f "$SENDMAIL_CF" ] || return 1
+	ldd "$SENDMAIL_BIN" 2>&1 | grep -q 'not found' && return 1
+	command -v m4 >/dev/null 2>&1 && command -v unshare >/dev/null 2>&1 &&
+		command -v mount >/dev/null 2>&1 || return 1
+	getent passwd nobody >/dev/null
+}
+
+if ! sendmail_ready; then
+	unpacked_mta_prepare Sendmail "$SENDMAIL_ROOT"
+	unpacked_mta_download "$SENDMAIL_DEBS" sendmail-bin sendmail-cf
+	if [ ! -x "$SENDMAIL_BIN" ] || [ ! -f "$SENDMAIL_CF" ]; then
+		unpacked_mta_unpack "$SENDMAIL_ROOT" "$SENDMAIL_DEBS" sendmail-bin sendmail-cf
+	fi
+	unpacked_mta_libs "$SENDMAIL_DEBS" sendmail-bin m4 util-linux mount
+	if ! sendmail_ready; then
+		log "Sendmail test upstream still not ready in $SENDMAIL_ROOT:"
+		ldd "$SENDMAIL_BIN" 2>&1 | grep 'not found' >&2 || true
+		exit 1
+	fi
+fi
+# ---- Sendmail: end ----

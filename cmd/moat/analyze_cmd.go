@@ -34,8 +34,6 @@ reconstructs its sessions and runs them through the same inspection
 pipeline as the proxy, with the rules and DNS lists of the configuration.
 Writes one record per transaction (Zeek smtp.log field names, plus moat's
 verdict, score, rules and stage) and a summary on standard error.
-
-Flags:
 `
 
 // analyzeFlags are the flags moat analyze and moat capture share.
@@ -85,22 +83,12 @@ func (f *analyzeFlags) captureConfig() (capture.Config, error) {
 }
 
 func cmdAnalyze(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("moat analyze", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("moat analyze", analyzeUsage, stderr)
 	var f analyzeFlags
 	f.register(fs, "jsonl")
 	fs.StringVar(&f.openMetrics, "openmetrics", "", "write the metrics to `FILE` as OpenMetrics with the capture's own timestamps (for promtool tsdb create-blocks-from openmetrics)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), analyzeUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return exitUsage
+	if ok, code := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "moat analyze: no capture file given")
@@ -197,7 +185,7 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 	if err != nil {
 		return &configError{err}
 	}
-	deps := capture.Deps{Engine: engine, Logger: log, Metrics: capMetrics}
+	deps := capture.Deps{Engine: engine, Session: cfg.Config.SequencerConfig(), Logger: log, Metrics: capMetrics}
 	var ex *capture.Extractor
 	if f.extract != "" {
 		if err := os.MkdirAll(f.extract, 0o755); err != nil {

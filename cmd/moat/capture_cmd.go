@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
@@ -25,28 +24,16 @@ the capture, finishes the sessions still open and prints the summary.
 --filter takes the port form of a BPF expression ("[tcp] port N [or
 [tcp] port M ...]"), which sets the SMTP ports; moat compiles no other
 BPF without libpcap.
-
-Flags:
 `
 
 func cmdCapture(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("moat capture", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("moat capture", captureUsage, stderr)
 	var f analyzeFlags
 	f.register(fs, "jsonl")
 	iface := fs.String("iface", "", "network interface `NAME` to capture on")
 	filter := fs.String("filter", "", "BPF port `EXPRESSION` selecting the SMTP ports")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), captureUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return exitUsage
+	if ok, code := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if *iface == "" || fs.NArg() != 0 {
 		fmt.Fprintln(stderr, "moat capture: --iface is required and takes no other argument")
@@ -108,7 +95,7 @@ func runCapture(ctx context.Context, f *analyzeFlags, iface string, stdout, stde
 	if err != nil {
 		return &configError{err}
 	}
-	deps := capture.Deps{Engine: engine, Logger: log, Metrics: capMetrics, Stream: true}
+	deps := capture.Deps{Engine: engine, Session: cfg.Config.SequencerConfig(), Logger: log, Metrics: capMetrics, Stream: true}
 	var ex *capture.Extractor
 	if f.extract != "" {
 		ex = &capture.Extractor{Dir: f.extract}

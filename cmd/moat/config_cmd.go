@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"moat/dnsbl"
@@ -24,16 +23,9 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, configUsage)
 		return exitUsage
 	}
-	fs := flag.NewFlagSet("moat config check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), configUsage) }
-	if err := fs.Parse(args[1:]); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return exitUsage
+	fs := newFlagSet("moat config check", configUsage, stderr)
+	if ok, code := parseFlags(fs, args[1:], stdout); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()

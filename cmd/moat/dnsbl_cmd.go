@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,23 +23,15 @@ rejects them. The cache is not used.
 
 Exits 0 when every list answered (listed or not), 1 when a lookup failed,
 2 for a usage or configuration error.
-
-Flags:
 `
 
 func cmdDnsbl(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("moat dnsbl check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("moat dnsbl check", dnsblUsage, stderr)
 	configPath := fs.String("config", "", "configuration `FILE` (default: built-in defaults, which have no lists)")
 	health := fs.Bool("health", false, "probe every list with its RFC 5782 test entries first")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), dnsblUsage)
-		fs.PrintDefaults()
-	}
 	if len(args) == 0 || args[0] != "check" {
 		if len(args) > 0 && isHelp(args[0]) {
-			fs.SetOutput(stdout)
-			fs.Usage()
+			printUsage(fs, stdout)
 			return 0
 		}
 		fs.Usage()
@@ -50,13 +41,8 @@ func cmdDnsbl(args []string, stdout, stderr io.Writer) int {
 	var keys []string
 	rest := args[1:]
 	for {
-		if err := fs.Parse(rest); err != nil {
-			if err == flag.ErrHelp {
-				fs.SetOutput(stdout)
-				fs.Usage()
-				return 0
-			}
-			return exitUsage
+		if ok, code := parseFlags(fs, rest, stdout); !ok {
+			return code
 		}
 		if fs.NArg() == 0 {
 			break

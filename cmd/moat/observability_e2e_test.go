@@ -224,8 +224,12 @@ dnsbl:
 			}
 		}
 	}
-	if n != 6 {
-		t.Errorf("Prometheus loaded %d alert rules, want 6", n)
+	alerts, err := os.ReadFile("../../dashboards/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Count(string(alerts), "- alert: "); n != want || n == 0 {
+		t.Errorf("Prometheus loaded %d alert rules, want the %d of alerts.yaml", n, want)
 	}
 	t.Logf("%d sessions, %d panel queries, %s", sessions, queries, time.Since(start).Round(time.Millisecond))
 }

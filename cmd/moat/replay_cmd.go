@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"moat/capture"
+	"moat/internal/replay"
 )
 
 const replayUsage = `Usage:
@@ -30,13 +30,10 @@ sessions with client bytes missing from the capture, are skipped.
 
 moat connects to HOST:PORT and nowhere else. Recorded AUTH credentials are
 sent to it as they were recorded.
-
-Flags:
 `
 
 func cmdReplay(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("moat replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("moat replay", replayUsage, stderr)
 	to := fs.String("to", "", "the SMTP server to send to, `HOST:PORT` (required)")
 	pace := fs.Bool("pace", false, "wait between commands as long as the recorded client did (each wait at most --max-pause)")
 	maxPause := fs.Duration("max-pause", 10*time.Second, "longest single wait with --pace")
@@ -44,17 +41,8 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	ports := fs.String("ports", "", "SMTP server `PORTS` in the capture, comma-separated (default 25,465,587,2525)")
 	noDetect := fs.Bool("no-detect", false, "do not look for SMTP on other ports by its greeting")
 	quiet := fs.Bool("quiet", false, "print the summary only, not each divergence")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), replayUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return exitUsage
+	if ok, code := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	switch {
 	case *to == "":
@@ -80,7 +68,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	opts := capture.ReplayOptions{To: *to, Pace: *pace, MaxPause: *maxPause, Timeout: *timeout}
+	opts := replay.Options{To: *to, Pace: *pace, MaxPause: *maxPause, Timeout: *timeout}
 	return exitCode(stderr, runReplay(ctx, cc, opts, fs.Args(), *quiet, stdout))
 }
 
@@ -90,7 +78,7 @@ func validHostPort(s string) bool {
 }
 
 // runReplay is moat replay after the flags.
-func runReplay(ctx context.Context, cc capture.Config, opts capture.ReplayOptions, files []string, quiet bool, stdout io.Writer) error {
+func runReplay(ctx context.Context, cc capture.Config, opts replay.Options, files []string, quiet bool, stdout io.Writer) error {
 	srcs := make([]capture.Source, 0, len(files))
 	for _, name := range files {
 		s, err := capture.OpenFile(name)
@@ -104,7 +92,7 @@ func runReplay(ctx context.Context, cc capture.Config, opts capture.ReplayOption
 	}
 	src := capture.Merge(srcs...)
 	defer src.Close()
-	opts.Session = func(rs *capture.ReplayedSession) {
+	opts.Session = func(rs *replay.Session) {
 		if quiet || rs.Skipped != "" {
 			return
 		}
@@ -119,14 +107,14 @@ func runReplay(ctx context.Context, cc capture.Config, opts capture.ReplayOption
 			fmt.Fprintf(stdout, "%s %s > %s: ended early: %v\n", rs.UID, rs.Client, rs.Server, rs.Err)
 		}
 	}
-	st, err := capture.Replay(ctx, cc, src, opts)
+	st, err := replay.Run(ctx, cc, src, opts)
 	if st != nil && (err == nil || st.Sessions > 0) {
 		writeReplaySummary(stdout, st, opts.To)
 	}
 	return err
 }
 
-func writeReplaySummary(w io.Writer, st *capture.ReplayStats, to string) {
+func writeReplaySummary(w io.Writer, st *replay.Stats, to string) {
 	skipped := 0
 	var why []string
 	for _, k := range slices.Sorted(maps.Keys(st.Skipped)) {

@@ -128,7 +128,7 @@ func judgeCaptures(ctx context.Context, cfg *Config, rulesFile string, files []s
 		return err
 	}
 	defer closeEngine()
-	an, err := capture.New(capture.Config{}, capture.Deps{Engine: engine, Logger: log})
+	an, err := capture.New(capture.Config{}, capture.Deps{Engine: engine, Session: c.Config.SequencerConfig(), Logger: log})
 	if err != nil {
 		return err
 	}

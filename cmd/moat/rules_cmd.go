@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -47,19 +46,12 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(w, rulesUsage)
 		return code
 	}
-	fs := flag.NewFlagSet("moat rules "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), rulesUsage) }
+	fs := newFlagSet("moat rules "+args[0], rulesUsage, stderr)
 	rulesFile := fs.String("rules", "", "rules `FILE` (default: the config's rules, else the built-in rules)")
 	configPath := fs.String("config", "", "configuration `FILE` for DNS list names and rules")
 	format := fs.String("format", "table", "output format: table or json")
-	if err := fs.Parse(args[1:]); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return exitUsage
+	if ok, code := parseFlags(fs, args[1:], stdout); !ok {
+		return code
 	}
 	if *format != "table" && *format != "json" {
 		fmt.Fprintf(stderr, "moat rules: --format %q is not table or json\n", *format)

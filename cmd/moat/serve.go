@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,8 +35,6 @@ upstream.address and http.listen (the file's or the built-in ones), also
 when SIGHUP re-reads the file.
 SIGTERM or SIGINT stop it gracefully: idle sessions are closed with 421,
 messages in flight are finished.
-
-Flags:
 `
 
 // serveOverrides are the addresses given on the command line; they win
@@ -61,8 +58,7 @@ func (o serveOverrides) apply(c *Config) {
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("moat serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("moat serve", serveUsage, stderr)
 	configPath := fs.String("config", "", "configuration `FILE` (default: built-in defaults)")
 	var ov serveOverrides
 	fs.Func("listen", "SMTP listener `HOST:PORT` instead of the configuration's listen (repeat for several)", func(s string) error {
@@ -84,24 +80,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		ov.http = s
 		return nil
 	})
-	usage := func(w io.Writer) {
-		fmt.Fprint(w, serveUsage)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(stderr)
-	}
-	fs.Usage = func() {} // printed below, once, to the right stream
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			usage(stdout)
-			return 0
-		}
-		usage(stderr)
-		return exitUsage
+	if ok, code := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "moat serve: unexpected argument %q\n", fs.Arg(0))
-		usage(stderr)
+		fs.Usage()
 		return exitUsage
 	}
 	// Catch SIGHUP before anything else: its default action would kill a

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"runtime"
@@ -24,18 +23,9 @@ func versionString() string {
 }
 
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("moat version", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage:\n  moat version\n\nPrints moat's version, Go version and platform.\n")
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return exitUsage
+	fs := newFlagSet("moat version", "Usage:\n  moat version\n\nPrints moat's version, Go version and platform.\n", stderr)
+	if ok, code := parseFlags(fs, args, stdout); !ok {
+		return code
 	}
 	fmt.Fprintln(stdout, versionString())
 	return 0

@@ -41,9 +41,10 @@ func ParseBDATArg(arg string) (size int64, last bool, err error) {
 
 // LineEndings watches a message's bytes as they stream past and records
 // line endings other than CRLF: a LF not preceded by CR, a CR not followed
-// by LF. It is the BDAT counterpart of DataReader's bookkeeping (BDAT
-// chunks have no framing of their own), and works across Write calls, so
-// a CRLF split between two chunks is still one CRLF.
+// by LF. It is the one place those facts are found, for DATA (watching
+// what a DataReader reads out; unstuffing changes no line ending) and BDAT
+// alike, and works across Write calls, so a CRLF split between two reads
+// or chunks is still one CRLF.
 type LineEndings struct {
 	BareLF, BareCR bool
 	cr             bool // the last byte seen was a CR

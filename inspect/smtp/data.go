@@ -31,9 +31,11 @@ const (
 // ends for framing or unstuffing. This is what defeats "SMTP smuggling":
 // "\n.\n", "\r.\r", "\r\n.\n" and the like are message content here, and
 // [DataWriter] will pass them on in a form the next server cannot mistake
-// for the end of the message either. Bare CR, bare LF and NUL bytes are
-// recorded (BareCR, BareLF, NUL) and reading continues, so the
-// conversation stays in step even when a message is refused for them.
+// for the end of the message either. Reading goes on past bare line
+// endings to the real end, so the conversation stays in step even when a
+// message is refused for them; whoever stores the message records them as
+// facts with [LineEndings] on the output, which the dot removed by
+// unstuffing never changes (a bare CR or LF stays bare without it).
 //
 // Read returns io.EOF once the terminator has been consumed; it never
 // consumes a byte of the underlying bufio.Reader past the terminator, so
@@ -41,12 +43,9 @@ const (
 // input ends first, Read returns io.ErrUnexpectedEOF. The result does not
 // depend on the size of the buffers passed to Read.
 type DataReader struct {
-	r      *bufio.Reader
-	state  dataState
-	err    error // sticky: io.EOF after the terminator, or the read error
-	bareLF bool
-	bareCR bool
-	nul    bool
+	r     *bufio.Reader
+	state dataState
+	err   error // sticky: io.EOF after the terminator, or the read error
 }
 
 // NewDataReader returns a DataReader that reads a message from r, which
@@ -54,15 +53,6 @@ type DataReader struct {
 func NewDataReader(r *bufio.Reader) *DataReader {
 	return &DataReader{r: r}
 }
-
-// BareLF reports whether the message so far had a LF not preceded by CR.
-func (d *DataReader) BareLF() bool { return d.bareLF }
-
-// BareCR reports whether the message so far had a CR not followed by LF.
-func (d *DataReader) BareCR() bool { return d.bareCR }
-
-// NUL reports whether the message so far had a NUL byte.
-func (d *DataReader) NUL() bool { return d.nul }
 
 // Read reads message content into p, dot-unstuffed. See [DataReader].
 func (d *DataReader) Read(p []byte) (int, error) {
@@ -90,21 +80,13 @@ func (d *DataReader) Read(p []byte) (int, error) {
 			c := buf[k]
 			switch d.state {
 			case dataMid:
-				// The hot path: copy up to the next CR in one go. A LF
-				// here has no CR before it (after a CR the state is
-				// dataCR), so it is bare.
+				// The hot path: copy up to the next CR in one go.
 				seg := buf[k:]
 				if i := bytes.IndexByte(seg, '\r'); i >= 0 {
 					seg = seg[:i]
 				}
 				if room := len(p) - n; len(seg) > room {
 					seg = seg[:room]
-				}
-				if !d.bareLF && bytes.IndexByte(seg, '\n') >= 0 {
-					d.bareLF = true
-				}
-				if !d.nul && bytes.IndexByte(seg, 0) >= 0 {
-					d.nul = true
 				}
 				n += copy(p[n:], seg)
 				k += len(seg)
@@ -121,7 +103,6 @@ func (d *DataReader) Read(p []byte) (int, error) {
 					k++
 					d.state = dataLineStart
 				} else {
-					d.bareCR = true
 					d.state = dataMid
 				}
 			case dataLineStart:

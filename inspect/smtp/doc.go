@@ -58,9 +58,10 @@
 // Receivers that also accept LF "." LF or other near-misses as the end can
 // be tricked into seeing two messages where the sending server saw one
 // ("SMTP smuggling"). [DataReader] therefore ends the message only at the
-// exact CR LF "." CR LF sequence, passes bare CR and bare LF through as
-// data and records them as facts. [DataWriter] writes the message on to the
-// next server in one canonical form — every line ending CR LF and every
-// leading dot doubled — so whatever reached moat cannot be re-read
-// differently by the server behind it.
+// exact CR LF "." CR LF sequence and passes bare CR and bare LF through
+// as data; [LineEndings], watching what it reads out, records them as
+// facts. [DataWriter] writes the message on to the next server in one
+// canonical form — every line ending CR LF and every leading dot doubled —
+// so whatever reached moat cannot be re-read differently by the server
+// behind it.
 package smtp

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -117,9 +118,21 @@ func FuzzDataReader(f *testing.F) {
 			err1 = nil
 		}
 		rest1, _ := io.ReadAll(br1)
-		if !bytes.Equal(out1, out) || err1 != err || len(rest1) != len(in)-consumed ||
-			d1.BareCR() != d.BareCR() || d1.BareLF() != d.BareLF() || d1.NUL() != d.NUL() {
+		if !bytes.Equal(out1, out) || err1 != err || len(rest1) != len(in)-consumed {
 			t.Fatalf("one-byte reads give %q, %v, %d left; bulk %q, %v, %d left", out1, err1, len(rest1), out, err, len(in)-consumed)
+		}
+
+		// LineEndings, watching the output stream past in any chunks,
+		// finds the bare line endings the input had before the
+		// terminator: the dots unstuffing removes change none.
+		lf, cr := lineFacts(t, out)
+		if done := err == nil; done {
+			raw := append([]byte("\r\n"), in[:consumed-3]...) // the DATA line's CRLF, the content with its CRLF
+			rawLF := bytes.Count(raw, lfBytes) > bytes.Count(raw, crlfBytes)
+			rawCR := bytes.Count(raw, crBytes) > bytes.Count(raw, crlfBytes)
+			if lf != rawLF || cr != rawCR {
+				t.Fatalf("LineEndings over %q: bare LF %v, bare CR %v; the input %q has %v, %v", out, lf, cr, raw, rawLF, rawCR)
+			}
 		}
 
 		// Relayed through DataWriter, the output reads back with canonical
@@ -140,6 +153,61 @@ func FuzzDataReader(f *testing.F) {
 		back, err := io.ReadAll(NewDataReader(bufio.NewReader(&relay)))
 		if err != nil || !bytes.Equal(back, canonicalLines(out)) {
 			t.Fatalf("relay of %q reads back as %q, %v; want %q", out, back, err, canonicalLines(out))
+		}
+	})
+}
+
+// FuzzParseEHLO: every keyword found is an upper-case ehlo-keyword and
+// every parameter an ehlo-param (RFC 5321 §4.1.1.1); written back as a
+// reply, the extensions parse to themselves.
+func FuzzParseEHLO(f *testing.F) {
+	for _, tt := range parseEHLOTests {
+		f.Add([]byte(tt.in))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := ReadReply(bufio.NewReader(bytes.NewReader(data)))
+		if err != nil {
+			return
+		}
+		e := ParseEHLO(rep)
+		if rep.Class() != 2 {
+			if e != nil {
+				t.Fatalf("ParseEHLO of a %d reply = %#v, want nil", rep.Code, e)
+			}
+			return
+		}
+		for kw, params := range e {
+			if checkKeyword(kw) != nil || kw != strings.ToUpper(kw) || !e.Has(strings.ToLower(kw)) {
+				t.Fatalf("ParseEHLO(%q): keyword %q", data, kw)
+			}
+			for _, p := range params {
+				if !isEHLOParam(p) {
+					t.Fatalf("ParseEHLO(%q): %s parameter %q", data, kw, p)
+				}
+			}
+		}
+		if again := ParseEHLO(formatEHLO(e)); !reflect.DeepEqual(again, e) {
+			t.Fatalf("ParseEHLO(%q) = %#v; written back and parsed again: %#v", data, e, again)
+		}
+	})
+}
+
+// FuzzXtext: any string encodes to valid xtext that decodes back to it;
+// valid xtext decodes to a string whose encoding is the canonical form of
+// the input (hexchars only where needed) and decodes the same.
+func FuzzXtext(f *testing.F) {
+	for _, s := range []string{"", "a+b=c", "a+2Bb+3Dc", "+41", "two words", "\x00\xff", "+", "+4", "+4g"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		checkXtextRoundTrip(t, s)
+		dec, err := DecodeXtext(s)
+		if err != nil {
+			return
+		}
+		again, err := DecodeXtext(EncodeXtext(dec))
+		if err != nil || again != dec {
+			t.Fatalf("DecodeXtext(%q) = %q; encoded and decoded again: %q, %v", s, dec, again, err)
 		}
 	})
 }

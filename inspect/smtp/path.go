@@ -174,31 +174,56 @@ func ParseSizeValue(v string) (int64, error) {
 // "=" stands for itself, and "+XX" (two upper-case hex digits) for the
 // byte XX.
 func DecodeXtext(s string) (string, error) {
+	if err := checkXtext(s); err != nil {
+		return "", err
+	}
 	if strings.IndexByte(s, '+') < 0 {
-		if err := checkXtext(s); err != nil {
-			return "", err
-		}
 		return s, nil
 	}
 	b := make([]byte, 0, len(s))
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '+':
-			if i+2 >= len(s) || !isUpperHex(s[i+1]) || !isUpperHex(s[i+2]) {
-				return "", fmt.Errorf("%w: bad hexchar in xtext", ErrSyntax)
-			}
+		if s[i] == '+' { // checked: two upper-case hex digits follow
 			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
 			i += 2
-		case c < '!' || c > '~' || c == '=':
-			return "", fmt.Errorf("%w: invalid character in xtext", ErrSyntax)
-		default:
-			b = append(b, c)
+			continue
 		}
+		b = append(b, s[i])
 	}
 	return string(b), nil
 }
 
+// EncodeXtext encodes s as xtext (RFC 3461 §4), for the DSN parameters
+// and for XCLIENT's attribute values, which Postfix reads as xtext
+// (XCLIENT_README): "+", "=" and every byte outside "!".."~" become "+"
+// and two upper-case hex digits; the rest stands for itself.
+func EncodeXtext(s string) string {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !isXchar(s[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+2*n)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isXchar(c) {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '+', hex[c>>4], hex[c&0xF])
+	}
+	return string(b)
+}
+
+// isXchar reports whether c stands for itself in xtext: "!".."~" except
+// "+" and "=" (RFC 3461 §4).
+func isXchar(c byte) bool { return '!' <= c && c <= '~' && c != '+' && c != '=' }
+
+// checkXtext validates xtext = *( xchar / hexchar ) (RFC 3461 §4).
 func checkXtext(s string) error {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -208,7 +233,7 @@ func checkXtext(s string) error {
 				return fmt.Errorf("%w: bad hexchar in xtext", ErrSyntax)
 			}
 			i += 2
-		case c < '!' || c > '~' || c == '=':
+		case !isXchar(c):
 			return fmt.Errorf("%w: invalid character in xtext", ErrSyntax)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -329,5 +330,61 @@ func TestDecodeXtext(t *testing.T) {
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("DecodeXtext(%q) = %q, %v; want %q, ok %v", tt.in, got, err, tt.want, tt.ok)
 		}
+	}
+}
+
+func TestEncodeXtext(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"", ""},
+		{"QQ314159", "QQ314159"},
+		{"a+b=c", "a+2Bb+3Dc"},
+		{"mail.example.org", "mail.example.org"},
+		{"[UNAVAILABLE]", "[UNAVAILABLE]"},
+		{"two words", "two+20words"},
+		{"\x00\x7f\xff", "+00+7F+FF"},
+		{"ü", "+C3+BC"},
+	} {
+		if got := EncodeXtext(tt.in); got != tt.want {
+			t.Errorf("EncodeXtext(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// checkXtextRoundTrip holds EncodeXtext to RFC 3461 §4: its output is
+// valid xtext that decodes to the input, and a string of xchars only is
+// its own encoding.
+func checkXtextRoundTrip(t *testing.T, s string) {
+	t.Helper()
+	enc := EncodeXtext(s)
+	if err := checkXtext(enc); err != nil {
+		t.Fatalf("EncodeXtext(%q) = %q, not xtext: %v", s, enc, err)
+	}
+	if dec, err := DecodeXtext(enc); err != nil || dec != s {
+		t.Fatalf("DecodeXtext(EncodeXtext(%q)) = %q, %v", s, dec, err)
+	}
+	plain := true
+	for i := range len(s) {
+		plain = plain && isXchar(s[i])
+	}
+	if plain != (enc == s) {
+		t.Fatalf("EncodeXtext(%q) = %q: only xchars may stand for themselves", s, enc)
+	}
+}
+
+// A seeded, bounded run of the round trip over strings drawn mostly from
+// the bytes that need encoding.
+func TestXtextRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(3461, 4))
+	pool := []byte("+= \t\r\n\x00\x7f\x80\xffaZ09!~.@[]")
+	for range 2000 {
+		b := make([]byte, r.IntN(40))
+		for i := range b {
+			if r.IntN(2) == 0 {
+				b[i] = pool[r.IntN(len(pool))]
+			} else {
+				b[i] = byte(r.IntN(256))
+			}
+		}
+		checkXtextRoundTrip(t, string(b))
 	}
 }

@@ -62,6 +62,37 @@ func (r Reply) String() string {
 	return string(b[:len(b)-2])
 }
 
+// Summary is the reply on one line, for logs: the code, the enhanced
+// code and every line's text, separated by spaces; "" for no reply.
+func (r Reply) Summary() string { return r.summary(false) }
+
+// LastLine is the reply as Zeek's smtp.log last_reply writes it: the
+// code, the enhanced code and the text of the last line only.
+func (r Reply) LastLine() string { return r.summary(true) }
+
+func (r Reply) summary(lastOnly bool) string {
+	if r.Code == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(r.Code))
+	if r.Enhanced != "" {
+		b.WriteByte(' ')
+		b.WriteString(r.Enhanced)
+	}
+	lines := r.Lines
+	if lastOnly && len(lines) > 0 {
+		lines = lines[len(lines)-1:]
+	}
+	for _, l := range lines {
+		if l != "" {
+			b.WriteByte(' ')
+			b.WriteString(l)
+		}
+	}
+	return b.String()
+}
+
 // Bytes returns the wire form of the reply, every line ending in CRLF.
 func (r Reply) Bytes() []byte { return r.Append(nil) }
 

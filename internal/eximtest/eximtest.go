@@ -29,15 +29,16 @@ package eximtest
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
+	"moat/internal/mtatest"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,9 +70,6 @@ const DefaultRoot = "/var/cache/moat-test/exim/root"
 // Maildir.
 const User = "Debian-exim"
 
-// pollInterval is how often the Wait functions look again.
-const pollInterval = 20 * time.Millisecond
-
 // Options selects the optional features of an instance.
 type Options struct {
 	// DenySenders are MAIL FROM addresses refused with Exim's default
@@ -90,7 +88,25 @@ type Options struct {
 	// MessageSizeLimit sets message_size_limit in bytes (advertised as
 	// SIZE); 0 keeps Exim's default of 50M.
 	MessageSizeLimit int64
+	// RelayTo, when not empty, makes the instance a sending MTA — a real
+	// SMTP client for the server at RelayTo ("127.0.0.1:PORT") — instead
+	// of the test's upstream: one manualroute router sends every address,
+	// whatever its domain, to RelayTo with the smtp transport, and nothing
+	// is delivered locally. The transport keeps Exim's client defaults:
+	// STARTTLS whenever offered (tried, not required; the certificate is
+	// checked but a failure only logs CV=no), PIPELINING, CHUNKING (BDAT)
+	// whenever offered, and several messages per connection in a queue
+	// run. The daemon runs no queue runner, so nothing is delivered until
+	// the test says so: inject with Sendmail (queue only), deliver with
+	// RunQueue. A retry rule (F,1h,10m) keeps temporarily refused mail
+	// queued, and RunQueue forces it past its retry time. The Deny*,
+	// Defer* and MessageSizeLimit options do not apply.
+	RelayTo string
 }
+
+// SenderHostname is the primary_hostname of an instance started with
+// Options.RelayTo; it is the name in its EHLO.
+const SenderHostname = "sender.test"
 
 // Exim is one running instance. Its methods may be called from several
 // goroutines.
@@ -106,6 +122,8 @@ type Exim struct {
 	// Exim's Received: prepended.
 	MailDir string
 
+	bin        string // the exim4 binary
+	conf       string // the configuration file
 	logDir     string
 	stderrFile string
 
@@ -189,10 +207,10 @@ func Start(t testing.TB, opts Options) *Exim {
 		if err == nil {
 			t.Cleanup(func() {
 				if t.Failed() {
-					t.Logf("eximtest: last lines of %s:\n%s", filepath.Join(e.logDir, "mainlog"), lastLines(e.readLog(), 40))
+					t.Logf("eximtest: last lines of %s:\n%s", filepath.Join(e.logDir, "mainlog"), mtatest.LastLines(e.readLog(), 40))
 				}
 				e.Stop(t)
-				if err := removeAll(e.Dir); err != nil {
+				if err := mtatest.RemoveAll(e.Dir); err != nil {
 					t.Errorf("eximtest: %v", err)
 				}
 			})
@@ -220,7 +238,7 @@ func start(bin string, opts Options) (e *Exim, err error) {
 	}
 	uid, _ := strconv.Atoi(eu.Uid)
 	gid, _ := strconv.Atoi(eu.Gid)
-	port, err := freePort()
+	port, err := mtatest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -234,13 +252,15 @@ func start(bin string, opts Options) (e *Exim, err error) {
 		Addr:       net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		Dir:        root,
 		MailDir:    filepath.Join(root, "mail", "all"),
+		bin:        bin,
+		conf:       filepath.Join(root, "exim.conf"),
 		logDir:     filepath.Join(root, "log"),
 		stderrFile: filepath.Join(root, "stderr"),
 		done:       make(chan struct{}),
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, e.shutdown(), removeAll(root))
+			err = errors.Join(err, e.shutdown(), mtatest.RemoveAll(root))
 		}
 	}()
 	if err := os.Chmod(root, 0o755); err != nil {
@@ -256,7 +276,7 @@ func start(bin string, opts Options) (e *Exim, err error) {
 			return e, err
 		}
 	}
-	conf := filepath.Join(root, "exim.conf")
+	conf := e.conf
 	// Exim refuses a configuration file that others can write or that
 	// root or the Exim user does not own; 0644 by root is fine.
 	if err := os.WriteFile(conf, []byte(config(bin, root, port, opts)), 0o644); err != nil {
@@ -270,7 +290,12 @@ func start(bin string, opts Options) (e *Exim, err error) {
 	// -bdf: the daemon stays in the foreground as our child, so it can be
 	// waited for; its own process group holds it and every reception and
 	// delivery process it forks, so Stop can signal them all.
-	cmd := exec.Command(bin, "-C", conf, "-bdf", "-q5s")
+	args := []string{"-C", conf, "-bdf", "-q5s"}
+	if opts.RelayTo != "" {
+		// A sending instance delivers only when RunQueue says so.
+		args = args[:3]
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -296,43 +321,22 @@ func start(bin string, opts Options) (e *Exim, err error) {
 
 // config returns the instance's configuration file.
 func config(bin, root string, port int, opts Options) string {
+	if opts.RelayTo != "" {
+		return senderConfig(bin, root, port, opts.RelayTo)
+	}
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("# Written by moat/internal/eximtest.")
-	p("primary_hostname = %s", Hostname)
+	b.WriteString(common(bin, root, Hostname, port))
 	p("qualify_domain = %s", Domain)
-	// Exim re-executes itself to deliver; the compiled-in path
-	// (/usr/sbin/exim4) does not exist, since Exim is only unpacked.
-	p("exim_path = %s", bin)
-	p("spool_directory = %s", filepath.Join(root, "spool"))
-	p("log_file_path = %s", filepath.Join(root, "log", "%slog"))
-	p("pid_file_path = %s", filepath.Join(root, "exim.pid"))
-	p("daemon_smtp_ports = %d", port)
-	p("local_interfaces = 127.0.0.1")
-	p("disable_ipv6 = true")
-	// No reverse DNS of the client and no ident (RFC 1413) call back:
-	// tests never touch the resolver or other ports.
-	p("host_lookup =")
-	p("rfc1413_hosts =")
-	p("rfc1413_query_timeout = 0s")
 	// No STARTTLS: Exim would offer it with a self-signed certificate made
 	// up at start, and the tests that need TLS set it up themselves.
 	p("tls_advertise_hosts =")
 	p("smtp_banner = $smtp_active_hostname ESMTP Exim $version_number")
-	// Silences "Warning: purging the environment" on every start.
-	p("keep_environment =")
-	// A process started with -C that is not in Debian's trusted_configs
-	// list runs as the Exim user once it re-executes itself ("exim user
-	// lost privilege for using -C option"), so it cannot switch to another
-	// user to deliver. Dropping privilege for every delivery makes that the
-	// rule instead of a surprise, and the transport runs as the Exim user.
-	p("deliver_drop_privilege = true")
 	// Deliver every message at once: by default the eleventh message of
 	// one connection is only queued, for a queue runner to find later.
 	p("smtp_accept_queue_per_connection = 0")
 	p("smtp_accept_max = 0")
-	// Bounces nobody can receive are discarded instead of frozen.
-	p("ignore_bounce_errors_after = 0s")
 	if opts.MessageSizeLimit != 0 {
 		p("message_size_limit = %d", opts.MessageSizeLimit)
 	}
@@ -383,6 +387,87 @@ func config(bin, root string, port int, opts Options) string {
 	return b.String()
 }
 
+// common returns the settings every instance has: paths, the listener,
+// no lookups of the client, and a log that says what happened on the wire.
+func common(bin, root, hostname string, port int) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("primary_hostname = %s", hostname)
+	// Exim re-executes itself to deliver; the compiled-in path
+	// (/usr/sbin/exim4) does not exist, since Exim is only unpacked.
+	p("exim_path = %s", bin)
+	p("spool_directory = %s", filepath.Join(root, "spool"))
+	p("log_file_path = %s", filepath.Join(root, "log", "%slog"))
+	p("pid_file_path = %s", filepath.Join(root, "exim.pid"))
+	p("daemon_smtp_ports = %d", port)
+	p("local_interfaces = 127.0.0.1")
+	p("disable_ipv6 = true")
+	// No reverse DNS of the client and no ident (RFC 1413) call back:
+	// tests never touch the resolver or other ports.
+	p("host_lookup =")
+	p("rfc1413_hosts =")
+	p("rfc1413_query_timeout = 0s")
+	// Silences "Warning: purging the environment" on every start.
+	p("keep_environment =")
+	// A process started with -C that is not in Debian's trusted_configs
+	// list runs as the Exim user once it re-executes itself ("exim user
+	// lost privilege for using -C option"), so it cannot switch to another
+	// user to deliver. Dropping privilege for every delivery makes that the
+	// rule instead of a surprise, and the transport runs as the Exim user.
+	p("deliver_drop_privilege = true")
+	// Bounces nobody can receive are discarded instead of frozen.
+	p("ignore_bounce_errors_after = 0s")
+	return b.String()
+}
+
+// senderConfig is the configuration of a sending instance
+// (Options.RelayTo).
+func senderConfig(bin, root string, port int, relayTo string) string {
+	host, relayPort, err := net.SplitHostPort(relayTo)
+	if err != nil {
+		host, relayPort = relayTo, "25"
+	}
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("# Written by moat/internal/eximtest (sending instance).")
+	b.WriteString(common(bin, root, SenderHostname, port))
+	p("qualify_domain = %s", SenderHostname)
+	p("tls_advertise_hosts =")
+	// Delivery lines name the TLS version and cipher (X=), whether the
+	// certificate was verified (CV=), the server's reply to the message
+	// (C=), its port, and K when the message went by BDAT; connection
+	// lines count the messages sent over each connection.
+	p("log_selector = +tls_cipher +tls_certificate_verified +smtp_confirmation +outgoing_port +smtp_connection +pipelining +millisec")
+	p("domainlist local_domains =")
+	p("acl_smtp_rcpt = acl_rcpt")
+	p("")
+	p("begin acl")
+	p("acl_rcpt:")
+	// Mail submitted over SMTP from loopback is relayed like the rest.
+	p("  accept hosts = 127.0.0.1")
+	p("  deny")
+	p("")
+	p("begin routers")
+	p("relay:")
+	p("  driver = manualroute")
+	p("  route_list = * %s", host)
+	// The relay is this very machine: send to it anyway.
+	p("  self = send")
+	p("  transport = relay_smtp")
+	p("  no_more")
+	p("")
+	p("begin transports")
+	p("relay_smtp:")
+	p("  driver = smtp")
+	p("  port = %s", relayPort)
+	p("  allow_localhost")
+	p("  hosts_try_chunking = *")
+	p("")
+	p("begin retry")
+	p("* * F,1h,10m")
+	return b.String()
+}
+
 // exiList joins addresses into an Exim address list; a colon, the list
 // separator, is doubled.
 func exiList(addrs []string) string {
@@ -410,7 +495,7 @@ func (e *Exim) awaitGreeting(timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(pollInterval)
+		time.Sleep(mtatest.PollInterval)
 	}
 }
 
@@ -443,6 +528,64 @@ func (e *Exim) probe(deadline time.Time) error {
 	return nil
 }
 
+// Sendmail submits msg (a complete message, header and body, with LF
+// line endings) from the envelope sender from to the recipients to, as a
+// local program would: exim -bm with -oi, so a line holding a single dot
+// is just text, and -odq, so the message is only queued; RunQueue
+// delivers it.
+func (e *Exim) Sendmail(t testing.TB, from string, to []string, msg []byte) {
+	t.Helper()
+	args := append([]string{"-C", e.conf, "-odq", "-oi", "-f", from, "--"}, to...)
+	cmd := exec.Command(e.bin, args...)
+	cmd.Stdin = bytes.NewReader(msg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("eximtest: exim %v: %v\n%s", args, err, out)
+	}
+}
+
+// RunQueue runs one queue runner over every queued message, whatever its
+// retry time (-qqff: forced, frozen ones too, in two passes so that
+// messages for one host share a connection), and returns when it and
+// every delivery process it started have finished, with what they wrote
+// on stdout and stderr. debug, when not empty, is a -d selector
+// ("+transport") whose output, the SMTP dialogue among it, is part of
+// what RunQueue returns.
+//
+// A delivery that hands its connection on to the next message for the
+// same host does so through a double fork, so that process is not the
+// runner's child: RunQueue waits for the runner's whole process group.
+func (e *Exim) RunQueue(t testing.TB, debug string) string {
+	t.Helper()
+	args := []string{"-C", e.conf, "-qqff"}
+	if debug != "" {
+		args = append(args, "-d"+debug)
+	}
+	cmd := exec.Command(e.bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("eximtest: exim %v: %v\n%s", args, err, out)
+	}
+	if pgid := cmd.Process.Pid; !mtatest.WaitFor(time.Minute, func() bool { return !mtatest.GroupAlive(pgid) }) {
+		t.Fatalf("eximtest: processes of the queue run %d still alive after a minute", pgid)
+	}
+	return string(out)
+}
+
+// Queued returns the number of messages in the instance's queue (-bpc).
+func (e *Exim) Queued(t testing.TB) int {
+	t.Helper()
+	out, err := exec.Command(e.bin, "-C", e.conf, "-bpc").CombinedOutput()
+	if err != nil {
+		t.Fatalf("eximtest: exim -bpc: %v\n%s", err, out)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("eximtest: exim -bpc: %q", out)
+	}
+	return n
+}
+
 // Stop stops the instance now: SIGTERM to the daemon's process group, then,
 // if any process of it is still alive after 5s, SIGKILL. Open SMTP sessions
 // are cut. Stop is idempotent; the test's cleanup calls it too. Messages
@@ -468,51 +611,19 @@ func (e *Exim) shutdown() error {
 	gone := func() bool {
 		select {
 		case <-e.done:
-			return !groupAlive(pgid)
+			return !mtatest.GroupAlive(pgid)
 		default:
 			return false
 		}
 	}
-	if waitFor(5*time.Second, gone) {
+	if mtatest.WaitFor(5*time.Second, gone) {
 		return nil
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	if waitFor(5*time.Second, gone) {
+	if mtatest.WaitFor(5*time.Second, gone) {
 		return nil
 	}
 	return fmt.Errorf("processes of exim daemon %d still alive after SIGKILL", pgid)
-}
-
-// groupAlive reports whether any process of the process group pgid is
-// still running; zombies do not count.
-func groupAlive(pgid int) bool {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return syscall.Kill(-pgid, 0) == nil
-	}
-	want := strconv.Itoa(pgid)
-	for _, ent := range entries {
-		if _, err := strconv.Atoi(ent.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if f[2] == want {
-			return true
-		}
-	}
-	return false
 }
 
 // Messages returns the full contents of the messages delivered so far, in
@@ -526,45 +637,7 @@ func (e *Exim) Messages(t testing.TB) [][]byte {
 	return msgs
 }
 
-func (e *Exim) messages() ([][]byte, error) {
-	dir := filepath.Join(e.MailDir, "new")
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // appendfile creates the Maildir on first delivery
-	}
-	if err != nil {
-		return nil, err
-	}
-	type file struct {
-		name  string
-		mtime time.Time
-	}
-	files := make([]file, 0, len(entries))
-	for _, ent := range entries {
-		info, err := ent.Info()
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, file{ent.Name(), info.ModTime()})
-	}
-	slices.SortFunc(files, func(a, b file) int {
-		if c := a.mtime.Compare(b.mtime); c != 0 {
-			return c
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	msgs := make([][]byte, 0, len(files))
-	for _, f := range files {
-		// Files in new/ are complete: appendfile writes in tmp/ and
-		// renames.
-		b, err := os.ReadFile(filepath.Join(dir, f.name))
-		if err != nil {
-			return nil, err
-		}
-		msgs = append(msgs, b)
-	}
-	return msgs, nil
-}
+func (e *Exim) messages() ([][]byte, error) { return mtatest.ReadMaildir(e.MailDir) }
 
 // WaitMessages waits until at least n messages have been delivered and
 // returns all delivered messages as Messages does. It fails the test, with
@@ -574,7 +647,7 @@ func (e *Exim) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]byte
 	t.Helper()
 	var msgs [][]byte
 	var err error
-	if waitFor(timeout, func() bool {
+	if mtatest.WaitFor(timeout, func() bool {
 		msgs, err = e.messages()
 		return err != nil || len(msgs) >= n
 	}) && err == nil {
@@ -584,7 +657,7 @@ func (e *Exim) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]byte
 		t.Fatalf("eximtest: %v", err)
 	}
 	t.Fatalf("eximtest: %d of %d messages delivered to %s after %v; mainlog ends:\n%s",
-		len(msgs), n, e.MailDir, timeout, lastLines(e.readLog(), 30))
+		len(msgs), n, e.MailDir, timeout, mtatest.LastLines(e.readLog(), 30))
 	return nil
 }
 
@@ -604,7 +677,7 @@ func (e *Exim) Log(t testing.TB) string {
 func (e *Exim) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
 	t.Helper()
 	var log string
-	if waitFor(timeout, func() bool {
+	if mtatest.WaitFor(timeout, func() bool {
 		log = e.readLog()
 		return strings.Contains(log, substr)
 	}) {
@@ -626,56 +699,8 @@ func (e *Exim) errorOutput() string {
 	var b strings.Builder
 	for _, f := range []string{e.stderrFile, filepath.Join(e.logDir, "paniclog"), filepath.Join(e.logDir, "mainlog")} {
 		if text, err := os.ReadFile(f); err == nil && len(text) > 0 {
-			fmt.Fprintf(&b, "%s:\n%s\n", filepath.Base(f), lastLines(string(text), 20))
+			fmt.Fprintf(&b, "%s:\n%s\n", filepath.Base(f), mtatest.LastLines(string(text), 20))
 		}
 	}
 	return b.String()
-}
-
-// waitFor polls cond every pollInterval until it holds or timeout passes,
-// and reports whether it held. cond is evaluated at least once and once more
-// after the deadline.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pollInterval)
-	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// removeAll removes dir, retrying briefly: a process killed a moment ago
-// may still have been creating a file in it.
-func removeAll(dir string) error {
-	var err error
-	for range 5 {
-		if err = os.RemoveAll(dir); err == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return err
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.SplitAfter(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
 }

@@ -2,6 +2,7 @@ package eximtest
 
 import (
 	"fmt"
+	"moat/internal/mtatest"
 	"net"
 	"net/textproto"
 	"os"
@@ -104,7 +105,7 @@ func TestStop(t *testing.T) {
 	e := Start(t, Options{})
 	pgid := e.cmd.Process.Pid
 	e.Stop(t)
-	if groupAlive(pgid) {
+	if mtatest.GroupAlive(pgid) {
 		t.Fatal("exim processes alive after Stop")
 	}
 	if c, err := net.DialTimeout("tcp", e.Addr, time.Second); err == nil {
@@ -167,5 +168,45 @@ func TestCheckBinaryMissing(t *testing.T) {
 	}
 	if _, err := os.Stat(DefaultRoot); err != nil {
 		t.Logf("note: %s is missing too: %v", DefaultRoot, err)
+	}
+}
+
+// A sending instance queues what Sendmail submits, and RunQueue delivers
+// it to its RelayTo, here a receiving instance; a recipient the receiver
+// defers stays queued and is tried again by the next forced run.
+func TestRelayTo(t *testing.T) {
+	rcv := Start(t, Options{DeferRecipients: []string{"later@example.net"}})
+	snd := Start(t, Options{RelayTo: rcv.Addr})
+	for i := range 3 {
+		to := []string{fmt.Sprintf("u%d@example.net", i)}
+		if i == 0 {
+			to = append(to, "later@example.net")
+		}
+		snd.Sendmail(t, "ana@client.test", to, []byte(fmt.Sprintf("Subject: relayed %d\n\nline\n.\nlast line\n", i)))
+	}
+	if n := snd.Queued(t); n != 3 {
+		t.Fatalf("%d messages queued, want 3 (nothing delivered before RunQueue)", n)
+	}
+	snd.RunQueue(t, "")
+	msgs := rcv.WaitMessages(t, 3, 10*time.Second)
+	for _, m := range msgs {
+		if !strings.Contains(string(m), "\nline\n.\nlast line\n") || !strings.Contains(string(m), "(helo="+SenderHostname+")") {
+			t.Errorf("relayed message:\n%s", m)
+		}
+	}
+	if n := snd.Queued(t); n != 1 {
+		t.Fatalf("%d messages queued after the run, want the one for later@", n)
+	}
+	// A forced run may try a deferred message more than once: each
+	// delivery over a continued connection looks for more mail waiting
+	// for that host, and the deferred one is still waiting.
+	deferrals := func() int { return strings.Count(snd.Log(t), "== later@example.net") }
+	first := deferrals()
+	out := snd.RunQueue(t, "+transport")
+	if !strings.Contains(out, "SMTP|> RCPT TO:<later@example.net>") {
+		t.Errorf("debug output of the second run lacks the dialogue:\n%s", mtatest.LastLines(out, 40))
+	}
+	if first == 0 || deferrals() == first || snd.Queued(t) != 1 {
+		t.Errorf("later@ deferred %d times in the first run, %d in the second, %d queued:\n%s", first, deferrals()-first, snd.Queued(t), snd.Log(t))
 	}
 }

@@ -23,16 +23,17 @@ package postfixtest
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
+	"moat/internal/mtatest"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,9 +53,6 @@ const Hostname = "upstream.test"
 // nobody is the uid and gid virtual(8) delivers as (nobody/nogroup on Debian).
 const nobody = 65534
 
-// pollInterval is how often the Wait functions look again.
-const pollInterval = 20 * time.Millisecond
-
 // Options selects the optional features of an instance.
 type Options struct {
 	// XClient lets loopback clients send XCLIENT
@@ -69,11 +67,30 @@ type Options struct {
 	// MessageSizeLimit sets message_size_limit in bytes (advertised as
 	// SIZE); 0 keeps Postfix's default of 10240000.
 	MessageSizeLimit int64
+	// RelayTo, when not empty, makes the instance a sending MTA — a real
+	// SMTP client for the server at RelayTo ("127.0.0.1:PORT") — instead of
+	// the test's upstream. Nothing is delivered locally (mydestination and
+	// virtual_mailbox_domains are empty): every message, whatever its
+	// domain, goes by smtp(8) to relayhost = [RelayTo], brackets so no DNS
+	// is ever asked. The client is Postfix's default one — PIPELINING,
+	// STARTTLS when offered (smtp_tls_security_level = may, not verified),
+	// no BDAT (Postfix's SMTP client has no CHUNKING support) — with the
+	// connection cache always on for RelayTo, TLS connections included
+	// (smtp_tls_connection_reuse = yes, through tlsproxy(8)), and
+	// smtp_tls_loglevel = 1, so the maillog says "TLS connection
+	// established" per connection and "conn_use=N" per message sent over
+	// a reused one. Inject mail with Sendmail; retry deferred mail now with
+	// Flush. The instance's own smtpd still listens on Addr.
+	RelayTo string
 	// ExtraMainCF holds extra "key = value" lines for main.cf. A key given
 	// here replaces postfixtest's own setting of that key; lines that start
 	// with white space continue the previous line, as in main.cf.
 	ExtraMainCF []string
 }
+
+// SenderHostname is the myhostname of an instance started with
+// Options.RelayTo; it is the name in its EHLO.
+const SenderHostname = "sender.test"
 
 // Postfix is one running instance. Its methods may be called from several
 // goroutines.
@@ -121,10 +138,10 @@ func Start(t testing.TB, opts Options) *Postfix {
 		if err == nil {
 			t.Cleanup(func() {
 				if t.Failed() {
-					t.Logf("postfixtest: last lines of %s:\n%s", p.logFile, lastLines(p.readLog(), 40))
+					t.Logf("postfixtest: last lines of %s:\n%s", p.logFile, mtatest.LastLines(p.readLog(), 40))
 				}
 				p.Stop(t)
-				if err := removeAll(p.Dir); err != nil {
+				if err := mtatest.RemoveAll(p.Dir); err != nil {
 					t.Errorf("postfixtest: %v", err)
 				}
 			})
@@ -167,7 +184,7 @@ func start(bin string, opts Options) (p *Postfix, err error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := mtatest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +204,7 @@ func start(bin string, opts Options) (p *Postfix, err error) {
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, p.shutdown(), removeAll(root))
+			err = errors.Join(err, p.shutdown(), mtatest.RemoveAll(root))
 		}
 	}()
 
@@ -217,7 +234,7 @@ func start(bin string, opts Options) (p *Postfix, err error) {
 	if err := writeConfig(filepath.Join(p.confDir, "main.cf"), mainCF(root, opts)); err != nil {
 		return p, err
 	}
-	if err := writeConfig(filepath.Join(p.confDir, "master.cf"), masterCF(p.Addr)); err != nil {
+	if err := writeConfig(filepath.Join(p.confDir, "master.cf"), masterCF(p.Addr, opts.RelayTo != "")); err != nil {
 		return p, err
 	}
 
@@ -303,6 +320,9 @@ func mainCF(root string, opts Options) string {
 	if opts.MessageSizeLimit != 0 {
 		params = append(params, [2]string{"message_size_limit", strconv.FormatInt(opts.MessageSizeLimit, 10)})
 	}
+	if opts.RelayTo != "" {
+		params = append(params, relayParams(opts.RelayTo)...)
+	}
 
 	// Postfix would take the last of two settings but warns about the
 	// first; drop ours instead.
@@ -312,10 +332,15 @@ func mainCF(root string, opts Options) string {
 			overridden[m[1]] = true
 		}
 	}
+	// Of two settings of one key in params, the later wins.
+	last := map[string]int{}
+	for i, kv := range params {
+		last[kv[0]] = i
+	}
 	var b strings.Builder
 	b.WriteString("# Written by moat/internal/postfixtest.\n")
-	for _, kv := range params {
-		if !overridden[kv[0]] {
+	for i, kv := range params {
+		if !overridden[kv[0]] && last[kv[0]] == i {
 			fmt.Fprintf(&b, "%s = %s\n", kv[0], kv[1])
 		}
 	}
@@ -326,15 +351,44 @@ func mainCF(root string, opts Options) string {
 	return b.String()
 }
 
+// relayParams are the main.cf settings of a sending instance
+// (Options.RelayTo); they replace the receiving ones of the same name.
+func relayParams(relayTo string) [][2]string {
+	host, port, err := net.SplitHostPort(relayTo)
+	if err != nil {
+		host, port = relayTo, "25"
+	}
+	nexthop := "[" + host + "]:" + port
+	return [][2]string{
+		{"myhostname", SenderHostname},
+		{"virtual_mailbox_domains", ""},
+		{"relayhost", nexthop},
+		{"default_transport", "smtp"},
+		{"relay_transport", "smtp"},
+		{"smtp_tls_security_level", "may"},
+		{"smtp_tls_loglevel", "1"},
+		{"smtp_tls_connection_reuse", "yes"},
+		{"smtp_connection_cache_destinations", nexthop},
+	}
+}
+
 // mainCFKey matches the start of a main.cf "key = value" line.
 var mainCFKey = regexp.MustCompile(`^([A-Za-z0-9_]+)\s*=`)
 
 // masterCF returns the instance's master.cf: Debian's services without
-// chroot (the temp dirs are not a chroot jail), without the SMTP client and
-// local delivery, with the smtpd listener bound to addr, the virtual delivery
-// agent and the postlog service that maillog_file needs.
-func masterCF(addr string) string {
-	return addr + ` inet n - n - - smtpd
+// chroot (the temp dirs are not a chroot jail), without local delivery,
+// with the smtpd listener bound to addr, the virtual delivery agent and the
+// postlog service that maillog_file needs. The SMTP client (and tlsproxy,
+// for reusing TLS connections) is there only in a sending instance.
+func masterCF(addr string, sender bool) string {
+	client := ""
+	if sender {
+		client = `smtp       unix  - - n -     - smtp
+relay      unix  - - n -     - smtp
+tlsproxy   unix  - - n -     0 tlsproxy
+`
+	}
+	return client + addr + ` inet n - n - - smtpd
 pickup     unix  n - n 60    1 pickup
 cleanup    unix  n - n -     0 cleanup
 qmgr       unix  n - n 300   1 qmgr
@@ -400,7 +454,7 @@ func (p *Postfix) awaitGreeting(proxy bool, timeout time.Duration) error {
 		if err == nil || time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(pollInterval)
+		time.Sleep(mtatest.PollInterval)
 	}
 }
 
@@ -442,6 +496,44 @@ func (p *Postfix) probe(proxy bool, deadline time.Time) error {
 	return nil
 }
 
+// Sendmail submits msg (a complete message, header and body, with LF or
+// CRLF line endings) from the envelope sender from to the recipients to,
+// as a local program would: Postfix's sendmail(1) with -C pointing at the
+// instance's configuration and -i, so a line holding a single dot is just
+// text. The message goes to the queue; pickup and the queue manager take it
+// from there.
+func (p *Postfix) Sendmail(t testing.TB, from string, to []string, msg []byte) {
+	t.Helper()
+	args := append([]string{"-C", p.confDir, "-i", "-f", from, "--"}, to...)
+	cmd := exec.Command(filepath.Join(filepath.Dir(p.bin), "sendmail"), args...)
+	cmd.Stdin = bytes.NewReader(msg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("postfixtest: sendmail %v: %v\n%s", args, err, out)
+	}
+}
+
+// Flush asks the queue manager to attempt delivery of every queued
+// message now, deferred ones included, whatever their retry time
+// (postqueue -f). It returns at once; delivery is asynchronous.
+func (p *Postfix) Flush(t testing.TB) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(filepath.Dir(p.bin), "postqueue"), "-c", p.confDir, "-f").CombinedOutput()
+	if err != nil {
+		t.Fatalf("postfixtest: postqueue -f: %v\n%s", err, out)
+	}
+}
+
+// Queued returns the number of messages in the instance's queue, in any
+// state (postqueue -j).
+func (p *Postfix) Queued(t testing.TB) int {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(filepath.Dir(p.bin), "postqueue"), "-c", p.confDir, "-j").Output()
+	if err != nil {
+		t.Fatalf("postfixtest: postqueue -j: %v\n%s", err, out)
+	}
+	return bytes.Count(out, []byte("\n"))
+}
+
 // Stop stops the instance now: SIGTERM to master through "postfix abort",
 // then, if master or any process of its process group is still alive after
 // 5s, SIGKILL to the group. Open
@@ -474,7 +566,7 @@ func (p *Postfix) shutdown() error {
 		p.pid = pid
 	}
 	pid := p.pid
-	if !groupAlive(pid) {
+	if !mtatest.GroupAlive(pid) {
 		return nil
 	}
 	// "postfix abort" sends master the same SIGTERM as "postfix stop", and
@@ -484,50 +576,14 @@ func (p *Postfix) shutdown() error {
 	// again. We poll instead. Its error (for one, "not running" when master
 	// died on its own) is not ours to report.
 	_, _ = p.command("abort")
-	if waitFor(5*time.Second, func() bool { return !groupAlive(pid) }) {
+	if mtatest.WaitFor(5*time.Second, func() bool { return !mtatest.GroupAlive(pid) }) {
 		return nil
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	if waitFor(5*time.Second, func() bool { return !groupAlive(pid) }) {
+	if mtatest.WaitFor(5*time.Second, func() bool { return !mtatest.GroupAlive(pid) }) {
 		return nil
 	}
 	return fmt.Errorf("processes of master %d still alive after SIGKILL", pid)
-}
-
-// groupAlive reports whether any process of the process group pgid — the
-// master, which calls setsid, and every daemon it spawned — is still running. Zombies do not count: master
-// was orphaned at start, so its exit status goes to init, which may reap late.
-func groupAlive(pgid int) bool {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		// No procfs: fall back to signal 0, which counts zombies.
-		return syscall.Kill(-pgid, 0) == nil
-	}
-	want := strconv.Itoa(pgid)
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		// Only the group counts, not the bare pid: should the pid of a dead
-		// master be reused, the newcomer is almost never a group leader.
-		if f[2] == want {
-			return true
-		}
-	}
-	return false
 }
 
 // Messages returns the full contents of the messages delivered so far, in
@@ -541,44 +597,7 @@ func (p *Postfix) Messages(t testing.TB) [][]byte {
 	return msgs
 }
 
-func (p *Postfix) messages() ([][]byte, error) {
-	dir := filepath.Join(p.MailDir, "new")
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // virtual creates the Maildir on first delivery
-	}
-	if err != nil {
-		return nil, err
-	}
-	type file struct {
-		name  string
-		mtime time.Time
-	}
-	files := make([]file, 0, len(entries))
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, file{e.Name(), info.ModTime()})
-	}
-	slices.SortFunc(files, func(a, b file) int {
-		if c := a.mtime.Compare(b.mtime); c != 0 {
-			return c
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	msgs := make([][]byte, 0, len(files))
-	for _, f := range files {
-		// Files in new/ are complete: virtual writes in tmp/ and renames.
-		b, err := os.ReadFile(filepath.Join(dir, f.name))
-		if err != nil {
-			return nil, err
-		}
-		msgs = append(msgs, b)
-	}
-	return msgs, nil
-}
+func (p *Postfix) messages() ([][]byte, error) { return mtatest.ReadMaildir(p.MailDir) }
 
 // WaitMessages waits until at least n messages have been delivered and
 // returns all delivered messages as Messages does. It fails the test, with
@@ -588,7 +607,7 @@ func (p *Postfix) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]b
 	t.Helper()
 	var msgs [][]byte
 	var err error
-	if waitFor(timeout, func() bool {
+	if mtatest.WaitFor(timeout, func() bool {
 		msgs, err = p.messages()
 		return err != nil || len(msgs) >= n
 	}) && err == nil {
@@ -602,7 +621,7 @@ func (p *Postfix) WaitMessages(t testing.TB, n int, timeout time.Duration) [][]b
 		fmt.Fprintf(&found, "  message %d: %d bytes, %s\n", i+1, len(m), headerLine(m, "Subject"))
 	}
 	t.Fatalf("postfixtest: %d of %d messages delivered to %s after %v:\n%smaillog ends:\n%s",
-		len(msgs), n, p.MailDir, timeout, found.String(), lastLines(p.readLog(), 30))
+		len(msgs), n, p.MailDir, timeout, found.String(), mtatest.LastLines(p.readLog(), 30))
 	return nil
 }
 
@@ -623,7 +642,7 @@ func (p *Postfix) Log(t testing.TB) string {
 func (p *Postfix) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
 	t.Helper()
 	var log string
-	if waitFor(timeout, func() bool {
+	if mtatest.WaitFor(timeout, func() bool {
 		log = p.readLog()
 		return strings.Contains(log, substr)
 	}) {
@@ -637,32 +656,6 @@ func (p *Postfix) WaitLog(t testing.TB, substr string, timeout time.Duration) st
 func (p *Postfix) readLog() string {
 	b, _ := os.ReadFile(p.logFile)
 	return string(b)
-}
-
-// waitFor polls cond every pollInterval until it holds or timeout passes,
-// and reports whether it held. cond is evaluated at least once and once more
-// after the deadline.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pollInterval)
-	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // lookupUID returns the uid of a system user.
@@ -687,28 +680,6 @@ func readPid(path string) (int, error) {
 	return pid, nil
 }
 
-// removeAll removes dir, retrying briefly: a daemon killed a moment ago may
-// still have been creating a file in it.
-func removeAll(dir string) error {
-	var err error
-	for range 5 {
-		if err = os.RemoveAll(dir); err == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return err
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.SplitAfter(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
-}
-
 // headerLine returns the first "Name: value" line of msg's header, or
 // "no Name".
 func headerLine(msg []byte, name string) string {
@@ -722,4 +693,24 @@ func headerLine(msg []byte, name string) string {
 		}
 	}
 	return "no " + name
+}
+
+// Signal sends sig to every process of the instance (the master's process
+// group: master, smtpd, cleanup, ...): SIGKILL to kill the server under a
+// client, SIGSTOP and SIGCONT to stall and resume it. A stopped instance
+// is resumed when the test ends, so that Stop can end it.
+func (p *Postfix) Signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	p.mu.Lock()
+	pid := p.pid
+	p.mu.Unlock()
+	if pid == 0 {
+		t.Fatalf("postfixtest: %s is not running", p.Addr)
+	}
+	if err := syscall.Kill(-pid, sig); err != nil {
+		t.Fatalf("postfixtest: signal %v to %s: %v", sig, p.Addr, err)
+	}
+	if sig == syscall.SIGSTOP {
+		t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGCONT) })
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"moat/internal/mtatest"
 	"net"
 	"net/smtp"
 	"net/textproto"
@@ -223,14 +224,14 @@ func TestStop(t *testing.T) {
 	p := Start(t, Options{})
 	c, _ := dial(t, p.Addr)
 	cmd(t, c, 250, "EHLO client.test")
-	if !groupAlive(p.pid) {
+	if !mtatest.GroupAlive(p.pid) {
 		t.Fatalf("no process in the group of master %d", p.pid)
 	}
 
 	start := time.Now()
 	p.Stop(t)
 	t.Logf("Stop took %v", time.Since(start))
-	if groupAlive(p.pid) {
+	if mtatest.GroupAlive(p.pid) {
 		t.Errorf("master %d or its children survive Stop", p.pid)
 	}
 	// The open session is cut, and nobody listens any more.
@@ -260,4 +261,31 @@ func isClosed(err error) bool {
 		return perr.Code == 421
 	}
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "reset by peer")
+}
+
+// A sending instance relays whatever it is given to its RelayTo, here a
+// receiving instance, with its own SMTP client; a lone dot in a message
+// submitted by Sendmail is text.
+func TestRelayTo(t *testing.T) {
+	rcv := Start(t, Options{})
+	snd := Start(t, Options{RelayTo: rcv.Addr})
+	if cf := mainCF("/tmp/x", Options{RelayTo: "127.0.0.1:2525"}); !strings.Contains(cf, "relayhost = [127.0.0.1]:2525\n") ||
+		strings.Count(cf, "\nmyhostname = ") != 1 || !strings.Contains(cf, "virtual_mailbox_domains = \n") {
+		t.Errorf("main.cf of a sender:\n%s", cf)
+	}
+	for i := range 3 {
+		snd.Sendmail(t, "ana@client.test", []string{fmt.Sprintf("u%d@example.net", i)},
+			[]byte(fmt.Sprintf("Subject: relayed %d\n\nline\n.\nlast line\n", i)))
+	}
+	msgs := rcv.WaitMessages(t, 3, wait)
+	for _, m := range msgs {
+		if !bytes.Contains(m, []byte("\nline\n.\nlast line\n")) || !bytes.Contains(m, []byte("Received: from "+SenderHostname)) {
+			t.Errorf("relayed message:\n%s", m)
+		}
+	}
+	snd.WaitLog(t, "relay=127.0.0.1[127.0.0.1]:"+rcv.Addr[strings.LastIndexByte(rcv.Addr, ':')+1:], wait)
+	if !mtatest.WaitFor(wait, func() bool { return snd.Queued(t) == 0 }) {
+		t.Errorf("sender queue holds %d messages", snd.Queued(t))
+	}
+	snd.Flush(t) // an empty queue flushes fine
 }

@@ -1,26 +1,8 @@
-package capture
-
-import (
-	"bufio"
-	"bytes"
-	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"os"
-	"slices"
-	"strings"
-	"sync"
-	"time"
-
-	"moat/inspect/smtp"
-)
-
-// Replay sends the client side of recorded SMTP sessions again, to a live
-// server, one connection per recorded session, in capture order: to try a
-// configuration of moat itself, or of a test MTA, on real recorded
-// traffic.
+// Package replay sends the client side of recorded SMTP sessions again,
+// to a live server, one connection per recorded session, in capture
+// order: to try a configuration of moat itself, or of a test MTA, on real
+// recorded traffic (moat replay). It is an SMTP client; the recordings
+// come from capture, which reassembles and reconstructs them.
 //
 // The client's bytes go out as they were captured — command lines,
 // messages with their own line endings and dot-stuffing, BDAT chunks —
@@ -37,10 +19,28 @@ import (
 // Sessions that used TLS (STARTTLS accepted, or implicit TLS) are skipped:
 // what they carried is not in the capture. So are sessions whose client
 // side has bytes missing, which could not be sent as the client sent them.
+package replay
 
-// ReplayOptions configure Replay.
-type ReplayOptions struct {
-	// To is the live server, "host:port". Replay connects to it and to
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"moat/capture"
+	"moat/inspect/smtp"
+)
+
+// Options configure Run.
+type Options struct {
+	// To is the live server, "host:port". Run connects to it and to
 	// nothing else.
 	To string
 	// Pace waits between the client's commands as long as the recorded
@@ -52,11 +52,11 @@ type ReplayOptions struct {
 	Timeout time.Duration
 	// Session, when set, is called with each session once it has been
 	// replayed or skipped, in capture order.
-	Session func(*ReplayedSession)
+	Session func(*Session)
 }
 
-// ReplayedSession is what became of one recorded session.
-type ReplayedSession struct {
+// Session is what became of one recorded session.
+type Session struct {
 	UID            string
 	Start          time.Time
 	Client, Server string // the recorded addresses
@@ -94,20 +94,20 @@ type Divergence struct {
 	Note string
 }
 
-// ReplayStats sum up a replay.
-type ReplayStats struct {
+// Stats sum up a replay.
+type Stats struct {
 	Sessions int            // replayed
-	Skipped  map[string]int // not replayed, by reason (ReplayedSession.Skipped)
+	Skipped  map[string]int // not replayed, by reason (Session.Skipped)
 	Failed   int            // replayed, but ended early by the connection
 	// Transactions, Accepted and Refused add up the sessions'.
 	Transactions, Accepted, Refused int
 	// Divergences counts them all; Diverged the sessions with any.
 	Divergences, Diverged int
 	// Capture is what reading the capture found.
-	Capture *Stats
+	Capture *capture.Stats
 }
 
-func (st *ReplayStats) add(rs *ReplayedSession) {
+func (st *Stats) add(rs *Session) {
 	if rs.Skipped != "" {
 		st.Skipped[rs.Skipped]++
 		return
@@ -125,50 +125,50 @@ func (st *ReplayStats) add(rs *ReplayedSession) {
 	}
 }
 
-// Replay defaults.
+// Defaults of Options.
 const (
-	defaultMaxPause      = 10 * time.Second
-	defaultReplayTimeout = 60 * time.Second
+	defaultMaxPause = 10 * time.Second
+	defaultTimeout  = 60 * time.Second
 )
 
-// Replay reads src, reconstructs its SMTP sessions with cfg as the
+// Run reads src, reconstructs its SMTP sessions with cfg as capture's
 // Analyzer does, and replays each to opts.To. Sessions are reassembled
 // first and replayed one after another at the end of the input, their
 // bytes kept meanwhile in one unlinked temporary file (in
 // cfg.SpoolDir), so memory stays bounded. A session ended early by the
 // network is counted and the replay goes on; a server that cannot be
 // connected to at all ends the replay with an error.
-func Replay(ctx context.Context, cfg Config, src Source, opts ReplayOptions) (*ReplayStats, error) {
+func Run(ctx context.Context, cfg capture.Config, src capture.Source, opts Options) (*Stats, error) {
 	if opts.To == "" {
-		return nil, errors.New("capture: replay needs the address of a server to send to")
+		return nil, errors.New("replay: needs the address of a server to send to")
 	}
 	if opts.MaxPause <= 0 {
 		opts.MaxPause = defaultMaxPause
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = defaultReplayTimeout
+		opts.Timeout = defaultTimeout
 	}
-	a, err := New(cfg, Deps{})
-	if err != nil {
-		return nil, err
-	}
-	sp := &replaySpool{dir: a.cfg.SpoolDir}
+	cfg.Defaults()
+	sp := &spool{dir: cfg.SpoolDir}
 	defer sp.close()
 	var mu sync.Mutex
-	kept := make(map[*Session]*recording)
-	a.keep = func(s *Session, client, server *halfStream) {
+	kept := make(map[*capture.Session]*recording)
+	a, err := capture.New(cfg, capture.Deps{Keep: func(s *capture.Session, client, server *capture.Stream) {
 		r := sp.record(s, client, server)
 		mu.Lock()
 		kept[s] = r
 		mu.Unlock()
+	}})
+	if err != nil {
+		return nil, err
 	}
-	st := &ReplayStats{Skipped: make(map[string]int)}
-	stats, err := a.Run(ctx, src, func(s *Session) error {
+	st := &Stats{Skipped: make(map[string]int)}
+	stats, err := a.Run(ctx, src, func(s *capture.Session) error {
 		mu.Lock()
 		r := kept[s]
 		delete(kept, s)
 		mu.Unlock()
-		rs := &ReplayedSession{UID: s.UID, Start: s.Start, Client: s.Client.String(), Server: s.Server.String()}
+		rs := &Session{UID: s.UID, Start: s.Start, Client: s.Client.String(), Server: s.Server.String()}
 		switch {
 		case r == nil:
 			return nil // lost to a recovered panic; the Stats count it
@@ -192,10 +192,10 @@ func Replay(ctx context.Context, cfg Config, src Source, opts ReplayOptions) (*R
 	return st, err
 }
 
-// recording is what Replay keeps of a session: its two directions, or
-// why it cannot be replayed.
+// recording is what Run keeps of a session: its two directions, or why
+// it cannot be replayed.
 type recording struct {
-	sess           *Session
+	sess           *capture.Session
 	skip           string
 	client, server recordedStream
 }
@@ -203,9 +203,9 @@ type recording struct {
 // recordedStream is one direction's bytes in the spool, with the times
 // they arrived at.
 type recordedStream struct {
-	sp        *replaySpool
-	off, size int64      // where in the spool file
-	times     halfStream // only marks: timeAt
+	sp        *spool
+	off, size int64 // where in the spool file
+	times     capture.Timeline
 }
 
 func (r *recordedStream) reader() *io.SectionReader {
@@ -219,9 +219,9 @@ func (r *recordedStream) section(s span) *io.SectionReader {
 	return io.NewSectionReader(r.sp.file, r.off+s.off, s.end-s.off)
 }
 
-// replaySpool holds the recordings of a replay in one temporary file,
-// unlinked as soon as it is created.
-type replaySpool struct {
+// spool holds the recordings of a replay in one temporary file, unlinked
+// as soon as it is created.
+type spool struct {
 	dir  string
 	mu   sync.Mutex
 	file *os.File
@@ -232,14 +232,14 @@ type replaySpool struct {
 // record copies what a session needs for replaying: all of the client's
 // bytes, and the server's up to the first gap (replies after one cannot
 // be paired with commands).
-func (sp *replaySpool) record(s *Session, client, server *halfStream) *recording {
+func (sp *spool) record(s *capture.Session, client, server *capture.Stream) *recording {
 	r := &recording{sess: s}
 	switch {
 	case s.TLS:
 		r.skip = "tls"
-	case client.size == 0:
+	case client.Size() == 0:
 		r.skip = "no_client_data"
-	case len(client.gaps) > 0:
+	case client.Complete() < client.Size():
 		r.skip = "client_gap"
 	}
 	if r.skip != "" {
@@ -260,30 +260,25 @@ func (sp *replaySpool) record(s *Session, client, server *halfStream) *recording
 		r.skip = "spool_error"
 		return r
 	}
-	serverSize := server.size
-	if len(server.gaps) > 0 {
-		serverSize = server.gaps[0].off
-	}
 	var ok bool
-	if r.client, ok = sp.copy(client, client.size); !ok {
+	if r.client, ok = sp.copy(client, client.Size()); !ok {
 		r.skip = "spool_error"
 		return r
 	}
-	if r.server, ok = sp.copy(server, serverSize); !ok {
+	if r.server, ok = sp.copy(server, server.Complete()); !ok {
 		r.skip = "spool_error"
 	}
 	return r
 }
 
-// copy appends the first n bytes of h to the spool; sp.mu is held.
-func (sp *replaySpool) copy(h *halfStream, n int64) (recordedStream, bool) {
-	rs := recordedStream{sp: sp, off: sp.size, size: n}
-	rs.times.marks = append([]mark(nil), h.marks...)
+// copy appends the first n bytes of s to the spool; sp.mu is held.
+func (sp *spool) copy(s *capture.Stream, n int64) (recordedStream, bool) {
+	rs := recordedStream{sp: sp, off: sp.size, size: n, times: s.Times()}
 	if n == 0 {
 		return rs, true
 	}
 	w := io.NewOffsetWriter(sp.file, sp.size)
-	if _, err := io.Copy(w, io.NewSectionReader(h, 0, n)); err != nil {
+	if _, err := io.Copy(w, io.NewSectionReader(s, 0, n)); err != nil {
 		sp.err = fmt.Errorf("replay spool: %w", err)
 		return rs, false
 	}
@@ -291,7 +286,7 @@ func (sp *replaySpool) copy(h *halfStream, n int64) (recordedStream, bool) {
 	return rs, true
 }
 
-func (sp *replaySpool) close() {
+func (sp *spool) close() {
 	if sp.file != nil {
 		sp.file.Close()
 	}
@@ -300,7 +295,7 @@ func (sp *replaySpool) close() {
 // replaySession connects to the live server and replays one recording.
 // Only a failure to connect is returned; what goes wrong later ends the
 // session and is in rs.Err.
-func replaySession(ctx context.Context, r *recording, opts *ReplayOptions, rs *ReplayedSession) error {
+func replaySession(ctx context.Context, r *recording, opts *Options, rs *Session) error {
 	d := net.Dialer{Timeout: opts.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", opts.To)
 	if err != nil {
@@ -311,12 +306,12 @@ func replaySession(ctx context.Context, r *recording, opts *ReplayOptions, rs *R
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	c := &replayConn{ctx: ctx, opts: opts, out: rs, rec: r, conn: conn,
-		lr: bufio.NewReaderSize(conn, readerBufSize), lw: bufio.NewWriter(conn)}
+		lr: bufio.NewReaderSize(conn, bufSize), lw: bufio.NewWriter(conn)}
 	c.cn = &countingReader{r: r.client.reader()}
-	c.cr = bufio.NewReaderSize(c.cn, readerBufSize)
+	c.cr = bufio.NewReaderSize(c.cn, bufSize)
 	if r.server.size > 0 {
 		c.sn = &countingReader{r: r.server.reader()}
-		c.sr = bufio.NewReaderSize(c.sn, readerBufSize)
+		c.sr = bufio.NewReaderSize(c.sn, bufSize)
 	}
 	if err := c.replay(); err != nil {
 		rs.Err = err
@@ -326,6 +321,10 @@ func replaySession(ctx context.Context, r *recording, opts *ReplayOptions, rs *R
 	}
 	return nil
 }
+
+// bufSize is the buffer of each reader: at least what capture.SkipPrelude
+// needs to look through.
+const bufSize = 16 << 10
 
 // countingReader counts the bytes read through it.
 type countingReader struct {
@@ -342,8 +341,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // replayConn is one recorded session being replayed.
 type replayConn struct {
 	ctx  context.Context
-	opts *ReplayOptions
-	out  *ReplayedSession
+	opts *Options
+	out  *Session
 
 	// The recording: the client's bytes to send, the recorded server's
 	// replies to compare with (sr is nil once none can be paired).
@@ -393,7 +392,8 @@ func (c *replayConn) spos() int64 { return c.sn.n - int64(c.sr.Buffered()) }
 // ends it: the greeting, then the client's commands batch by batch.
 func (c *replayConn) replay() error {
 	if slices.Contains(c.rec.sess.Problems, "prelude") {
-		c.skipPrelude()
+		// Where the reconstruction found SMTP to start, with its code.
+		capture.SkipPrelude(c.cr, c.sr)
 	}
 	var greeting *smtp.Reply
 	if c.rec.sess.Greeting != "" {
@@ -431,32 +431,13 @@ func (c *replayConn) replay() error {
 	return nil
 }
 
-// skipPrelude skips what came before SMTP (an HTTP CONNECT exchange), as
-// the reconstruction does: the client's bytes to its HELO or EHLO, the
-// server's to its 220.
-func (c *replayConn) skipPrelude() {
-	if win, _ := c.cr.Peek(detectWindow); len(win) > 0 {
-		if i := findLineStart(win, isHeloLine); i > 0 {
-			c.cr.Discard(i)
-		}
-	}
-	if c.sr == nil {
-		return
-	}
-	if win, _ := c.sr.Peek(detectWindow); len(win) > 0 {
-		if i := findLineStart(win, func(l []byte) bool { return bytes.HasPrefix(l, []byte("220")) }); i > 0 {
-			c.sr.Discard(i)
-		}
-	}
-}
-
 // recReply reads the next recorded reply and when it came; nil once
 // replies can no longer be paired with commands.
 func (c *replayConn) recReply() (*smtp.Reply, time.Time) {
 	if c.sr == nil {
 		return nil, time.Time{}
 	}
-	at := c.rec.server.times.timeAt(c.spos())
+	at := c.rec.server.times.At(c.spos())
 	r, err := smtp.ReadReply(c.sr)
 	if err != nil {
 		c.sr = nil
@@ -470,8 +451,8 @@ func (c *replayConn) recReply() (*smtp.Reply, time.Time) {
 // as the reconstruction does.
 func (c *replayConn) readStep() (*replayStep, error) {
 	start := c.cpos()
-	line, _, err := smtp.ReadLine(c.cr, &c.scratch, maxCommandLine)
-	st := &replayStep{at: c.rec.client.times.timeAt(start)}
+	line, _, err := smtp.ReadLine(c.cr, &c.scratch, capture.MaxCommandLine)
+	st := &replayStep{at: c.rec.client.times.At(start)}
 	switch {
 	case err == io.EOF, err == io.ErrUnexpectedEOF:
 		// The end, or a last line the client never finished: the
@@ -495,7 +476,7 @@ func (c *replayConn) readStep() (*replayStep, error) {
 		// A client may send its message although the reply paired with
 		// DATA refused it (the pairing is off, and the client saw the
 		// real reply): the reconstruction's test tells, as it does there.
-		if st.rec == nil || st.rec.Code == 354 || (&conversation{cr: c.cr}).headerNext() {
+		if st.rec == nil || st.rec.Code == 354 || capture.HeaderNext(c.cr) {
 			off := c.cpos()
 			// The DataReader finds the end exactly where the proxy and
 			// the reconstruction find it (CR LF "." CR LF); the bytes
@@ -522,17 +503,17 @@ func (c *replayConn) readStep() (*replayStep, error) {
 // each 334 challenge, until the recorded server's final reply.
 func (c *replayConn) readAuth(st *replayStep) {
 	r := st.rec
-	for i := 0; i < maxAuthLines; i++ {
+	for i := 0; i < capture.MaxAuthLines; i++ {
 		if r != nil && r.Code != 334 {
 			return
 		}
 		// Without the server's side, the reconstruction's own guess
 		// tells a response from the next command.
-		if r == nil && !(&conversation{cr: c.cr}).authLineNext() {
+		if r == nil && !capture.AuthResponseNext(c.cr) {
 			return
 		}
 		start := c.cpos()
-		line, _, err := smtp.ReadLine(c.cr, &c.scratch, maxCommandLine)
+		line, _, err := smtp.ReadLine(c.cr, &c.scratch, capture.MaxCommandLine)
 		if err != nil {
 			return
 		}
@@ -565,7 +546,7 @@ func (c *replayConn) batchGoesOn(st *replayStep) bool {
 	if b, _ := c.cr.Peek(1); len(b) == 0 {
 		return false
 	}
-	return c.rec.client.times.timeAt(c.cpos()).Before(st.recAt)
+	return c.rec.client.times.At(c.cpos()).Before(st.recAt)
 }
 
 // send sends a batch and handles the live server's replies in order. It
@@ -603,7 +584,7 @@ func (c *replayConn) handle(st *replayStep, live *smtp.Reply) (done bool, err er
 	switch st.cmd.Verb {
 	case smtp.VerbEHLO, smtp.VerbHELO:
 		c.compare(name, st.rec, live, "")
-		c.pipelining = st.cmd.Verb == smtp.VerbEHLO && live.Class() == 2 && hasExtension(live, "PIPELINING")
+		c.pipelining = st.cmd.Verb == smtp.VerbEHLO && smtp.ParseEHLO(*live).Has("PIPELINING")
 		c.bdatDone = false
 	case smtp.VerbMAIL, smtp.VerbRSET:
 		c.compare(name, st.rec, live, "")
@@ -739,7 +720,7 @@ func (c *replayConn) transaction(accepted bool) {
 // from the recorded one. Without a recorded reply there is nothing to
 // compare with.
 func (c *replayConn) compare(command string, rec, live *smtp.Reply, note string) {
-	if rec == nil || positive(rec) == positive(live) {
+	if rec == nil || capture.Positive(rec) == capture.Positive(live) {
 		return
 	}
 	c.diverge(command, rec, live, note)
@@ -747,9 +728,9 @@ func (c *replayConn) compare(command string, rec, live *smtp.Reply, note string)
 
 // diverge records a divergence; rec may be nil.
 func (c *replayConn) diverge(command string, rec, live *smtp.Reply, note string) {
-	d := Divergence{Command: command, Live: replyText(live), Note: note}
+	d := Divergence{Command: command, Live: live.LastLine(), Note: note}
 	if rec != nil {
-		d.Recorded = replyText(rec)
+		d.Recorded = rec.LastLine()
 	}
 	c.out.Divergences = append(c.out.Divergences, d)
 }
@@ -771,18 +752,6 @@ func commandName(st *replayStep) string {
 		s = s[:200] + "..."
 	}
 	return s
-}
-
-// hasExtension reports whether an EHLO reply offers ext (RFC 5321
-// §4.1.1.1: one extension keyword per line after the first).
-func hasExtension(r *smtp.Reply, ext string) bool {
-	for _, l := range r.Lines[min(1, len(r.Lines)):] {
-		kw, _, _ := strings.Cut(l, " ")
-		if strings.EqualFold(kw, ext) {
-			return true
-		}
-	}
-	return false
 }
 
 // pace waits, with Pace, as long as the recorded client waited before
@@ -814,7 +783,7 @@ func (c *replayConn) write(s span) {
 		c.werr = err
 	}
 	if s.end > s.off {
-		c.lastAt = c.rec.client.times.timeAt(s.end - 1)
+		c.lastAt = c.rec.client.times.At(s.end - 1)
 	}
 }
 

@@ -1,4 +1,4 @@
-package capture
+package replay
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"moat/capture"
+	"moat/internal/pcaptest"
 	"moat/internal/postfixtest"
 )
 
@@ -22,18 +24,18 @@ func TestReplay(t *testing.T) {
 		"virtual_mailbox_domains = example.net, yahoo.co.in, yahoo.com, hotmail.com, outlook.com, localhost",
 		"smtpd_recipient_restrictions = check_recipient_access inline:{ rcpt1@example.net=REJECT }, permit_mynetworks, reject_unauth_destination",
 	}})
-	replay := func(t *testing.T, src Source, opts ReplayOptions) (*ReplayStats, []*ReplayedSession) {
+	replay := func(t *testing.T, src capture.Source, opts Options) (*Stats, []*Session) {
 		t.Helper()
 		t.Cleanup(func() { src.Close() })
 		opts.To = pf.Addr
 		if opts.Timeout == 0 {
 			opts.Timeout = 20 * time.Second
 		}
-		var got []*ReplayedSession
-		opts.Session = func(rs *ReplayedSession) { got = append(got, rs) }
+		var got []*Session
+		opts.Session = func(rs *Session) { got = append(got, rs) }
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		st, err := Replay(ctx, Config{SpoolDir: t.TempDir()}, src, opts)
+		st, err := Run(ctx, capture.Config{SpoolDir: t.TempDir()}, src, opts)
 		if err != nil {
 			t.Fatalf("replay: %v", err)
 		}
@@ -51,11 +53,11 @@ func TestReplay(t *testing.T) {
 	}
 
 	t.Run("shared capture", func(t *testing.T) {
-		src, err := OpenFile(filepath.Join(testdata, "pcap/zeek/smtp.pcap"))
+		src, err := capture.OpenFile(filepath.Join(testdata, "pcap/zeek/smtp.pcap"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, sessions := replay(t, src, ReplayOptions{})
+		st, sessions := replay(t, src, Options{})
 		if st.Sessions != 2 || st.Transactions != 2 || st.Accepted != 2 || st.Refused != 0 || st.Failed != 0 {
 			t.Errorf("stats %+v, want 2 sessions, 2 transactions accepted", st)
 		}
@@ -81,20 +83,20 @@ func TestReplay(t *testing.T) {
 	})
 
 	t.Run("pipelined, refused and TLS", func(t *testing.T) {
-		gen := writePcap(t, genCapture(4, 2, 7))
-		tlsSess := writePcap(t, scriptedSession(netip.MustParseAddrPort("10.9.9.9:40000"), time.Unix(1736157600, 0), 0, [][2]string{
+		gen := pcaptest.Write(t, pcaptest.Capture(4, 2, 7))
+		tlsSess := pcaptest.Write(t, pcaptest.Scripted(netip.MustParseAddrPort("10.9.9.9:40000"), time.Unix(1736157600, 0), 0, [][2]string{
 			{"EHLO tls.example.org\r\n", "250-mx.example.net\r\n250 STARTTLS\r\n"},
 			{"STARTTLS\r\n", "220 2.0.0 Ready to start TLS\r\n"},
 			{"\x16\x03\x01\x00\x05hello", "\x16\x03\x03\x00\x05hello"},
 		}))
-		src := Merge(memSource(t, gen), memSource(t, tlsSess))
-		st, sessions := replay(t, src, ReplayOptions{})
+		src := capture.Merge(memSource(t, gen), memSource(t, tlsSess))
+		st, sessions := replay(t, src, Options{})
 		if st.Sessions != 4 || st.Skipped["tls"] != 1 || st.Accepted != 3 || st.Refused != 1 || st.Failed != 0 {
 			t.Errorf("stats %+v, want 4 sessions (3 accepted, 1 refused), 1 skipped for TLS", st)
 		}
 		// rcpt1's pipelined batch: the recorded server took RCPT and
 		// DATA, this one refuses both, and the message is not sent.
-		var refused *ReplayedSession
+		var refused *Session
 		for _, rs := range sessions {
 			if rs.Refused > 0 {
 				refused = rs
@@ -122,11 +124,11 @@ func TestReplay(t *testing.T) {
 	})
 
 	t.Run("BDAT", func(t *testing.T) {
-		src, err := OpenFile(filepath.Join(testdata, "pcap/zeek/rfc3030-bdat-multipart.pcap"))
+		src, err := capture.OpenFile(filepath.Join(testdata, "pcap/zeek/rfc3030-bdat-multipart.pcap"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, sessions := replay(t, src, ReplayOptions{})
+		st, sessions := replay(t, src, Options{})
 		if st.Sessions != 1 || st.Accepted != 1 || st.Divergences != 0 {
 			t.Errorf("stats %+v, divergences %+v", st, sessions[0].Divergences)
 		}
@@ -146,9 +148,9 @@ func TestReplay(t *testing.T) {
 			{"Subject: paced\r\n\r\nslowly\r\n.\r\n", "250 2.0.0 queued\r\n"},
 			{"QUIT\r\n", "221 bye\r\n"},
 		}
-		pcap := writePcap(t, scriptedSession(netip.MustParseAddrPort("10.8.8.8:40001"), time.Unix(1736157600, 0), 30*time.Second, steps))
+		pcap := pcaptest.Write(t, pcaptest.Scripted(netip.MustParseAddrPort("10.8.8.8:40001"), time.Unix(1736157600, 0), 30*time.Second, steps))
 		start := time.Now()
-		st, _ := replay(t, memSource(t, pcap), ReplayOptions{Pace: true, MaxPause: 150 * time.Millisecond})
+		st, _ := replay(t, memSource(t, pcap), Options{Pace: true, MaxPause: 150 * time.Millisecond})
 		el := time.Since(start)
 		if st.Accepted != 1 {
 			t.Errorf("stats %+v", st)
@@ -162,32 +164,18 @@ func TestReplay(t *testing.T) {
 	})
 
 	t.Run("no server", func(t *testing.T) {
-		if _, err := Replay(context.Background(), Config{}, memSource(t, writePcap(t, genCapture(1, 1, 1))), ReplayOptions{}); err == nil {
-			t.Error("Replay without an address did not fail")
+		if _, err := Run(context.Background(), capture.Config{}, memSource(t, pcaptest.Write(t, pcaptest.Capture(1, 1, 1))), Options{}); err == nil {
+			t.Error("Run without an address did not fail")
 		}
 	})
 }
 
-// scriptedSession is one connection from client to 192.0.2.25:25: the
-// handshake, a greeting, then each step's client bytes and, 10µs later,
-// the server's, the steps gap apart.
-func scriptedSession(client netip.AddrPort, ts time.Time, gap time.Duration, steps [][2]string) []genPacket {
-	var out []genPacket
-	g := &genConn{c: client, s: netip.MustParseAddrPort("192.0.2.25:25"), cseq: 1000, sseq: 5000, ts: ts}
-	g.handshake(&out)
-	g.send(&out, false, []byte("220 mx.example.net ESMTP\r\n"))
-	for _, st := range steps {
-		g.ts = g.ts.Add(gap)
-		g.send(&out, true, []byte(st[0]))
-		g.send(&out, false, []byte(st[1]))
-	}
-	g.fin(&out)
-	return out
-}
+// testdata holds capture's third-party captures.
+const testdata = "../../capture/testdata"
 
-func memSource(t *testing.T, pcap []byte) Source {
+func memSource(t *testing.T, pcap []byte) capture.Source {
 	t.Helper()
-	src, err := NewReader(bytes.NewReader(pcap), "mem.pcap", nil)
+	src, err := capture.NewReader(bytes.NewReader(pcap), "mem.pcap", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
