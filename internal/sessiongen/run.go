@@ -98,14 +98,29 @@ func (t *Transcript) String() string {
 			mark = " [BDAT sent as DATA]"
 		}
 		for j, s := range st.Sent {
-			if j == 0 {
+			switch {
+			case j == 0:
 				fmt.Fprintf(&b, "%2d -> %s%s\n", i, s, mark)
-			} else {
+			case len(st.Sent) > 8 && j >= 3 && j < len(st.Sent)-2:
+				if j == 3 {
+					fmt.Fprintf(&b, "   -> … %d more …\n", len(st.Sent)-5)
+				}
+			default:
 				fmt.Fprintf(&b, "   -> %s\n", s)
 			}
 		}
-		for _, r := range st.Replies {
-			fmt.Fprintf(&b, "   <- %s\n", r)
+		// Runs of the same reply are written once, with a count.
+		for j := 0; j < len(st.Replies); {
+			k := j + 1
+			for k < len(st.Replies) && st.Replies[k].String() == st.Replies[j].String() {
+				k++
+			}
+			if k-j > 1 {
+				fmt.Fprintf(&b, "   <- %s (×%d)\n", st.Replies[j], k-j)
+			} else {
+				fmt.Fprintf(&b, "   <- %s\n", st.Replies[j])
+			}
+			j = k
 		}
 		if st.Closed {
 			b.WriteString("   (connection closed)\n")
