@@ -21,7 +21,9 @@ import (
 	"moat/inspect"
 	"moat/inspect/smtp"
 	"moat/internal/eximtest"
+	"moat/internal/opensmtpdtest"
 	"moat/internal/postfixtest"
+	"moat/internal/sendmailtest"
 	"moat/internal/sessiongen"
 )
 
@@ -54,11 +56,17 @@ var documentedDifferences = []struct{ key, what, why string }{
 		"a relayed reply without an enhanced status code gets the default one for its verb and code (smtp.Reply.WithDefaultEnhanced: 2.1.0 MAIL, 2.1.5 RCPT, 2.0.0 otherwise, 4.0.0/5.0.0, 5.5.x for 500-504/555) when the client said EHLO; code and text are otherwise unchanged",
 		"moat offers ENHANCEDSTATUSCODES, and RFC 2034 §3 then requires a code on every reply (README: Exim's 250 OK)"},
 	{"queue-id",
-		"the upstream's queue id in its end-of-data reply (Postfix \"queued as ID\", Exim \"id=ID\") is normalised in both runs",
+		"the upstream's queue id in its end-of-data reply (Postfix \"queued as ID\", Exim \"id=ID\", OpenSMTPD and Sendmail \"ID Message accepted for delivery\") is normalised in both runs",
 		"two deliveries get two queue ids; not moat's doing"},
 	{"strict-syntax",
 		"a MAIL whose argument breaks RFC 5321's grammar (MAIL FROM:bad) gets moat's 501 where Postfix, by default (strict_rfc821_envelopes = no), accepts it and qualifies the address; every other malformed command is refused by both (own-reply)",
 		"moat parses paths strictly (inspect/smtp) and passes on only what it can re-serialise exactly; the generator follows a malformed MAIL with RSET, so a lenient upstream's open transaction ends there"},
+	{"size-declared",
+		"a SIZE= over the limit gets moat's 552 at MAIL (RFC 1870 §6.2) where an upstream that does not check SIZE= (OpenSMTPD) accepts MAIL and refuses the message at its end: through moat the client gives the transaction up there; directly its later replies are not compared, but the message must be refused (5xx) and nothing delivered",
+		"moat refuses what it will refuse anyway as early as it can"},
+	{"repeated-hello",
+		"a second HELO/EHLO gets moat's 250 where OpenSMTPD refuses it (503 5.5.1 Already identified)",
+		"RFC 5321 §4.1.4 allows a repeated EHLO (it resets the session); moat answers HELO/EHLO itself"},
 	{"vrfy",
 		"VRFY gets moat's 252 whatever the upstream would say",
 		"moat does not ask the upstream: that would let anyone harvest addresses through moat (RFC 5321 §3.5.3 allows 252)"},
@@ -87,7 +95,7 @@ var documentedDifferences = []struct{ key, what, why string }{
 		"a RCPT past the recipient limit gets moat's own 452 4.5.3, compared by class: the upstream is configured with the same limit",
 		"moat enforces limits.max_recipients itself (RFC 5321 §4.5.3.1.10)"},
 	{"bare-lf",
-		"a bare LF in a message reaches the upstream through moat as a line end (CRLF); an upstream that reads a bare LF otherwise stores something else when reached directly (Exim 4.96 turns it into a space after DATA, not in BDAT chunks). For such an upstream (bareLFSpace in the table) the bodies of messages with bare LFs sent directly after DATA are each compared with the generated message, under its own rule; their headers still differentially",
+		"a bare LF in a message reaches the upstream through moat as a line end (CRLF); an upstream that reads a bare LF otherwise stores something else when reached directly (Exim 4.96 turns it into a space after DATA, not in BDAT chunks). For such an upstream (bareLFSpace in the table) the bodies of messages with bare LFs sent directly after DATA are each compared with the generated message, under its own rule; their headers still differentially. Sendmail 8.17 refuses a bare LF (421 4.5.0) and closes the session, which could not be compared past that point: it gets no bare LFs",
 		"data.bare_lf: normalize (the default): a bare LF is never a line end for moat and the upstream sees exactly the framing moat saw (README, SMTP smuggling)"},
 	{"error-limit",
 		"a session that reaches the error limit is closed with 421 by both, but not necessarily after the same command of a pipelined batch: Postfix (smtpd_hard_error_limit 20) counts every refusal it gives, moat (limits.max_errors 20) only those it gives itself, not the upstream's relayed refusals of MAIL and RCPT, which the upstream counts on its own connection",
@@ -165,6 +173,8 @@ var transparencyUpstreams = []transparencyUpstream{
 	// enhanced codes in any reply.
 	{name: "postfix-legacy", gen: postfixGenOptions(), start: startPostfixMTA([]string{"smtpd_discard_ehlo_keywords = pipelining, 8bitmime, enhancedstatuscodes, chunking"})},
 	{name: "exim", gen: eximGenOptions(), start: startEximMTA, bareLFSpace: true},
+	{name: "opensmtpd", gen: opensmtpdGenOptions(), start: startOpenSMTPDMTA},
+	{name: "sendmail", gen: sendmailGenOptions(), start: startSendmailMTA},
 }
 
 func postfixGenOptions() sessiongen.Options {
@@ -198,6 +208,57 @@ func eximGenOptions() sessiongen.Options {
 			EODRejectSubject: r.EODRejectSubject,
 		},
 	}
+}
+
+// opensmtpdGenOptions: opensmtpdtest refuses senders at MAIL and
+// recipients at RCPT, 5xx and 4xx; no refusal at DATA or after, no
+// recipient limit, no STARTTLS.
+func opensmtpdGenOptions() sessiongen.Options {
+	r := transparencyRefusals
+	return sessiongen.Options{
+		SizeLimit:   transparencySizeLimit,
+		EarlyTalker: true,
+		BareLF:      true,
+		Refuse: sessiongen.Refusals{
+			MailReject: r.MailReject,
+			MailDefer:  r.MailDefer,
+			RcptReject: r.RcptReject,
+			RcptDefer:  r.RcptDefer,
+		},
+	}
+}
+
+func startOpenSMTPDMTA(t *testing.T, o sessiongen.Options, _ [2]string) mta {
+	r := o.Refuse
+	sd := opensmtpdtest.Start(t, opensmtpdtest.Options{
+		DenySenders:      r.MailReject,
+		DeferSenders:     r.MailDefer,
+		DenyRecipients:   r.RcptReject,
+		DeferRecipients:  r.RcptDefer,
+		MessageSizeLimit: o.SizeLimit,
+	})
+	return mta{addr: sd.Addr, wait: func(t *testing.T, n int) [][]byte { return sd.WaitMessages(t, n, 60*time.Second) }}
+}
+
+// sendmailGenOptions: sendmailtest refuses senders at MAIL and recipients
+// at RCPT, 5xx and 4xx; no refusal at DATA or after, no recipient limit,
+// no STARTTLS.
+func sendmailGenOptions() sessiongen.Options {
+	o := opensmtpdGenOptions()
+	o.BareLF = false // Sendmail 8.17 refuses it with 421 and closes (bare-lf)
+	return o
+}
+
+func startSendmailMTA(t *testing.T, o sessiongen.Options, _ [2]string) mta {
+	r := o.Refuse
+	sm := sendmailtest.Start(t, sendmailtest.Options{
+		DenySenders:      r.MailReject,
+		DeferSenders:     r.MailDefer,
+		DenyRecipients:   r.RcptReject,
+		DeferRecipients:  r.RcptDefer,
+		MessageSizeLimit: o.SizeLimit,
+	})
+	return mta{addr: sm.Addr, wait: func(t *testing.T, n int) [][]byte { return sm.WaitMessages(t, n, 60*time.Second) }}
 }
 
 // inlineMap is a Postfix inline: table giving each key the action.
@@ -354,6 +415,9 @@ func runTransparency(t *testing.T, up transparencyUpstream, seed uint64, first, 
 		t.Fatal(err)
 	}
 	cfg := testConfig(behind.addr)
+	// OpenSMTPD sometimes greets only after a 5s resolver timeout here
+	// (no reachable name server); the direct client waits that long too.
+	cfg.Upstream.ConnectTimeout = 20 * time.Second
 	cfg.Limits.MaxMessageSize = ByteSize(up.gen.SizeLimit)
 	if up.gen.RecipientLimit > 0 {
 		cfg.Limits.MaxRecipients = up.gen.RecipientLimit
@@ -464,6 +528,10 @@ type comparison struct {
 	// dataRefused is the direct run's refusal of the DATA command that
 	// moat answered with 354 (data-refusal-at-eod).
 	dataRefused *sessiongen.Reply
+	// sizeTx is the transaction moat refused at MAIL for its SIZE=
+	// while the direct upstream went on (size-declared).
+	sizeTx  int
+	helloed bool // a HELO/EHLO got 250 since the start or STARTTLS
 
 	deliveredD, deliveredM int
 	divergences            []string
@@ -490,6 +558,13 @@ func (c *comparison) run() {
 				c.diverge(i, "connection closed in one run only")
 			}
 			return
+		}
+		if st.Tx == 0 || st.Tx != c.sizeTx {
+			c.sizeTx = 0
+		}
+		if c.sizeTx != 0 {
+			c.sizeDeclared(i, st, sd, sm, 0)
+			continue
 		}
 		// The runner skips what a client would not send (see
 		// sessiongen.Run); both runs must skip the same steps, but for
@@ -539,6 +614,11 @@ func (c *comparison) commands(i int, st sessiongen.Step, sd, sm *sessiongen.Step
 		n = min(nd, nm) - 1 // the replies before either 421
 	}
 	for j, cmd := range st.Cmds[:n] {
+		if c.sizeTx != 0 {
+			// The rest of a batch whose MAIL moat refused for its SIZE=.
+			c.sizeDeclared(i, st, sd, sm, j)
+			return
+		}
 		c.command(i, cmd, sd.Replies[j], sm.Replies[j])
 	}
 }
@@ -555,11 +635,14 @@ func (c *comparison) command(i int, cmd sessiongen.Command, rd, rm sessiongen.Re
 			}
 		case rd.Class() == 5 && rm.Code == 250 && slices.Contains(c.gen.Refuse.Helo, c.s.Helo):
 			c.tol.use("helo-policy")
+		case rd.Code == 503 && rm.Code == 250 && c.helloed:
+			c.tol.use("repeated-hello")
 		default:
 			c.diverge(i, "%s: direct %q, through moat %q", cmd.Tag, rd, rm)
 		}
 		if rm.Code == 250 {
 			c.esmtp = cmd.Tag == sessiongen.TagEHLO
+			c.helloed = true
 			c.resetTx()
 		}
 		return
@@ -577,6 +660,11 @@ func (c *comparison) command(i int, cmd sessiongen.Command, rd, rm sessiongen.Re
 		return
 	}
 	if !same {
+		if cmd.Tag == sessiongen.TagMail && rd.Class() == 2 && rm.Code == 552 && c.esmtp && cmd.Size > c.gen.SizeLimit {
+			c.tol.use("size-declared")
+			c.sizeTx = c.s.Steps[i].Tx
+			return
+		}
 		if cmd.Tag == sessiongen.TagMailSyntax && rd.Class() == 2 && rm.Code == 501 {
 			c.tol.use("strict-syntax")
 			return
@@ -664,6 +752,8 @@ func (c *comparison) relayed(i int, verb string, rd, rm sessiongen.Reply) {
 
 var (
 	queueIDRE = regexp.MustCompile(`(queued as |id=)[0-9A-Za-z-]+`)
+	// OpenSMTPD's and Sendmail's "250 2.0.0 ID Message accepted for delivery".
+	acceptedIDRE = regexp.MustCompile(`^[0-9A-Za-z]+( Message accepted for delivery)$`)
 	// Postfix's reply to BDAT LAST: "Ok: 1234 bytes queued as ID".
 	bdatBytesRE = regexp.MustCompile(`^Ok: \d+ bytes queued as `)
 	// Exim's first line of its reply to BDAT LAST.
@@ -682,6 +772,7 @@ func normaliseText(text []string, verb string) string {
 			}
 			l = bdatBytesRE.ReplaceAllString(l, "Ok: queued as ")
 		}
+		l = acceptedIDRE.ReplaceAllString(l, "QUEUEID${1}")
 		out = append(out, queueIDRE.ReplaceAllString(l, "${1}QUEUEID"))
 	}
 	return strings.Join(out, "\n")
@@ -838,6 +929,25 @@ func (c *comparison) bdat(i int, st sessiongen.Step, sd, sm *sessiongen.StepResu
 	}
 }
 
+// sizeDeclared checks a step (from its command j on) of a transaction
+// moat refused at MAIL for its declared size while the direct upstream
+// accepted the MAIL (size-declared): through moat nothing but refusals
+// or skipped steps; directly, the message is refused.
+func (c *comparison) sizeDeclared(i int, st sessiongen.Step, sd, sm *sessiongen.StepResult, j int) {
+	if sm.Skipped == "" {
+		for _, r := range sm.Replies[min(j+1, len(sm.Replies)):] {
+			if r.Class() != 5 {
+				c.diverge(i, "after refusing MAIL for its SIZE=, moat answered %q", r)
+			}
+		}
+	}
+	if sd.Skipped == "" && (st.Kind == sessiongen.KindData || st.Kind == sessiongen.KindBDAT) {
+		if n := len(sd.Replies); n == 0 || sd.Replies[n-1].Class() != 5 {
+			c.diverge(i, "moat refused the declared SIZE= at MAIL, but directly the message got %q", sd.Replies)
+		}
+	}
+}
+
 // startTLS compares a STARTTLS step.
 func (c *comparison) startTLS(i int, sd, sm *sessiongen.StepResult) {
 	switch {
@@ -852,6 +962,7 @@ func (c *comparison) startTLS(i int, sd, sm *sessiongen.StepResult) {
 		c.diverge(i, "STARTTLS skipped direct %q, through moat %q", sd.Skipped, sm.Skipped)
 	}
 	c.esmtp = false
+	c.helloed = false
 	c.resetTx()
 }
 
