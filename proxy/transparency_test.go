@@ -62,7 +62,7 @@ var documentedDifferences = []struct{ key, what, why string }{
 		"a MAIL whose argument breaks RFC 5321's grammar (MAIL FROM:bad) gets moat's 501 where Postfix, by default (strict_rfc821_envelopes = no), accepts it and qualifies the address; every other malformed command is refused by both (own-reply)",
 		"moat parses paths strictly (inspect/smtp) and passes on only what it can re-serialise exactly; the generator follows a malformed MAIL with RSET, so a lenient upstream's open transaction ends there"},
 	{"size-declared",
-		"a SIZE= over the limit gets moat's 552 at MAIL (RFC 1870 §6.2) where an upstream that does not check SIZE= (OpenSMTPD) accepts MAIL and refuses the message at its end: through moat the client gives the transaction up there; directly its later replies are not compared, but the message must be refused (5xx) and nothing delivered",
+		"a SIZE= over the limit gets moat's 552 at MAIL (RFC 1870 §6.2) where an upstream that does not check SIZE= (OpenSMTPD) answers MAIL by its other policies — it refuses the sender (any class), or accepts MAIL and refuses the message at its end: through moat the client gives the transaction up at MAIL; directly its later replies are not compared, but the message must be refused (5xx) and nothing delivered",
 		"moat refuses what it will refuse anyway as early as it can"},
 	{"repeated-hello",
 		"a second HELO/EHLO gets moat's 250 where OpenSMTPD refuses it (503 5.5.1 Already identified)",
@@ -660,9 +660,13 @@ func (c *comparison) command(i int, cmd sessiongen.Command, rd, rm sessiongen.Re
 		return
 	}
 	if !same {
-		if cmd.Tag == sessiongen.TagMail && rd.Class() == 2 && rm.Code == 552 && c.esmtp && cmd.Size > c.gen.SizeLimit {
+		if cmd.Tag == sessiongen.TagMail && rm.Code == 552 && c.esmtp && cmd.Size > c.gen.SizeLimit {
+			// The upstream did not check SIZE=: it accepted MAIL, or
+			// refused it for another reason.
 			c.tol.use("size-declared")
-			c.sizeTx = c.s.Steps[i].Tx
+			if rd.Class() == 2 {
+				c.sizeTx = c.s.Steps[i].Tx
+			}
 			return
 		}
 		if cmd.Tag == sessiongen.TagMailSyntax && rd.Class() == 2 && rm.Code == 501 {
@@ -920,10 +924,14 @@ func (c *comparison) bdat(i int, st sessiongen.Step, sd, sm *sessiongen.StepResu
 	}
 	c.tol.use("bdat-refusal-at-last")
 	switch {
+	case st.Msg.Oversize:
+		// moat judges the size before it asks the upstream (size-limit).
+		c.tol.use("size-limit")
+		if rm.Code != 552 {
+			c.diverge(i, "oversize message through moat got %q at the LAST chunk, want moat's 552", rm)
+		}
 	case rm.Class() != refusal.Class():
 		c.diverge(i, "direct refused a chunk with %q, through moat the LAST chunk got %q", refusal, rm)
-	case st.Msg.Oversize:
-		c.tol.use("size-limit")
 	default:
 		c.relayed(i, "DATA", *refusal, rm)
 	}
