@@ -36,15 +36,19 @@ import (
 // which moat may differ is in documentedDifferences, with its reason;
 // anything else fails the test with the seed and the session number.
 //
-// moat runs in-process (startProxy, as the other proxy tests do): the
-// session-panic check of TestMain then covers every generated session,
-// and a failure prints moat's own log. cmd/moat's soak test covers the
-// built binary.
+// moat runs in-process (serveProxy with testConfig, as the other proxy
+// tests do): the session-panic check of TestMain then covers every
+// generated session, and a failure prints the end of moat's log.
+// cmd/moat's soak test covers the built binary.
+//
+// MOAT_TRANSPARENCY_SEED replays a seed, MOAT_TRANSPARENCY_SESSIONS sets
+// the number of sessions per upstream, MOAT_TRANSPARENCY_ONLY=N runs only
+// session N and logs its transcripts.
 
 // documentedDifferences is the one table of what moat may do differently
 // from the MTA it shields, as a client sees it. The comparison names an
 // entry each time it applies one; an entry that is not here cannot be
-// applied (tolerate panics).
+// applied (tolerances.use panics), and the test logs how often each was.
 var documentedDifferences = []struct{ key, what, why string }{
 	{"own-reply",
 		"replies moat gives itself — the greeting, EHLO/HELO, NOOP, RSET, QUIT, STARTTLS's 220, DATA's 354, syntax and sequence errors (500, 501, 503, 554 no valid recipients, 555) — are compared by class only",
@@ -71,7 +75,7 @@ var documentedDifferences = []struct{ key, what, why string }{
 		"VRFY gets moat's 252 whatever the upstream would say",
 		"moat does not ask the upstream: that would let anyone harvest addresses through moat (RFC 5321 §3.5.3 allows 252)"},
 	{"help",
-		"HELP gets moat's 214 (Postfix does not implement HELP and answers 500/502)",
+		"HELP gets moat's 214 (Postfix does not implement HELP: 500 5.5.2)",
 		"moat answers HELP itself"},
 	{"starttls",
 		"STARTTLS is moat's (it terminates TLS): offered whether or not the upstream offers it, so a STARTTLS step the direct run skips (not offered) is played through moat",

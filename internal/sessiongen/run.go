@@ -134,11 +134,11 @@ func (t *Transcript) String() string {
 var errClosed = errors.New("connection closed by the server")
 
 // Run plays s against addr and returns what happened, adapting like a
-// real client: see the package documentation; besides, it gives up a
-// transaction (Step.Tx) whose MAIL, sent on its own, was refused, and
-// sends a transaction's DATA (when on its own) or BDAT only when one of
-// its RCPTs was accepted. Skipped steps say so in their StepResult. tlsConf is used for
-// STARTTLS; nil skips STARTTLS steps. The error is about the run, not the
+// real client (see the package documentation): it gives up a transaction
+// (Step.Tx) whose MAIL was refused — what it pipelined with the MAIL is
+// sent already — and sends a transaction's DATA (when on its own) or BDAT
+// only when one of its RCPTs was accepted; a 354 always gets its message. Skipped steps say why in their StepResult. tlsConf is
+// used for STARTTLS; nil skips STARTTLS steps. The error is about the run, not the
 // server's answers: the dial failed, a reply did not come within
 // StepTimeout or ctx ended, a reply was malformed, or the TLS handshake
 // failed. A server that closes the connection at any point is not an
@@ -183,8 +183,8 @@ type player struct {
 	tr      *Transcript
 	greeted bool
 	data    bool // the last reply was 354: the server waits for data
-	// The transaction in progress (Step.Tx): whether its MAIL, sent on
-	// its own, was refused, and how many of its RCPTs were accepted.
+	// The transaction in progress (Step.Tx): whether its MAIL was
+	// refused, and how many of its RCPTs were accepted.
 	tx         int
 	mailFailed bool
 	rcptOK     int
@@ -354,7 +354,7 @@ func (p *player) reply(c Command, res *StepResult) error {
 	p.data = r.Code == 354
 	switch c.Tag {
 	case TagMail:
-		p.mailFailed = r.Class() != 2 && !res.Pipelined
+		p.mailFailed = r.Class() != 2
 		p.rcptOK = 0
 	case TagRcpt, TagRcptOver, TagRcptNoMail:
 		if r.Class() == 2 {

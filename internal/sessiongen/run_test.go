@@ -488,20 +488,24 @@ func TestRunGivesUpFailedTransactions(t *testing.T) {
 		cmd(0, TagRset, "RSET"),
 		{Kind: KindCmd, Tx: 4, Pipelined: true, Cmds: []Command{{Line: "MAIL FROM:<refuse-me@c.test>", Tag: TagMail}, {Line: "RCPT TO:<b@example.net>", Tag: TagRcpt}, {Line: "DATA", Tag: TagData}}},
 		{Kind: KindData, Tx: 4, Msg: msg},
+		cmd(0, TagRset, "RSET"),
+		{Kind: KindCmd, Tx: 5, Pipelined: true, Cmds: []Command{{Line: "MAIL FROM:<refuse-me@c.test>", Tag: TagMail}, {Line: "RCPT TO:<b@example.net>", Tag: TagRcpt}}},
+		{Kind: KindBDAT, Tx: 5, Msg: msg, Chunks: []int{len(msg.Content)}},
 		cmd(0, TagQuit, "QUIT"),
 	}}
 	tr, err := Run(ctx(t, 10*time.Second), f.addr, s, nil)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, tr.String())
 	}
-	want := map[int]string{2: "MAIL refused", 3: "MAIL refused", 4: "MAIL refused", 8: "no recipient accepted", 11: "no recipient accepted", 12: "no 354"}
+	want := map[int]string{2: "MAIL refused", 3: "MAIL refused", 4: "MAIL refused", 8: "no recipient accepted", 11: "no recipient accepted", 12: "no 354", 18: "MAIL refused"}
 	for i, st := range tr.Steps {
 		if st.Skipped != want[i] {
 			t.Errorf("step %d (%s) skipped %q, want %q\n%s", i, s.Steps[i], st.Skipped, want[i], tr.String())
 		}
 	}
-	// The pipelined batch went whole: the fake accepts the
-	// RCPT and DATA after the refused MAIL, so the message goes too.
+	// The pipelined batch went whole: the fake accepts the RCPT and DATA
+	// after the refused MAIL, and the message must follow the 354; but
+	// no BDAT follows a refused MAIL, pipelined or not.
 	if got := len(tr.Steps[14].Replies); got != 3 {
 		t.Errorf("pipelined batch after a refused MAIL: %d replies, want 3", got)
 	}

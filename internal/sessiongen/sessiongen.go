@@ -16,17 +16,29 @@
 // Options.RecipientLimit; and senders, recipients and subjects from
 // Options.Refuse, which the test configures its servers to refuse at MAIL,
 // RCPT, DATA or the end of data. Messages carry unique Message-IDs made of
-// the seed, the session and the transaction number, and lines that need
-// dot-stuffing.
+// the seed, the session and the transaction number, lines that need
+// dot-stuffing, and, with Options.BareLF, bare LFs (never before a dot).
+// Sessions are bounded: at most 8 transactions and 3 bad commands; per
+// transaction at most 21 recipients (Options.MaxRecipients, at most 20,
+// and a refused one) or RecipientLimit+3; bodies of at most
+// Options.MaxBodyBytes (at most 64 KiB), oversize messages of at most
+// three times SizeLimit (at most 1 MiB).
+//
+// The script is a client's: a transaction refused at or after DATA is
+// followed by RSET, so is a malformed MAIL; a session whose EHLO name is
+// in Refuse.Helo uses no extensions (no pipelining, BDAT or SIZE=).
 //
 // Run plays a Session against an address like a real client would:
 // commands a step pipelines go in one write only when the server offered
 // PIPELINING, else one at a time; a message body follows DATA only after a
-// 354; BDAT is sent only when CHUNKING was offered, else the same message
-// goes as DATA; a MAIL's SIZE parameter is added only when SIZE was
-// offered; STARTTLS is tried only when offered, and the TLS handshake only
-// after its 220. Every read and write has a deadline, and a server that
-// closes the connection at any point ends the transcript cleanly.
+// 354, and always follows a 354; BDAT is sent only when CHUNKING was
+// offered, else the same message goes as DATA; a MAIL's SIZE parameter is
+// added only when SIZE was offered; STARTTLS is tried only when offered,
+// and the TLS handshake only after its 220; a transaction whose MAIL was
+// refused is given up, and one with no accepted recipient sends no message
+// (unless DATA was pipelined). Every read and write has a deadline, and a
+// server that closes the connection at any point ends the transcript
+// cleanly.
 package sessiongen
 
 import (
