@@ -323,14 +323,15 @@ func (u *upstream) read(timeout time.Duration) (smtp.Reply, error) {
 // dot-stuffing writer, and returns the final reply. A non-354 answer to
 // DATA is returned as the reply with no error; the transaction then is
 // still open upstream (RFC 5321 §4.1.1.4: a refused DATA leaves MAIL and
-// RCPT in force), and inTx stays set until someone sends RSET.
+// RCPT in force), and inTx stays set until someone sends RSET. So it does
+// after a refusal of the message itself.
 func (u *upstream) data(write func(w io.Writer) error) (smtp.Reply, error) {
 	rep, err := u.cmd(u.cfg.CommandTimeout, "DATA")
 	if err != nil || rep.Code != 354 {
 		return rep, err
 	}
-	// Whatever follows — the final reply, or an error that breaks the
-	// connection — the upstream transaction is over (§4.1.1.4).
+	// A final 2xx, or an error that breaks the connection, ends the
+	// upstream transaction (§4.1.1.4); a refusal may not (below).
 	u.inTx = false
 	// The whole message may take a while on a slow link; the deadline is
 	// per write, refreshed by the deadline writer. The encoder is reused
@@ -355,7 +356,16 @@ func (u *upstream) data(write func(w io.Writer) error) (smtp.Reply, error) {
 		u.broken = true
 		return smtp.Reply{}, &upstreamError{"write", err}
 	}
-	return u.read(u.cfg.DataTimeout)
+	rep, err = u.read(u.cfg.DataTimeout)
+	if err == nil && rep.Class() != 2 {
+		// Not every server ends the transaction when it refuses the
+		// message: Postfix keeps the envelope after its
+		// smtpd_end_of_data_restrictions refuse, until RSET. Leave it to
+		// the caller's rset, so that neither this client's next MAIL nor,
+		// through the pool, another client's meets "503 nested MAIL".
+		u.inTx = true
+	}
+	return rep, err
 }
 
 // rset aborts the upstream transaction, if any. Failure breaks the

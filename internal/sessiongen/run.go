@@ -104,14 +104,29 @@ func (t *Transcript) String() string {
 			mark = " [BDAT sent as DATA]"
 		}
 		for j, s := range st.Sent {
-			if j == 0 {
+			switch {
+			case j == 0:
 				fmt.Fprintf(&b, "%2d -> %s%s\n", i, s, mark)
-			} else {
+			case len(st.Sent) > 8 && j >= 3 && j < len(st.Sent)-2:
+				if j == 3 {
+					fmt.Fprintf(&b, "   -> … %d more …\n", len(st.Sent)-5)
+				}
+			default:
 				fmt.Fprintf(&b, "   -> %s\n", s)
 			}
 		}
-		for _, r := range st.Replies {
-			fmt.Fprintf(&b, "   <- %s\n", r)
+		// Runs of the same reply are written once, with a count.
+		for j := 0; j < len(st.Replies); {
+			k := j + 1
+			for k < len(st.Replies) && st.Replies[k].String() == st.Replies[j].String() {
+				k++
+			}
+			if k-j > 1 {
+				fmt.Fprintf(&b, "   <- %s (×%d)\n", st.Replies[j], k-j)
+			} else {
+				fmt.Fprintf(&b, "   <- %s\n", st.Replies[j])
+			}
+			j = k
 		}
 		if st.Closed {
 			b.WriteString("   (connection closed)\n")
@@ -124,8 +139,12 @@ func (t *Transcript) String() string {
 // stops, it is not an error of the run.
 var errClosed = errors.New("connection closed by the server")
 
-// Run plays s against addr and returns what happened. tlsConf is used for
-// STARTTLS; nil skips STARTTLS steps. The error is about the run, not the
+// Run plays s against addr and returns what happened, adapting like a
+// real client (see the package documentation): it gives up a transaction
+// (Step.Tx) whose MAIL was refused — what it pipelined with the MAIL is
+// sent already — and sends a transaction's DATA (when on its own) or BDAT
+// only when one of its RCPTs was accepted; a 354 always gets its message. Skipped steps say why in their StepResult. tlsConf is
+// used for STARTTLS; nil skips STARTTLS steps. The error is about the run, not the
 // server's answers: the dial failed, a reply did not come within
 // StepTimeout or ctx ended, a reply was malformed, or the TLS handshake
 // failed. A server that closes the connection at any point is not an
@@ -182,6 +201,11 @@ type player struct {
 	tr      *Transcript
 	greeted bool
 	data    bool // the last reply was 354: the server waits for data
+	// The transaction in progress (Step.Tx): whether its MAIL was
+	// refused, and how many of its RCPTs were accepted.
+	tx         int
+	mailFailed bool
+	rcptOK     int
 }
 
 func (p *player) setDeadline(t time.Time) { p.nc.SetDeadline(t) }
@@ -248,6 +272,24 @@ func (p *player) greet() error {
 }
 
 func (p *player) step(st Step, res *StepResult) error {
+	if st.Tx != p.tx {
+		p.tx, p.mailFailed, p.rcptOK = st.Tx, false, 0
+	}
+	// A real client gives up a transaction whose MAIL was refused, and
+	// sends no message when no recipient was accepted — except what it
+	// already pipelined.
+	switch {
+	case st.Tx == 0:
+	case st.Kind == KindData && p.data:
+		// The server waits for the message: it must come, whatever
+		// the client thinks of the transaction.
+	case p.mailFailed:
+		res.Skipped = "MAIL refused"
+		return nil
+	case p.rcptOK == 0 && (st.Kind == KindBDAT || st.Kind == KindCmd && len(st.Cmds) == 1 && st.Cmds[0].Tag == TagData):
+		res.Skipped = "no recipient accepted"
+		return nil
+	}
 	switch st.Kind {
 	case KindCmd:
 		return p.commands(st, res)
@@ -330,6 +372,13 @@ func (p *player) reply(c Command, res *StepResult) error {
 	}
 	p.data = r.Code == 354
 	switch c.Tag {
+	case TagMail:
+		p.mailFailed = r.Class() != 2
+		p.rcptOK = 0
+	case TagRcpt, TagRcptOver, TagRcptNoMail:
+		if r.Class() == 2 {
+			p.rcptOK++
+		}
 	case TagEHLO:
 		p.tr.Ext = nil
 		if r.Code == 250 {
@@ -366,6 +415,16 @@ func (p *player) bdat(st Step, res *StepResult) error {
 			return err
 		}
 		return p.message(st.Msg, res)
+	}
+	sum := 0
+	for _, n := range st.Chunks {
+		if n < 0 {
+			return fmt.Errorf("BDAT chunk of %d octets", n)
+		}
+		sum += n
+	}
+	if sum != len(st.Msg.Content) {
+		return fmt.Errorf("BDAT chunks %v do not add up to the message's %d octets", st.Chunks, len(st.Msg.Content))
 	}
 	off := 0
 	for i, n := range st.Chunks {

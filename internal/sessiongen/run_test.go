@@ -208,7 +208,12 @@ func (f *fake) answer(l string, bdat *bool, r *bufio.Reader, say func(string) bo
 		}
 		lines = append(lines, "250 ENHANCEDSTATUSCODES")
 		return say(strings.Join(lines, "\r\n"))
-	case "HELO", "RSET", "NOOP", "MAIL", "RCPT":
+	case "MAIL", "RCPT":
+		if strings.Contains(l, "refuse-me") {
+			return say("550 5.7.1 refused")
+		}
+		fallthrough
+	case "HELO", "RSET", "NOOP":
 		if verb == "MAIL" && strings.Contains(l, "SIZE=") && !f.size {
 			f.violate("SIZE without SIZE: %q", l)
 		}
@@ -460,5 +465,53 @@ func TestReplyParsing(t *testing.T) {
 		if _, err := p.read(); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
+	}
+}
+
+// A transaction whose MAIL was refused is given up; one whose recipients
+// were all refused sends no message, unless DATA was pipelined.
+func TestRunGivesUpFailedTransactions(t *testing.T) {
+	f := startFake(t, &fake{pipelining: true, chunking: true})
+	cmd := func(tx int, tag Tag, line string) Step {
+		return Step{Kind: KindCmd, Tx: tx, Cmds: []Command{{Line: line, Tag: tag}}}
+	}
+	msg := &Message{ID: "m@test", Content: []byte("Subject: x\r\n\r\nbody\r\n")}
+	s := Session{Steps: []Step{
+		cmd(0, TagEHLO, "EHLO c.test"),
+		cmd(1, TagMail, "MAIL FROM:<refuse-me@c.test>"),
+		cmd(1, TagRcpt, "RCPT TO:<a@example.net>"),
+		cmd(1, TagData, "DATA"),
+		{Kind: KindData, Tx: 1, Msg: msg},
+		cmd(0, TagRset, "RSET"),
+		cmd(2, TagMail, "MAIL FROM:<ok@c.test>"),
+		cmd(2, TagRcpt, "RCPT TO:<refuse-me@example.net>"),
+		{Kind: KindBDAT, Tx: 2, Msg: msg, Chunks: []int{len(msg.Content)}},
+		cmd(3, TagMail, "MAIL FROM:<ok@c.test>"),
+		cmd(3, TagRcpt, "RCPT TO:<refuse-me@example.net>"),
+		cmd(3, TagData, "DATA"),
+		{Kind: KindData, Tx: 3, Msg: msg},
+		cmd(0, TagRset, "RSET"),
+		{Kind: KindCmd, Tx: 4, Pipelined: true, Cmds: []Command{{Line: "MAIL FROM:<refuse-me@c.test>", Tag: TagMail}, {Line: "RCPT TO:<b@example.net>", Tag: TagRcpt}, {Line: "DATA", Tag: TagData}}},
+		{Kind: KindData, Tx: 4, Msg: msg},
+		cmd(0, TagRset, "RSET"),
+		{Kind: KindCmd, Tx: 5, Pipelined: true, Cmds: []Command{{Line: "MAIL FROM:<refuse-me@c.test>", Tag: TagMail}, {Line: "RCPT TO:<b@example.net>", Tag: TagRcpt}}},
+		{Kind: KindBDAT, Tx: 5, Msg: msg, Chunks: []int{len(msg.Content)}},
+		cmd(0, TagQuit, "QUIT"),
+	}}
+	tr, err := Run(ctx(t, 10*time.Second), f.addr, s, nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, tr.String())
+	}
+	want := map[int]string{2: "MAIL refused", 3: "MAIL refused", 4: "MAIL refused", 8: "no recipient accepted", 11: "no recipient accepted", 12: "no 354", 18: "MAIL refused"}
+	for i, st := range tr.Steps {
+		if st.Skipped != want[i] {
+			t.Errorf("step %d (%s) skipped %q, want %q\n%s", i, s.Steps[i], st.Skipped, want[i], tr.String())
+		}
+	}
+	// The pipelined batch went whole: the fake accepts the RCPT and DATA
+	// after the refused MAIL, and the message must follow the 354; but
+	// no BDAT follows a refused MAIL, pipelined or not.
+	if got := len(tr.Steps[14].Replies); got != 3 {
+		t.Errorf("pipelined batch after a refused MAIL: %d replies, want 3", got)
 	}
 }

@@ -16,17 +16,29 @@
 // Options.RecipientLimit; and senders, recipients and subjects from
 // Options.Refuse, which the test configures its servers to refuse at MAIL,
 // RCPT, DATA or the end of data. Messages carry unique Message-IDs made of
-// the seed, the session and the transaction number, and lines that need
-// dot-stuffing.
+// the seed, the session and the transaction number, lines that need
+// dot-stuffing, and, with Options.BareLF, bare LFs (never before a dot).
+// Sessions are bounded: at most 8 transactions and 3 bad commands; per
+// transaction at most 21 recipients (Options.MaxRecipients, at most 20,
+// and a refused one) or RecipientLimit+3; bodies of at most
+// Options.MaxBodyBytes (at most 64 KiB), oversize messages of at most
+// three times SizeLimit (at most 1 MiB).
+//
+// The script is a client's: a transaction refused at or after DATA is
+// followed by RSET, so is a malformed MAIL; a session whose EHLO name is
+// in Refuse.Helo uses no extensions (no pipelining, BDAT or SIZE=).
 //
 // Run plays a Session against an address like a real client would:
 // commands a step pipelines go in one write only when the server offered
 // PIPELINING, else one at a time; a message body follows DATA only after a
-// 354; BDAT is sent only when CHUNKING was offered, else the same message
-// goes as DATA; a MAIL's SIZE parameter is added only when SIZE was
-// offered; STARTTLS is tried only when offered, and the TLS handshake only
-// after its 220. Every read and write has a deadline, and a server that
-// closes the connection at any point ends the transcript cleanly.
+// 354, and always follows a 354; BDAT is sent only when CHUNKING was
+// offered, else the same message goes as DATA; a MAIL's SIZE parameter is
+// added only when SIZE was offered; STARTTLS is tried only when offered,
+// and the TLS handshake only after its 220; a transaction whose MAIL was
+// refused is given up, and one with no accepted recipient sends no message
+// (unless DATA was pipelined). Every read and write has a deadline, and a
+// server that closes the connection at any point ends the transcript
+// cleanly.
 package sessiongen
 
 import (
@@ -82,6 +94,10 @@ type Options struct {
 	// STARTTLS lets some sessions try STARTTLS (when the server offers it)
 	// and EHLO again.
 	STARTTLS bool
+	// OversizeBDAT lets oversize messages go in BDAT chunks too, not
+	// only after DATA. (Exim 4.96 answers an oversize chunk before
+	// reading it, and takes the rest of the chunk for commands.)
+	OversizeBDAT bool
 
 	// Refuse names what the servers under test are configured to refuse.
 	Refuse Refusals
@@ -90,14 +106,21 @@ type Options struct {
 // Refusals are the envelope values a test configures its servers to
 // refuse, stage by stage. Every list may be empty.
 type Refusals struct {
+	// Helo are HELO/EHLO names refused (a session uses one as its name).
+	Helo []string
 	// MailReject and MailDefer are senders refused at MAIL with 5xx / 4xx.
 	MailReject, MailDefer []string
 	// RcptReject and RcptDefer are recipients refused at RCPT.
 	RcptReject, RcptDefer []string
 	// DataReject and DataDefer are senders refused at the DATA command
-	// (Postfix's smtpd_data_restrictions). A transaction with one of them
-	// is always followed by RSET, as a real client does after a refused
-	// DATA (RFC 5321 §4.1.1.4: the transaction is still open).
+	// (Postfix's smtpd_data_restrictions).
+	//
+	// A transaction with one of them, or one refused at the end of data
+	// (EODDefer, EODRejectSubject, an oversize message), is followed by
+	// RSET, as a real client resets after a failed transaction: the
+	// transaction is still open after a refused DATA (RFC 5321
+	// §4.1.1.4), and Postfix keeps it open after refusing at the end of
+	// data too.
 	DataReject, DataDefer []string
 	// EODDefer are senders refused with 4xx at the end of data.
 	EODDefer []string
@@ -183,6 +206,9 @@ type Step struct {
 	// Pipelined sends Cmds in one write when the server offered
 	// PIPELINING; the replies are read after the write, in order.
 	Pipelined bool
+	// Tx numbers the transaction the step belongs to (MAIL, its RCPTs,
+	// DATA or BDAT, the message), from 1; 0 for steps outside one.
+	Tx int
 	// Msg is the message of a KindData or KindBDAT step.
 	Msg *Message
 	// Chunks splits Msg.Content for BDAT: the sizes of the chunks, the
@@ -366,7 +392,8 @@ type gen struct {
 	s      Session
 	errors int // bad commands still allowed
 	esmtp  bool
-	tx     int // transactions so far
+	plain  bool // use no extensions (the EHLO will be refused)
+	tx     int  // transactions so far
 }
 
 func (g *gen) p(prob float64) bool { return g.r.Float64() < prob }
@@ -377,6 +404,12 @@ func (g *gen) cmd(tag Tag, line string) {
 
 func (g *gen) session() {
 	g.s.Helo = fmt.Sprintf("client%d.%s", g.s.N, g.o.SenderDomain)
+	if len(g.o.Refuse.Helo) > 0 && g.p(0.1) {
+		// A client whose EHLO is refused goes on without extensions,
+		// so its script uses none: no pipelining, BDAT or SIZE=.
+		g.s.Helo = g.pick(g.o.Refuse.Helo)
+		g.plain = true
+	}
 	g.s.EarlyTalk = g.o.EarlyTalker && g.p(0.15)
 	g.esmtp = g.s.EarlyTalk || g.p(0.9)
 	g.hello()
@@ -431,6 +464,9 @@ func (g *gen) between(rsetLikely bool) {
 		case 1:
 			bad := []string{"MAIL FROM:bad", "MAIL FROM:<no-at-sign", "MAIL TO:<a@" + g.o.SenderDomain + ">", "MAIL FROM:"}
 			g.cmd(TagMailSyntax, bad[g.r.IntN(len(bad))])
+			// A lenient server takes some of these (Postfix qualifies
+			// "bad" unless strict_rfc821_envelopes): end what it started.
+			g.cmd(TagRset, "RSET")
 		case 2:
 			if g.esmtp {
 				g.cmd(TagMailParam, "MAIL FROM:<"+g.sender()+"> FROBNICATE=yes")
@@ -462,21 +498,35 @@ func (g *gen) pick(list []string) string { return list[g.r.IntN(len(list))] }
 // transaction adds one mail transaction.
 func (g *gen) transaction() {
 	g.tx++
+	first := len(g.s.Steps)
+	defer func() {
+		for i := first; i < len(g.s.Steps); i++ {
+			if st := &g.s.Steps[i]; !(st.Kind == KindCmd && st.Cmds[0].Tag == TagRset) {
+				st.Tx = g.tx
+			}
+		}
+	}()
 	o := &g.o
 	rf := &o.Refuse
 
 	// The sender: usually one the servers accept.
 	from := g.sender()
 	var needRset bool
+	over := o.RecipientLimit > 0 && g.p(0.06)
 	type senderList struct {
 		list  []string
 		reset bool
 	}
 	lists := []senderList{{rf.MailReject, false}, {rf.MailDefer, false}, {rf.DataReject, true}, {rf.DataDefer, true}, {rf.EODDefer, false}}
+	eodRefused := false
 	if g.p(0.3) {
 		l := lists[g.r.IntN(len(lists))]
-		if len(l.list) > 0 {
+		// Not with a recipient overflow: a hundred RCPTs after a
+		// refused MAIL are a hundred errors, past every server's error
+		// limit, and servers count errors differently.
+		if len(l.list) > 0 && !over {
 			from, needRset = g.pick(l.list), l.reset
+			eodRefused = slices.Contains(rf.EODDefer, from)
 		}
 	} else if g.p(0.05) {
 		from = "" // the null sender, as in a bounce
@@ -486,7 +536,6 @@ func (g *gen) transaction() {
 	// refused at RCPT among them, rarely only refused ones; rarely more
 	// than the servers' limit.
 	var rcpts []string
-	over := o.RecipientLimit > 0 && g.p(0.06)
 	if over {
 		n := o.RecipientLimit + 1 + g.r.IntN(maxOverflow)
 		for i := 1; i <= n; i++ {
@@ -512,10 +561,11 @@ func (g *gen) transaction() {
 	subject := fmt.Sprintf("transaction %d of session %d", g.tx, g.s.N)
 	if rf.EODRejectSubject != "" && g.p(0.1) {
 		subject = rf.EODRejectSubject + " " + subject
+		eodRefused = true
 	}
 	msg := g.message(from, rcpts[0], subject, o.SizeLimit > 0 && g.p(0.08))
 	var size int64
-	if o.SizeLimit > 0 && g.p(0.3) {
+	if o.SizeLimit > 0 && g.p(0.3) && !g.plain {
 		size = int64(len(msg.Content))
 	}
 
@@ -531,8 +581,8 @@ func (g *gen) transaction() {
 
 	// How the envelope and the message go: pipelined or not; DATA or
 	// BDAT; sometimes a DATA before the first RCPT, or an abort.
-	pipelined := g.esmtp && g.p(0.5)
-	bdat := g.esmtp && g.p(0.2)
+	pipelined := g.esmtp && g.p(0.5) && !g.plain
+	bdat := g.esmtp && g.p(0.2) && !g.plain && (!msg.Oversize || o.OversizeBDAT)
 	switch {
 	case g.errors > 0 && g.p(0.06):
 		// DATA before RCPT: refused, then the transaction goes on.
@@ -541,8 +591,10 @@ func (g *gen) transaction() {
 		g.data(TagDataNoRcpt, g.smallMessage(from, rcpts[0]))
 		g.envelope(env[1:], false)
 		g.data(TagData, msg)
-	case g.p(0.07):
-		// An abort: MAIL, RCPT, then RSET instead of data.
+	case g.p(0.07) || over && g.p(0.7):
+		// An abort: MAIL, RCPT, then RSET instead of data. Most
+		// transactions over the recipient limit end so, since a message
+		// to a hundred recipients costs the servers a hundred deliveries.
 		g.envelope(env, pipelined)
 		g.cmd(TagRset, "RSET")
 		return
@@ -562,7 +614,7 @@ func (g *gen) transaction() {
 		g.envelope(env, false)
 		g.data(TagData, msg)
 	}
-	if needRset {
+	if needRset || eodRefused || msg.Oversize {
 		g.cmd(TagRset, "RSET")
 	}
 }
@@ -622,7 +674,7 @@ func (g *gen) message(from, to, subject string, oversize bool) *Message {
 // smallMessage is the message of a DATA expected to be refused.
 func (g *gen) smallMessage(from, to string) *Message {
 	m := &Message{ID: fmt.Sprintf("sg.%d.%d.%d.early@%s", g.s.Seed, g.s.N, g.tx, g.o.SenderDomain), Subject: "early DATA"}
-	m.Content = fmt.Appendf(nil, "From: <%s>\r\nTo: <%s>\r\nMessage-ID: <%s>\r\nSubject: early DATA\r\n\r\nno recipients yet\r\n", from, to, m.ID)
+	m.Content = fmt.Appendf(nil, "From: <%s>\r\nTo: <%s>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <%s>\r\nSubject: early DATA\r\n\r\nno recipients yet\r\n", from, to, m.ID)
 	return m
 }
 
