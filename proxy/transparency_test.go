@@ -69,7 +69,7 @@ var documentedDifferences = []struct{ key, what, why string }{
 		"a SIZE= over the limit gets moat's 552 at MAIL (RFC 1870 §6.2) where an upstream that does not check SIZE= (OpenSMTPD) answers MAIL by its other policies — it refuses the sender (any class), or accepts MAIL and refuses the message at its end: through moat the client gives the transaction up at MAIL; directly its later replies are not compared, but the message must be refused (5xx) and nothing delivered",
 		"moat refuses what it will refuse anyway as early as it can"},
 	{"repeated-hello",
-		"a second HELO/EHLO gets moat's 250 where OpenSMTPD refuses it (503 5.5.1 Already identified)",
+		"a second HELO/EHLO gets moat's 250 where OpenSMTPD refuses it (503 5.5.1 Already identified); the generator sends RSET before it, so that both are without a transaction afterwards (OpenSMTPD's refused EHLO resets nothing)",
 		"RFC 5321 §4.1.4 allows a repeated EHLO (it resets the session); moat answers HELO/EHLO itself"},
 	{"vrfy",
 		"VRFY gets moat's 252 whatever the upstream would say",

@@ -25,7 +25,8 @@
 // three times SizeLimit (at most 1 MiB).
 //
 // The script is a client's: a transaction refused at or after DATA is
-// followed by RSET, so is a malformed MAIL; a session whose EHLO name is
+// followed by RSET, so is a malformed MAIL, and a repeated HELO/EHLO comes
+// after one; a session whose EHLO name is
 // in Refuse.Helo uses no extensions (no pipelining, BDAT or SIZE=).
 //
 // Run plays a Session against an address like a real client would:
@@ -453,7 +454,11 @@ func (g *gen) between(rsetLikely bool) {
 		g.cmd(TagRset, "RSET")
 	}
 	if g.p(0.04) {
-		g.hello() // a second EHLO resets the transaction too
+		// A second HELO/EHLO. RSET first: it would reset an open
+		// transaction, but OpenSMTPD refuses a repeated EHLO and keeps
+		// the transaction.
+		g.cmd(TagRset, "RSET")
+		g.hello()
 	}
 	if g.errors > 0 && g.p(0.2) {
 		g.errors--
