@@ -23,6 +23,12 @@ import (
 // session policy pol.
 func analyzeExchanges(t *testing.T, pol sequencer.Config, greeting string, steps [][2]string) *Session {
 	t.Helper()
+	return analyzeExchangesWith(t, &testJudge{}, pol, greeting, steps)
+}
+
+// analyzeExchangesWith is analyzeExchanges judged by j.
+func analyzeExchangesWith(t *testing.T, j inspect.Judge, pol sequencer.Config, greeting string, steps [][2]string) *Session {
+	t.Helper()
 	g := &pcaptest.Conn{Client: netip.MustParseAddrPort("192.0.2.7:40001"), Server: netip.MustParseAddrPort("192.0.2.25:25"),
 		ClientSeq: 1000, ServerSeq: 5000, TS: time.Unix(1736157600, 0)}
 	var pkts []pcaptest.Packet
@@ -37,7 +43,7 @@ func analyzeExchanges(t *testing.T, pol sequencer.Config, greeting string, steps
 	if err := os.WriteFile(path, pcaptest.Write(t, pkts), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	engine, err := inspect.New(inspect.Config{Judge: &testJudge{}})
+	engine, err := inspect.New(inspect.Config{Judge: j})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,34 +127,16 @@ func (*connectTempfailJudge) Evaluate(st inspect.Stage, f *inspect.Facts) inspec
 // recorded client went on to send (to a server that let it) is judged by
 // that tempfail, not by what a closed session would have answered.
 func TestConnectTempfailClosesOffline(t *testing.T) {
-	g := &pcaptest.Conn{Client: netip.MustParseAddrPort("192.0.2.7:40001"), Server: netip.MustParseAddrPort("192.0.2.25:25"),
-		ClientSeq: 1000, ServerSeq: 5000, TS: time.Unix(1736157600, 0)}
-	var pkts []pcaptest.Packet
-	g.Handshake(&pkts)
-	g.Send(&pkts, false, []byte("220 mx.example.net ESMTP\r\n"))
-	for _, st := range [][2]string{
+	s := analyzeExchangesWith(t, &connectTempfailJudge{}, sequencer.Config{}, "220 mx.example.net ESMTP\r\n", [][2]string{
 		{"EHLO client.example.org\r\n", "250 mx.example.net\r\n"},
 		{"MAIL FROM:<a@example.org>\r\n", "250 2.1.0 Ok\r\n"},
 		{"RCPT TO:<b@example.net>\r\n", "250 2.1.5 Ok\r\n"},
 		{"QUIT\r\n", "221 2.0.0 Bye\r\n"},
-	} {
-		g.Send(&pkts, true, []byte(st[0]))
-		g.Send(&pkts, false, []byte(st[1]))
+	})
+	if len(s.Records) != 1 {
+		t.Fatalf("records %+v", s.Records)
 	}
-	g.Fin(&pkts)
-	path := filepath.Join(t.TempDir(), "s.pcap")
-	if err := os.WriteFile(path, pcaptest.Write(t, pkts), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	engine, err := inspect.New(inspect.Config{Judge: &connectTempfailJudge{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sessions, _ := analyzeFile(t, path, Config{}, Deps{Engine: engine})
-	if len(sessions) != 1 || len(sessions[0].Records) != 1 {
-		t.Fatalf("sessions %+v", sessions)
-	}
-	r := sessions[0].Records[0]
+	r := s.Records[0]
 	if r.Verdict != "tempfail" || r.Stage != "connect" {
 		t.Fatalf("record after a connect tempfail: verdict %q stage %q reason %q, want tempfail at connect", r.Verdict, r.Stage, r.Reason)
 	}
