@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -261,4 +262,24 @@ func probe(addr string, proxy bool, deadline time.Time) error {
 		_, _ = r.ReadString('\n')
 	}
 	return nil
+}
+
+// PrivateResolver writes, in dir, the hosts and resolv.conf files of a
+// daemon run in its own mount namespace, and returns the shell lines that
+// bind them over /etc/hosts and /etc/resolv.conf there. host and
+// localhost name 127.0.0.1; the only nameserver is 127.0.0.1, where
+// nothing listens, so a DNS lookup fails at once and never leaves the
+// machine (the system's resolver may be an address no test may reach).
+// "lookup file bind" makes OpenSMTPD's resolver (asr) read the hosts file
+// first; glibc ignores the line.
+func PrivateResolver(dir, host string) ([]string, error) {
+	hosts := filepath.Join(dir, "hosts")
+	resolv := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1\tlocalhost "+host+"\n::1\tlocalhost\n"), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.1\nlookup file bind\noptions timeout:1 attempts:1\n"), 0o644); err != nil {
+		return nil, err
+	}
+	return []string{"mount --bind " + Shq(hosts) + " /etc/hosts", "mount --bind " + Shq(resolv) + " /etc/resolv.conf"}, nil
 }

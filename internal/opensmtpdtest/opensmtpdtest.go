@@ -282,15 +282,21 @@ func start(root, filterConf string, opts Options) (o *OpenSMTPD, err error) {
 	bin := filepath.Join(root, "usr", "sbin", "smtpd")
 	// The shell runs inside the new namespaces (as PID 1 of the PID
 	// namespace, then replaced by smtpd).
-	script := strings.Join([]string{
-		"set -e",
-		"hostname " + Hostname,
-		"mount --bind " + mtatest.Shq(filepath.Join(dir, "spool")) + " /var/spool",
-		"mount --bind " + mtatest.Shq(filepath.Join(dir, "run")) + " /run",
-		"mount --bind " + mtatest.Shq(filepath.Join(dir, "varlib")) + " /var/lib",
-		"mount --bind " + mtatest.Shq(filepath.Join(root, "usr", "libexec")) + " /usr/libexec",
-		"exec " + mtatest.Shq(bin) + " -d -f " + mtatest.Shq(conf),
-	}, "\n")
+	// Its resolver (PTR lookups of clients, its own name) must not reach
+	// the system's nameserver: private hosts and resolv.conf files.
+	resolver, err := mtatest.PrivateResolver(dir, Hostname)
+	if err != nil {
+		return o, err
+	}
+	lines := append([]string{"set -e", "hostname " + Hostname}, resolver...)
+	lines = append(lines,
+		"mount --bind "+mtatest.Shq(filepath.Join(dir, "spool"))+" /var/spool",
+		"mount --bind "+mtatest.Shq(filepath.Join(dir, "run"))+" /run",
+		"mount --bind "+mtatest.Shq(filepath.Join(dir, "varlib"))+" /var/lib",
+		"mount --bind "+mtatest.Shq(filepath.Join(root, "usr", "libexec"))+" /usr/libexec",
+		"exec "+mtatest.Shq(bin)+" -d -f "+mtatest.Shq(conf),
+	)
+	script := strings.Join(lines, "\n")
 	d, err := mtatest.StartDaemon(mtatest.Unshare(script, logf))
 	if err != nil {
 		return o, err

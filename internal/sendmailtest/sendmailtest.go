@@ -70,7 +70,8 @@
 // for retry") when that name has no dot and the resolver does not qualify
 // it. So the daemon runs inside private namespaces made with unshare(1): a
 // UTS namespace whose host name is Hostname; a mount namespace in which a
-// private /etc/hosts (127.0.0.1 localhost upstream.test) hides DNS, and a
+// private /etc/hosts (127.0.0.1 localhost upstream.test) and resolv.conf
+// (mtatest.PrivateResolver) keep DNS on the machine, and a
 // private /dev (the real null, zero, full, random and urandom bind-mounted
 // into it) holds a /dev/log socket this package reads, so the log lines
 // land in Dir/maillog; and a PID namespace, so that stopping the daemon
@@ -307,7 +308,6 @@ func start(root string, opts Options) (s *Sendmail, err error) {
 		return s, err
 	}
 	files := map[string]string{
-		"hosts":          "127.0.0.1\tlocalhost " + Hostname + "\n::1\tlocalhost\n",
 		"service.switch": "hosts\tfiles\naliases\tfiles\n",
 		"aliases":        "",
 		"deliver":        deliverScript,
@@ -336,7 +336,13 @@ func start(root string, opts Options) (s *Sendmail, err error) {
 	defer stderr.Close()
 	var script strings.Builder
 	fmt.Fprintf(&script, "set -e\nhostname %s\n", Hostname)
-	fmt.Fprintf(&script, "mount --bind %s /etc/hosts\n", mtatest.Shq(filepath.Join(dir, "hosts")))
+	resolver, err := mtatest.PrivateResolver(dir, Hostname)
+	if err != nil {
+		return s, err
+	}
+	for _, l := range resolver {
+		script.WriteString(l + "\n")
+	}
 	for _, n := range devNodes {
 		fmt.Fprintf(&script, "mount --bind /dev/%s %s\n", n, mtatest.Shq(filepath.Join(dev, n)))
 	}
