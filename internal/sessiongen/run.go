@@ -184,10 +184,12 @@ func RunFrom(ctx context.Context, from netip.Addr, addr string, s Session, tlsCo
 		// The connection's deadline may fire a moment before ctx reports
 		// the same deadline.
 		if d, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(d) {
-			err = fmt.Errorf("%w (%v)", context.Cause(ctx), err)
-			if ctx.Err() == nil {
-				err = fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+			// Read the cause once: ctx may end between two looks.
+			cause := context.Cause(ctx)
+			if cause == nil {
+				cause = context.DeadlineExceeded
 			}
+			err = fmt.Errorf("%w (%v)", cause, err)
 		}
 	}
 	return tr, err
