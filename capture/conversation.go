@@ -111,9 +111,12 @@ type conversation struct {
 	qClosed bool
 	// afterClose: this record has commands moat would never have seen.
 	afterClose      bool
-	closedAtConnect bool             // the connect stage tempfailed and closed
-	line            []byte           // the command line being handled, for feed
-	lineErr         bool             // it was too long to keep
+	closedAtConnect bool // the connect stage tempfailed and closed
+	// The command line being handled, for feed: a copy, since a BDAT
+	// chunk is read before the line is fed; bareLF: it ended in LF
+	// alone; lineErr: it was too long to keep.
+	line            []byte
+	bareLF, lineErr bool
 	ended           *sequencer.Ended // the first transaction the sequencer ended in this record
 	qStep           sequencer.Step   // the step of the current command (OpData, OpChunk)
 	msgTotal        int64            // bytes of the message being read, kept or not
@@ -340,7 +343,7 @@ func (c *conversation) feed(r *smtp.Reply) sequencer.Step {
 		c.afterClose = true
 		return sequencer.Step{}
 	}
-	s := c.q.Command(c.line, false, c.lineErr)
+	s := c.q.Command(c.line, c.bareLF, c.lineErr)
 	for {
 		c.note(s)
 		switch s.Op {
@@ -348,7 +351,7 @@ func (c *conversation) feed(r *smtp.Reply) sequencer.Step {
 			s = c.q.UpstreamReply(upstreamStandIn(r, 250), false)
 			continue
 		case sequencer.OpResolve:
-			s = c.q.Command(c.line, false, c.lineErr)
+			s = c.q.Command(c.line, c.bareLF, c.lineErr)
 			continue
 		case sequencer.OpClose:
 			// The proxy ends the session here (its serve loop returns
@@ -467,7 +470,7 @@ func (c *conversation) commands() error {
 				return nil
 			case errors.Is(err, smtp.ErrLineTooLong):
 				c.out.problem("line_too_long")
-				c.line, c.lineErr = c.line[:0], true
+				c.line, c.bareLF, c.lineErr = c.line[:0], false, true
 				r := c.reply()
 				c.setReply(r)
 				c.feed(r)
@@ -482,9 +485,9 @@ func (c *conversation) commands() error {
 			}
 			return nil
 		}
-		c.line, c.lineErr = append(c.line[:0], line...), false
-		if bareLF && c.q != nil {
-			c.q.Session.Anomalies.BareLFCommand = true
+		if c.q != nil {
+			// The sequencer records the bare LF, as it does live.
+			c.line, c.bareLF, c.lineErr = append(c.line[:0], line...), bareLF, false
 		}
 		c.out.Commands++
 		cmd, err := smtp.ParseCommand(line)
