@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"moat/internal/promtest"
 )
 
 // A freshly built registry, gathered before any capture is read, already
@@ -18,39 +20,26 @@ func TestMetricsKnownSeriesAtZero(t *testing.T) {
 	if _, err := NewMetrics(reg); err != nil {
 		t.Fatal(err)
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var labels []string
-			for _, lp := range m.GetLabel() {
-				labels = append(labels, lp.GetName()+"="+lp.GetValue())
-			}
-			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = m.GetCounter().GetValue()
-		}
-	}
+	got := promtest.Series(t, reg)
 	want := []string{
-		"moat_capture_sessions_total{tls=none}",
-		"moat_capture_sessions_total{tls=starttls}",
-		"moat_capture_sessions_total{tls=implicit}",
-		"moat_capture_transactions_total{action=accept,stage=data}",
-		"moat_capture_transactions_total{action=tag,stage=data}",
-		"moat_capture_transactions_total{action=reject,stage=connect}",
-		"moat_capture_transactions_total{action=tempfail,stage=rcpt}",
-		"moat_capture_transactions_total{action=none,stage=}",
+		"moat_capture_sessions_total{tls=\"none\"}",
+		"moat_capture_sessions_total{tls=\"starttls\"}",
+		"moat_capture_sessions_total{tls=\"implicit\"}",
+		"moat_capture_transactions_total{action=\"accept\",stage=\"data\"}",
+		"moat_capture_transactions_total{action=\"tag\",stage=\"data\"}",
+		"moat_capture_transactions_total{action=\"reject\",stage=\"connect\"}",
+		"moat_capture_transactions_total{action=\"tempfail\",stage=\"rcpt\"}",
+		"moat_capture_transactions_total{action=\"none\",stage=\"\"}",
 	}
 	for _, p := range knownProblems {
-		want = append(want, "moat_capture_problems_total{problem="+p+"}")
+		want = append(want, "moat_capture_problems_total{problem=\""+p+"\"}")
 	}
 	for _, s := range want {
 		if v, ok := got[s]; !ok || v != 0 {
 			t.Errorf("%s: present %v, value %v; want present at 0", s, ok, v)
 		}
 	}
-	if _, ok := got["moat_capture_transactions_total{action=tag,stage=connect}"]; ok {
+	if _, ok := got["moat_capture_transactions_total{action=\"tag\",stage=\"connect\"}"]; ok {
 		t.Error("a tag at the connect stage was created")
 	}
 }

@@ -3,6 +3,7 @@ package dnsbl
 import (
 	"fmt"
 	"log/slog"
+	"moat/internal/promtest"
 	"net"
 	"strings"
 	"sync"
@@ -60,13 +61,8 @@ func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...strin
 					continue next
 				}
 			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount())
+			if v := promtest.Value(m); v >= 0 {
+				return v
 			}
 		}
 	}

@@ -1,52 +1,13 @@
 package proxy
 
 import (
-	"sort"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+
+	"moat/internal/promtest"
 )
-
-// gatheredSeries gathers reg and returns every series as
-// `name{label="value",...}` (labels sorted, as Prometheus prints them) with
-// its value: a counter's or gauge's value, a histogram's sample count.
-func gatheredSeries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var labels []string
-			for _, lp := range m.GetLabel() {
-				labels = append(labels, lp.GetName()+`="`+lp.GetValue()+`"`)
-			}
-			sort.Strings(labels)
-			key := mf.GetName()
-			if len(labels) > 0 {
-				key += "{" + strings.Join(labels, ",") + "}"
-			}
-			out[key] = value(m)
-		}
-	}
-	return out
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Histogram != nil:
-		return float64(m.Histogram.GetSampleCount())
-	}
-	return -1
-}
 
 // A freshly built registry, gathered before any traffic, already holds the
 // labelled series whose label values are known at start, at zero: a new
@@ -56,7 +17,7 @@ func TestMetricsKnownSeriesAtZero(t *testing.T) {
 	if _, err := newMetrics(reg); err != nil {
 		t.Fatal(err)
 	}
-	got := gatheredSeries(t, reg)
+	got := promtest.Series(t, reg)
 	want := []string{
 		`moat_proxy_sessions_total{action="none",stage="none"}`,
 		`moat_proxy_sessions_total{action="accept",stage="connect"}`,
