@@ -128,8 +128,10 @@ func (c *conn) upstreamRcpt(s sequencer.Step) (sequencer.Step, bool) {
 		return c.q.UpstreamReply(r, true), true
 	}
 	c.up.queue(c.cfg.Upstream.CommandTimeout, "RCPT TO:"+smtp.FormatPathArg(s.Path, s.Params))
-	if c.up.caps.pipelining && c.q.Pending() < maxPipelinedRcpts && c.lineBuffered() &&
-		!c.engine.RcptReadsRecipients() {
+	// Whether the next command may join the batch (another RCPT, within
+	// the recipient limit, no rule reading rcpt_count) is the sequencer's
+	// to say: it asks for the replies first (OpResolve) when not.
+	if c.up.caps.pipelining && c.q.Pending() < maxPipelinedRcpts && c.lineBuffered() {
 		return sequencer.Step{}, false
 	}
 	c.resolvePending()
