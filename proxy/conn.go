@@ -268,7 +268,8 @@ func (c *conn) greet() bool {
 	// The DNS lookups about the client start now and run during the
 	// greeting delay; the connect stage itself is judged after it, when
 	// early talking is known.
-	c.engine.Begin(&c.q.Session)
+	c.q.Begin()
+	early := false
 	if d := c.cfg.Greeting.Delay; d > 0 {
 		c.rd.timeout = d
 		_, err := c.r.Peek(1)
@@ -276,7 +277,7 @@ func (c *conn) greet() bool {
 		var ne net.Error
 		switch {
 		case err == nil:
-			c.q.Session.EarlyTalker = true
+			early = true
 			c.log.Info("early talker", "client_ip", c.q.Session.Client.Addr().String(), "bytes", c.r.Buffered())
 		case errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, errShuttingDown):
 			// Silence: the polite behaviour.
@@ -284,7 +285,7 @@ func (c *conn) greet() bool {
 			return false
 		}
 	}
-	return c.do(c.q.Greet(c.q.Session.EarlyTalker)) && c.w.Flush() == nil
+	return c.do(c.q.Greet(early)) && c.w.Flush() == nil
 }
 
 // reply queues a reply; it reaches the client at the next flush.

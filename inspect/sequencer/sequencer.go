@@ -238,6 +238,11 @@ func (q *Sequencer) needsReplies(line []byte) bool {
 		q.engine.RcptReadsRecipients()
 }
 
+// Begin starts the engine's lookups about the client as soon as its
+// address is known, so that they overlap whatever comes before the
+// greeting (the proxy's greeting delay). Greet calls it otherwise.
+func (q *Sequencer) Begin() { q.engine.Begin(&q.Session) }
+
 // Greet runs the connect stage and gives the greeting (RFC 5321 §4.3.1):
 // 220 to proceed; 554 to refuse the session, after which only QUIT is
 // honoured (§3.1); 421 to have the client come back later (§3.8).
