@@ -25,10 +25,9 @@ import (
 // conn is one client session. It is served by one goroutine; only the
 // idle flag is shared, with Shutdown.
 type conn struct {
-	srv    *Server
-	cfg    *Config         // the configuration the session started with
-	engine *inspect.Engine // likewise the engine
-	nc     net.Conn        // the client connection; a *tls.Conn after STARTTLS
+	srv *Server
+	cfg *Config  // the configuration the session started with
+	nc  net.Conn // the client connection; a *tls.Conn after STARTTLS
 	// raw is the TCP connection under nc. Unlike nc it never changes, so
 	// other goroutines (Shutdown) may use it while a TLS handshake
 	// replaces nc.
@@ -61,7 +60,7 @@ type conn struct {
 }
 
 func newConn(s *Server, cfg *Config, nc net.Conn, implicitTLS bool) *conn {
-	c := &conn{srv: s, cfg: cfg, engine: s.engine.Load(), nc: nc, raw: nc, implicitTLS: implicitTLS}
+	c := &conn{srv: s, cfg: cfg, nc: nc, raw: nc, implicitTLS: implicitTLS}
 	c.rd = &deadlineReader{c: c, timeout: cfg.Timeouts.Command}
 	// 16 KB: a message arrives in a few reads, not hundreds; an idle
 	// session costs that much, 16 MB per thousand.
@@ -73,7 +72,9 @@ func newConn(s *Server, cfg *Config, nc net.Conn, implicitTLS bool) *conn {
 	c.deadline = sess.Start.Add(cfg.Timeouts.Session)
 	c.log = s.log.With("session", sess.ID)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.q = sequencer.New(c.ctx, cfg.SequencerConfig(), c.engine, sess)
+	// The session keeps the engine it started with across reloads, as it
+	// keeps its configuration.
+	c.q = sequencer.New(c.ctx, cfg.SequencerConfig(), s.engine.Load(), sess)
 	if caps := s.caps.Load(); caps != nil {
 		c.q.SetUpstream(sequencer.Upstream{SMTPUTF8: caps.smtputf8, DSN: caps.dsn})
 	}
