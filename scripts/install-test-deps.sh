@@ -19,6 +19,8 @@ set -euo pipefail
 #   package:command            the command is on PATH
 #   package:perl=Mod::Name     perl -MMod::Name -e1 loads it
 #   package:python3=mod,mod    python3 -c 'import mod,mod' works
+#   package:sys-python3=mod    Debian's /usr/bin/python3 imports it (the
+#                              interpreter of Debian's python scripts)
 # A package may appear more than once with different checks; it is
 # installed when any of its checks fails.
 #
@@ -34,11 +36,19 @@ set -euo pipefail
 # - rbldnsd (internal/rbldnstest), tshark and dumpcap (capture tests,
 #   bench/e2e, cmd/moat/liveoffline_test.go), promtool and prometheus
 #   (openmetrics and dashboard tests).
+# - nsd (internal/nsdtest): the authoritative DNS server that serves the
+#   SPF, DKIM, DMARC and ARC records of the sender-authentication tests.
+# - opendkim-tools (opendkim-testmsg, opendkim-genkey) and python3-dkim
+#   (dkimpy's dkimsign and arcsign, run by /usr/bin/python3, which needs
+#   its dkim and nacl modules for ed25519): the signers whose messages
+#   moat must verify (inspect/auth).
 TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  libnet-ssleay-perl:perl=Net::SSLeay libio-socket-ssl-perl:perl=IO::Socket::SSL
  python3:python3 python3:python3=smtplib,ssl,email.message
  ca-certificates rbldnsd:rbldnsd tshark:tshark wireshark-common:dumpcap
- prometheus:prometheus prometheus:promtool"
+ prometheus:prometheus prometheus:promtool
+ nsd:nsd opendkim-tools:opendkim-testmsg opendkim-tools:opendkim-genkey
+ python3-dkim:dkimsign python3-dkim:arcsign python3-dkim:sys-python3=dkim,nacl"
 TEST_PACKAGES="${MOAT_TEST_PACKAGES:-$TEST_PACKAGES}"
 
 # postfix lives in /usr/sbin, which a non-root PATH often lacks.
@@ -51,6 +61,7 @@ installed() { # package [check]
 	"") dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' ;;
 	perl=*) perl -M"${2#perl=}" -e1 >/dev/null 2>&1 ;;
 	python3=*) python3 -c "import ${2#python3=}" >/dev/null 2>&1 ;;
+	sys-python3=*) /usr/bin/python3 -c "import ${2#sys-python3=}" >/dev/null 2>&1 ;;
 	*) command -v "$2" >/dev/null 2>&1 ;;
 	esac
 }
