@@ -144,3 +144,12 @@ type DMARCResult struct {
 	Reason      string   `json:"reason,omitempty"`
 	Lookups     []Lookup `json:"lookups,omitempty"`
 }
+
+// Results are every sender-authentication verdict on one message.
+type Results struct {
+	SPF   SPFResult    `json:"spf"`  // the MAIL FROM identity
+	HELO  SPFResult    `json:"helo"` // the HELO identity
+	DKIM  []DKIMResult `json:"dkim,omitempty"`
+	ARC   ARCResult    `json:"arc"`
+	DMARC DMARCResult  `json:"dmarc"`
+}
