@@ -234,9 +234,7 @@ func (m *Message) Close() {
 // (then what did not finish is temperror). Call it after Close; before,
 // it waits for Close as well.
 func (m *Message) Wait(ctx context.Context) MessageResult {
-	select {
-	case <-m.closedCh:
-	case <-ctx.Done():
+	if !wait(ctx, m.closedCh) {
 		// Still being written: nothing the writer holds can be read.
 		return MessageResult{ARC: ARCResult{Result: None, Reason: "message not complete"}}
 	}
@@ -254,28 +252,34 @@ func (m *Message) Wait(ctx context.Context) MessageResult {
 		m.result = &res
 		return res
 	}
-	finished := true
-	select {
-	case <-m.finished:
-	case <-ctx.Done():
-		finished = false
-	}
+	finished := wait(ctx, m.finished)
 	if m.dkim != nil {
-		dkimDone := finished
-		if !dkimDone {
-			select {
-			case <-m.dkim.done:
-				dkimDone = true
-			default:
-			}
-		}
-		res.DKIM = m.dkim.results(dkimDone, m.complete.Load())
+		// The feeder may still be passing the body to the ARC verifier
+		// when go-msgauth is done.
+		res.DKIM = m.dkim.results(finished || wait(ctx, m.dkim.done), m.complete.Load())
 	}
 	res.ARC = arcResult(ctx, m.arc)
 	// Done with the lookups; if they have not finished, this ends them.
 	m.cancel()
 	m.result = &res
 	return res
+}
+
+// wait waits for c to be closed or ctx to be done, and reports whether c
+// was closed; if both are, c wins, so that an expired ctx never hides a
+// result that is there.
+func wait(ctx context.Context, c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+	}
+	select {
+	case <-c:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // headerTooLong records what can be told of a header section that goes
