@@ -5,17 +5,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	crand "crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand"
 	"net"
 	"net/netip"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -271,10 +272,18 @@ func loadTestKeys(t testing.TB) {
 		seed := sha256.Sum256([]byte("moat dkim test key"))
 		testKeys.ed = ed25519.NewKeyFromSeed(seed[:])
 		testKeys.edTXT = "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(testKeys.ed.Public().(ed25519.PublicKey))
-		k, err := rsa.GenerateKey(crand.Reader, 2048)
+		// A fixed key: generating one is slow, very slow in a fuzzing
+		// build's instrumented code.
+		b, err := os.ReadFile(filepath.Join("testdata", "dkim", "test-rsa.pem"))
 		if err != nil {
 			panic(err)
 		}
+		block, _ := pem.Decode(b)
+		key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			panic(err)
+		}
+		k := key.(*rsa.PrivateKey)
 		testKeys.rsa = k
 		der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
 		testKeys.rsaTXT = "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(der)
@@ -332,7 +341,7 @@ func bigBody(n int) string {
 	return b.String()[:n]
 }
 
-func TestMessageTooManySignatures(t *testing.T) {
+func TestDKIMMessageTooManySignatures(t *testing.T) {
 	checkNoPanics(t)
 	msg := plainMessage("Hello.\r\n")
 	for i := 0; i < 7; i++ {
@@ -366,7 +375,7 @@ func TestMessageTooManySignatures(t *testing.T) {
 
 // TestMessageShapes feeds messages of odd shapes: none may hang, panic,
 // or lose a signature's result.
-func TestMessageShapes(t *testing.T) {
+func TestDKIMMessageShapes(t *testing.T) {
 	checkNoPanics(t)
 	signed := goSign(t, plainMessage("Hi.\r\n\r\nBye.\r\n"), dkim.SignOptions{
 		HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed})
@@ -432,7 +441,7 @@ func oneByteChunks(b []byte) [][]byte {
 
 // TestMessageHeaderFields checks From and the Authentication-Results
 // spans, with CRLF and bare LF line ends.
-func TestMessageHeaderFields(t *testing.T) {
+func TestDKIMMessageHeaderFields(t *testing.T) {
 	checkNoPanics(t)
 	msg := "Received: from x\r\n" +
 		"Authentication-Results: mx.example.net;\r\n" +
@@ -473,7 +482,7 @@ func TestMessageHeaderFields(t *testing.T) {
 
 // TestMessageHeaderTooLong: past MaxHeaderBytes nothing is verified, the
 // signatures seen are permerror, and the length is still counted.
-func TestMessageHeaderTooLong(t *testing.T) {
+func TestDKIMMessageHeaderTooLong(t *testing.T) {
 	checkNoPanics(t)
 	signed := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
 	filler := "X-Filler: " + strings.Repeat("x", 100) + "\r\n"
@@ -502,12 +511,12 @@ func TestMessageHeaderTooLong(t *testing.T) {
 	checkDKIM(t, res.DKIM, want{result: Pass})
 }
 
-// seedFlag replays TestMessageChunking with one seed.
-var seedFlag = flag.Int64("dkim.seed", 0, "seed of TestMessageChunking's chunk sizes (0: from the clock)")
+// seedFlag replays TestDKIMMessageChunking with one seed.
+var seedFlag = flag.Int64("dkim.seed", 0, "seed of TestDKIMMessageChunking's chunk sizes (0: from the clock)")
 
 // TestMessageChunking writes the same messages in random pieces: the
 // results must not depend on how the bytes arrive.
-func TestMessageChunking(t *testing.T) {
+func TestDKIMMessageChunking(t *testing.T) {
 	checkNoPanics(t)
 	seed := *seedFlag
 	if seed == 0 {
@@ -553,7 +562,7 @@ func TestMessageChunking(t *testing.T) {
 // Write takes the header and up to the queue bound of body without
 // blocking; beyond it, Write waits (back-pressure) and the queue never
 // holds more than the bound.
-func TestMessageWriteDoesNotWaitForKeys(t *testing.T) {
+func TestDKIMMessageWriteDoesNotWaitForKeys(t *testing.T) {
 	checkNoPanics(t)
 	msg := goSign(t, plainMessage(bigBody(5<<20)), dkim.SignOptions{})
 	r := testResolver(t)
@@ -607,7 +616,7 @@ func TestMessageWriteDoesNotWaitForKeys(t *testing.T) {
 }
 
 // TestMessageLookupFailures maps key lookup outcomes to results.
-func TestMessageLookupFailures(t *testing.T) {
+func TestDKIMMessageLookupFailures(t *testing.T) {
 	checkNoPanics(t)
 	msg := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
 	for _, tc := range []struct {
@@ -641,7 +650,7 @@ func TestMessageLookupFailures(t *testing.T) {
 // TestMessageSignatureSyntax: a tag list go-msgauth would accept but RFC
 // 6376 §3.2 does not is permerror, and names that make no DNS name are
 // not asked.
-func TestMessageSignatureSyntax(t *testing.T) {
+func TestDKIMMessageSignatureSyntax(t *testing.T) {
 	checkNoPanics(t)
 	msg := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
 	for _, tc := range []struct{ from, to, reason string }{
@@ -672,7 +681,7 @@ func waitGoroutines(t *testing.T, n int) {
 // Close, or after its ctx is cancelled, or after Wait gives up — also
 // with a key lookup that never answers on its own and a writer blocked
 // on a full queue.
-func TestMessageGoroutinesEnd(t *testing.T) {
+func TestDKIMMessageGoroutinesEnd(t *testing.T) {
 	checkNoPanics(t)
 	loadTestKeys(t)
 	one := goSign(t, plainMessage(bigBody(3<<20)), dkim.SignOptions{})
@@ -720,4 +729,133 @@ func TestMessageGoroutinesEnd(t *testing.T) {
 		cancel()
 	}
 	waitGoroutines(t, before)
+}
+
+// FuzzMessage feeds arbitrary messages, whole and in pieces, with keys
+// for the RFC 8463 and the test selectors and nothing else. Properties:
+// no panic; the same results however the bytes arrive; one result per
+// DKIM-Signature field, the same verdict go-msgauth gives reading the
+// whole message at once (unless moat's stricter tag parser refused the
+// signature), policy beyond the limit; Authentication-Results spans that
+// lie within the header section and hold the fields they name.
+func FuzzMessage(f *testing.F) {
+	loadTestKeys(f)
+	f.Add(readMessage(f, "rfc8463.eml"), uint16(0), uint8(0))
+	f.Add(readMessage(f, "dkimpy-rfc6376.signed.msg"), uint16(5), uint8(2))
+	f.Add(readMessage(f, "rfc6376.eml"), uint16(100), uint8(1))
+	f.Add(goSign(f, plainMessage("Hi.\r\n"), dkim.SignOptions{}), uint16(3), uint8(0))
+	f.Add(goSign(f, goSign(f, plainMessage("Hi.\r\n"), dkim.SignOptions{}), dkim.SignOptions{
+		HeaderCanonicalization: dkim.CanonicalizationRelaxed}), uint16(7), uint8(6))
+	f.Add([]byte("Authentication-Results: a; dkim=pass\r\n folded\r\nDKIM-Signature: v=1; d=x; s=y\r\nFrom: a\r\n\r\nbody"), uint16(1), uint8(0))
+	f.Add([]byte("From: a\nDKIM-Signature\n"), uint16(2), uint8(1))
+	f.Add([]byte{}, uint16(0), uint8(0))
+	keys := readKeys(f, "rfc8463.keys")
+	keys["ed._domainkey.example.test"] = []string{testKeys.edTXT}
+	keys["rsa._domainkey.example.test"] = []string{testKeys.rsaTXT}
+
+	f.Fuzz(func(t *testing.T, msg []byte, split uint16, opt uint8) {
+		panics := messagePanics.Load()
+		var opts MessageOptions
+		if opt&1 != 0 {
+			opts.MaxHeaderBytes = 16 + int(split)%2048
+		}
+		if opt&2 != 0 {
+			opts.MaxSignatures = 1 + int(opt>>2)%3
+		}
+		full := opts.withDefaults()
+		r := &memResolver{txt: keys}
+		whole := verifyMessage(t, r, opts, msg)
+
+		var chunks [][]byte
+		for rest, n := msg, 1+int(split)%97; len(rest) > 0; n = n*7%97 + 1 {
+			k := min(n, len(rest))
+			chunks = append(chunks, rest[:k])
+			rest = rest[k:]
+		}
+		if got := verifyChunks(t, r, opts, chunks); !reflect.DeepEqual(got, whole) {
+			t.Fatalf("in %d pieces:\n%+v\nwhole:\n%+v", len(chunks), got, whole)
+		}
+		if n := messagePanics.Load() - panics; n > 0 {
+			t.Fatalf("%d panics recovered", n)
+		}
+
+		if whole.HeaderBytes < 0 || whole.HeaderBytes > int64(len(msg)) {
+			t.Fatalf("HeaderBytes %d, message %d bytes", whole.HeaderBytes, len(msg))
+		}
+		end := int64(0)
+		for _, s := range whole.AuthResults {
+			if s.Start < end || s.End <= s.Start || s.End > whole.HeaderBytes {
+				t.Fatalf("span %d-%d after %d, header %d bytes", s.Start, s.End, end, whole.HeaderBytes)
+			}
+			end = s.End
+			field := msg[s.Start:s.End]
+			if field[len(field)-1] != '\n' && s.End != int64(len(msg)) {
+				t.Fatalf("span %d-%d cuts a line: %q", s.Start, s.End, field)
+			}
+			name, value, _ := strings.Cut(normalizeLines(field), ":")
+			if !strings.EqualFold(strings.TrimSpace(name), "Authentication-Results") {
+				t.Fatalf("span %d-%d holds %q", s.Start, s.End, field)
+			}
+			if v := strings.Trim(strings.ReplaceAll(value, "\r\n", ""), " \t"); v != s.Value {
+				t.Fatalf("span %d-%d value %q, field says %q", s.Start, s.End, s.Value, v)
+			}
+		}
+
+		tooLong := whole.HeaderBytes > int64(full.MaxHeaderBytes)
+		for i, d := range whole.DKIM {
+			switch {
+			case i >= full.MaxSignatures:
+				if d.Result != Policy || d.Reason != "too many signatures" {
+					t.Fatalf("DKIM[%d] beyond the limit: %+v", i, d)
+				}
+			case tooLong:
+				if d.Result != PermError {
+					t.Fatalf("DKIM[%d] of a header too long: %+v", i, d)
+				}
+			case d.Result == TempError || d.Result == Policy:
+				t.Fatalf("DKIM[%d]: %+v", i, d)
+			}
+		}
+		if tooLong {
+			return
+		}
+
+		// go-msgauth on the whole message, as a reference. A message
+		// without the empty line gets one (and an empty body), as
+		// Message gives it.
+		ref := msg
+		if !hasHeaderEnd(msg) {
+			ref = append(bytes.Clone(msg), "\r\n\r\n"...)
+		}
+		keyc := &keyCache{ctx: context.Background(), r: r, m: map[string]*keyEntry{}}
+		verifs, err := dkim.VerifyWithOptions(bytes.NewReader(ref), &dkim.VerifyOptions{LookupTXT: keyc.lookup})
+		if err != nil {
+			return // a reader failure: not comparable
+		}
+		if len(verifs) != len(whole.DKIM) {
+			t.Fatalf("%d DKIM results, go-msgauth finds %d signatures", len(whole.DKIM), len(verifs))
+		}
+		for i, v := range verifs[:min(len(verifs), full.MaxSignatures)] {
+			want, _ := dkimResult(v.Err)
+			got := whole.DKIM[i]
+			if got.Result != want && !(got.Result == PermError && strings.HasPrefix(got.Reason, "signature syntax error")) {
+				t.Fatalf("DKIM[%d] = %+v; go-msgauth: %s (%v)", i, got, want, v.Err)
+			}
+		}
+	})
+}
+
+// hasHeaderEnd reports whether msg has the empty line that ends a header
+// section, read as net/textproto reads lines.
+func hasHeaderEnd(msg []byte) bool {
+	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg)))
+	for {
+		l, err := tr.ReadLine()
+		if err != nil {
+			return false
+		}
+		if l == "" {
+			return true
+		}
+	}
 }
