@@ -373,7 +373,7 @@ func TestDKIMMessageTooManySignatures(t *testing.T) {
 	}
 }
 
-// TestMessageShapes feeds messages of odd shapes: none may hang, panic,
+// TestDKIMMessageShapes feeds messages of odd shapes: none may hang, panic,
 // or lose a signature's result.
 func TestDKIMMessageShapes(t *testing.T) {
 	checkNoPanics(t)
@@ -439,7 +439,7 @@ func oneByteChunks(b []byte) [][]byte {
 	return out
 }
 
-// TestMessageHeaderFields checks From and the Authentication-Results
+// TestDKIMMessageHeaderFields checks From and the Authentication-Results
 // spans, with CRLF and bare LF line ends.
 func TestDKIMMessageHeaderFields(t *testing.T) {
 	checkNoPanics(t)
@@ -480,7 +480,7 @@ func TestDKIMMessageHeaderFields(t *testing.T) {
 	}
 }
 
-// TestMessageHeaderTooLong: past MaxHeaderBytes nothing is verified, the
+// TestDKIMMessageHeaderTooLong: past MaxHeaderBytes nothing is verified, the
 // signatures seen are permerror, and the length is still counted.
 func TestDKIMMessageHeaderTooLong(t *testing.T) {
 	checkNoPanics(t)
@@ -514,7 +514,7 @@ func TestDKIMMessageHeaderTooLong(t *testing.T) {
 // seedFlag replays TestDKIMMessageChunking with one seed.
 var seedFlag = flag.Int64("dkim.seed", 0, "seed of TestDKIMMessageChunking's chunk sizes (0: from the clock)")
 
-// TestMessageChunking writes the same messages in random pieces: the
+// TestDKIMMessageChunking writes the same messages in random pieces: the
 // results must not depend on how the bytes arrive.
 func TestDKIMMessageChunking(t *testing.T) {
 	checkNoPanics(t)
@@ -558,7 +558,7 @@ func TestDKIMMessageChunking(t *testing.T) {
 	}
 }
 
-// TestMessageWriteDoesNotWaitForKeys: while the key lookup is pending,
+// TestDKIMMessageWriteDoesNotWaitForKeys: while the key lookup is pending,
 // Write takes the header and up to the queue bound of body without
 // blocking; beyond it, Write waits (back-pressure) and the queue never
 // holds more than the bound.
@@ -615,7 +615,7 @@ func TestDKIMMessageWriteDoesNotWaitForKeys(t *testing.T) {
 	}
 }
 
-// TestMessageLookupFailures maps key lookup outcomes to results.
+// TestDKIMMessageLookupFailures maps key lookup outcomes to results.
 func TestDKIMMessageLookupFailures(t *testing.T) {
 	checkNoPanics(t)
 	msg := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
@@ -647,7 +647,7 @@ func TestDKIMMessageLookupFailures(t *testing.T) {
 	}
 }
 
-// TestMessageSignatureSyntax: a tag list go-msgauth would accept but RFC
+// TestDKIMMessageSignatureSyntax: a tag list go-msgauth would accept but RFC
 // 6376 §3.2 does not is permerror, and names that make no DNS name are
 // not asked.
 func TestDKIMMessageSignatureSyntax(t *testing.T) {
@@ -677,7 +677,7 @@ func waitGoroutines(t *testing.T, n int) {
 	}
 }
 
-// TestMessageGoroutinesEnd: every goroutine a Message starts ends after
+// TestDKIMMessageGoroutinesEnd: every goroutine a Message starts ends after
 // Close, or after its ctx is cancelled, or after Wait gives up — also
 // with a key lookup that never answers on its own and a writer blocked
 // on a full queue.
