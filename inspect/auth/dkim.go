@@ -307,6 +307,9 @@ type keyEntry struct {
 // name (RFC 6376 §3.5: d= is a domain name, s= a sub-domain sequence).
 var errInvalidKeyName = errors.New("invalid key record name")
 
+// errNoResolver is the lookup error of a Message made without a Resolver.
+var errNoResolver = errors.New("no resolver")
+
 // keyNotFound is what go-msgauth is given for a record that does not
 // exist: any error that is not a temporary net.Error makes it PERMFAIL
 // "no key for signature" (RFC 6376 §6.1.2).
@@ -329,7 +332,10 @@ func (k *keyCache) lookup(name string) ([]string, error) {
 		k.m[lname] = e
 	}
 	k.mu.Unlock()
-	if !ok {
+	if !ok && k.r == nil {
+		e.err = errNoResolver
+		close(e.done)
+	} else if !ok {
 		tr := NewTracer(k.r)
 		e.txt, e.err = tr.LookupTXT(k.ctx, name)
 		e.lookups = tr.Lookups()

@@ -115,10 +115,13 @@ const (
 //
 // Write and Close are called by one goroutine, the one that receives the
 // message. Wait may be called from any goroutine, after Close, any
-// number of times: the first call fixes the result. Every goroutine a
-// Message starts ends after Close once the verifiers have their answers,
-// or soon after ctx (or Wait's ctx) is done — as long as the Resolver
-// honours its ctx.
+// number of times: the first call fixes the result.
+//
+// A Message starts its goroutines when the header section has been read
+// (or at Close): the feeder and go-msgauth's. They end after Close once
+// the verifiers have their answers, or soon after ctx is done, or when
+// Wait gives up — as long as the Resolver honours its ctx. A message that
+// is abandoned must therefore be Closed or have its ctx cancelled.
 type Message struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -150,7 +153,8 @@ type Message struct {
 
 // NewMessage starts checking a message whose bytes — DATA content after
 // dot-unstuffing, as received: normally CRLF line ends — will be written
-// to it. Key lookups go through r and end when ctx is done.
+// to it. Key lookups go through r (nil: none can be made, the signatures
+// are temperror) and end when ctx is done.
 func NewMessage(ctx context.Context, r Resolver, opts MessageOptions) *Message {
 	ctx, cancel := context.WithCancel(ctx)
 	return &Message{

@@ -645,6 +645,8 @@ func TestDKIMMessageLookupFailures(t *testing.T) {
 			}
 		})
 	}
+	// Without a Resolver nothing can be looked up: temperror.
+	checkDKIM(t, verifyMessage(t, nil, MessageOptions{}, msg).DKIM, want{result: TempError, reason: "no resolver"})
 }
 
 // TestDKIMMessageSignatureSyntax: a tag list go-msgauth would accept but RFC
