@@ -221,11 +221,11 @@ func (d *dkimVerifier) results(finished, complete bool) []DKIMResult {
 		res := s.base
 		switch {
 		case i >= checked:
-			// RFC 6376 §6.1 lets a verifier limit the signatures it
-			// checks. RFC 8601 §2.7.1 "policy": the message was signed
-			// but some aspect of the signatures was not acceptable to the
-			// ADMD, which is what the limit is; "neutral" would claim the
-			// signature itself could not be processed.
+			// Not checked: moat's own limit, against denial of service.
+			// RFC 8601 §2.7.1 "policy": the message was signed but some
+			// aspect of the signatures was not acceptable to the ADMD —
+			// here, their number; "neutral" would say the signature
+			// itself had syntax errors or could not be processed.
 			res.Result, res.Reason = Policy, "too many signatures"
 		case s.tagErr != nil:
 			// RFC 6376 §3.2, §6.1.1: a tag list that does not parse makes

@@ -28,10 +28,9 @@ import (
 // defaults.
 type MessageOptions struct {
 	// MaxSignatures is the number of DKIM signatures verified per
-	// message; 0 means 5. Signatures beyond it are reported with result
-	// policy and reason "too many signatures" (RFC 6376 §6.1 lets a
-	// verifier limit its work; see dkimVerifier.results for the choice
-	// of result).
+	// message, against denial of service; 0 means 5. Signatures beyond it
+	// are reported with result policy and reason "too many signatures"
+	// (see dkimVerifier.results for the choice of result).
 	MaxSignatures int
 	// MaxHeaderBytes bounds the header section, the empty line that ends
 	// it included; 0 means 1 MiB. A longer header section is not
@@ -71,8 +70,8 @@ type MessageResult struct {
 	// ARC is the verdict on the ARC chain.
 	ARC ARCResult
 	// From holds the value of every From: field, unfolded and trimmed of
-	// surrounding white space, for DMARC (RFC 7489 §6.6.1: a message
-	// with other than one From: field is not valid).
+	// surrounding white space, for DMARC: all of them, since RFC 7489
+	// §6.6.1 has rules for messages with none or several.
 	From []string
 	// AuthResults locates every Authentication-Results field, so that the
 	// caller can remove those that claim its own authserv-id before
@@ -154,7 +153,8 @@ type Message struct {
 // NewMessage starts checking a message whose bytes — DATA content after
 // dot-unstuffing, as received: normally CRLF line ends — will be written
 // to it. Key lookups go through r (nil: none can be made, the signatures
-// are temperror) and end when ctx is done.
+// are temperror) and end when ctx is done. Wait, or the end of ctx,
+// releases what the Message holds of ctx.
 func NewMessage(ctx context.Context, r Resolver, opts MessageOptions) *Message {
 	ctx, cancel := context.WithCancel(ctx)
 	return &Message{
@@ -476,7 +476,7 @@ type headerField struct {
 }
 
 // value returns the unfolded, trimmed value of the field if it is named
-// name (any case; RFC 5322 §4.5.3 obsolete syntax allows space before
+// name (any case; RFC 5322 §4.5: the obsolete syntax allows space before
 // the colon).
 func (f headerField) value(name string) (string, bool) {
 	k, v, ok := strings.Cut(f.text, ":")
