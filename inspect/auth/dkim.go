@@ -85,7 +85,7 @@ func parseDKIMSig(text string) dkimSig {
 type dkimVerifier struct {
 	sigs []dkimSig
 	max  int // signatures verified; the rest are reported as policy
-	keys *keyCache
+	keys *dkimKeys
 	pw   *io.PipeWriter // nil when go-msgauth is not run
 
 	// refused says why go-msgauth is not run on this header.
@@ -141,9 +141,9 @@ func (r *lineEndRun) exceeds(b []byte) bool {
 	return false
 }
 
-// tooCostly says why a header would cost go-msgauth too much, or "".
+// dkimTooCostly says why a header would cost go-msgauth too much, or "".
 // fields are the header fields as go-msgauth gets them.
-func tooCostly(fields []string, sigs []dkimSig, max int) string {
+func dkimTooCostly(fields []string, sigs []dkimSig, max int) string {
 	fold := 0
 	for _, f := range fields {
 		fold += strings.Count(f, "\n") * len(f)
@@ -159,8 +159,8 @@ func tooCostly(fields []string, sigs []dkimSig, max int) string {
 	return ""
 }
 
-// errVerifierPanic stands for a recovered panic in the verifier.
-var errVerifierPanic = errors.New("internal error in DKIM verification")
+// errDKIMPanic stands for a recovered panic in the verifier.
+var errDKIMPanic = errors.New("internal error in DKIM verification")
 
 // startDKIM starts verifying sigs (every DKIM-Signature field, in header
 // order) of the message whose header fields are fields (each with its
@@ -173,8 +173,8 @@ func startDKIM(ctx context.Context, r Resolver, fields []string, sigs []dkimSig,
 	d := &dkimVerifier{
 		sigs:    sigs,
 		max:     max,
-		keys:    &keyCache{ctx: ctx, r: r, m: map[string]*keyEntry{}},
-		refused: tooCostly(fields, sigs, max),
+		keys:    &dkimKeys{ctx: ctx, r: r, m: map[string]*dkimKeyEntry{}},
+		refused: dkimTooCostly(fields, sigs, max),
 		done:    make(chan struct{}),
 	}
 	if d.refused != "" {
@@ -193,7 +193,7 @@ func startDKIM(ctx context.Context, r Resolver, fields []string, sigs []dkimSig,
 		defer func() {
 			if v := recover(); v != nil {
 				messagePanics.Add(1)
-				d.verifs, d.err = nil, errVerifierPanic
+				d.verifs, d.err = nil, errDKIMPanic
 			}
 		}()
 		d.verifs, d.err = dkim.VerifyWithOptions(pr, &dkim.VerifyOptions{
@@ -287,53 +287,53 @@ func dkimResult(err error) (Result, string) {
 
 func trimDKIMError(err error) string { return strings.TrimPrefix(err.Error(), "dkim: ") }
 
-// keyCache asks for each key record once per message, through a Tracer,
+// dkimKeys asks for each key record once per message, through a Tracer,
 // and keeps the lookups for the results of the signatures that named it.
-type keyCache struct {
+type dkimKeys struct {
 	ctx context.Context
 	r   Resolver
 	mu  sync.Mutex
-	m   map[string]*keyEntry
+	m   map[string]*dkimKeyEntry
 }
 
-type keyEntry struct {
+type dkimKeyEntry struct {
 	done    chan struct{}
 	txt     []string
 	err     error
 	lookups []Lookup
 }
 
-// errInvalidKeyName is refused without asking: d= and s= must make a DNS
+// errDKIMKeyName is refused without asking: d= and s= must make a DNS
 // name (RFC 6376 §3.5: d= is a domain name, s= a sub-domain sequence).
-var errInvalidKeyName = errors.New("invalid key record name")
+var errDKIMKeyName = errors.New("invalid key record name")
 
-// errNoResolver is the lookup error of a Message made without a Resolver.
-var errNoResolver = errors.New("no resolver")
+// errDKIMNoResolver is the lookup error of a Message made without a Resolver.
+var errDKIMNoResolver = errors.New("no resolver")
 
-// keyNotFound is what go-msgauth is given for a record that does not
+// dkimKeyNotFound is what go-msgauth is given for a record that does not
 // exist: any error that is not a temporary net.Error makes it PERMFAIL
 // "no key for signature" (RFC 6376 §6.1.2).
-type keyNotFound struct{ name string }
+type dkimKeyNotFound struct{ name string }
 
-func (e keyNotFound) Error() string { return e.name + ": no key record" }
+func (e dkimKeyNotFound) Error() string { return e.name + ": no key record" }
 
 // lookup is go-msgauth's LookupTXT. go-msgauth turns a net.Error whose
 // Temporary() is true into TEMPFAIL and every other error into PERMFAIL,
 // so a failed lookup is handed over as a temporary *net.DNSError.
-func (k *keyCache) lookup(name string) ([]string, error) {
-	if !validKeyName(name) {
-		return nil, errInvalidKeyName
+func (k *dkimKeys) lookup(name string) ([]string, error) {
+	if !validDKIMKeyName(name) {
+		return nil, errDKIMKeyName
 	}
 	lname := strings.ToLower(name)
 	k.mu.Lock()
 	e, ok := k.m[lname]
 	if !ok {
-		e = &keyEntry{done: make(chan struct{})}
+		e = &dkimKeyEntry{done: make(chan struct{})}
 		k.m[lname] = e
 	}
 	k.mu.Unlock()
 	if !ok && k.r == nil {
-		e.err = errNoResolver
+		e.err = errDKIMNoResolver
 		close(e.done)
 	} else if !ok {
 		tr := NewTracer(k.r)
@@ -351,14 +351,14 @@ func (k *keyCache) lookup(name string) ([]string, error) {
 	case e.err == nil:
 		return e.txt, nil
 	case IsNotFound(e.err):
-		return nil, keyNotFound{name}
+		return nil, dkimKeyNotFound{name}
 	default:
 		return nil, &net.DNSError{Err: e.err.Error(), Name: name, IsTemporary: true}
 	}
 }
 
 // lookups returns the questions asked for name, once answered.
-func (k *keyCache) lookups(name string) []Lookup {
+func (k *dkimKeys) lookups(name string) []Lookup {
 	k.mu.Lock()
 	e := k.m[name]
 	k.mu.Unlock()
@@ -373,10 +373,10 @@ func (k *keyCache) lookups(name string) []Lookup {
 	}
 }
 
-// validKeyName reports whether name is a DNS name moat will ask for:
+// validDKIMKeyName reports whether name is a DNS name moat will ask for:
 // at most 253 octets, labels of 1 to 63 letters, digits, hyphens and
 // underscores (_domainkey has one).
-func validKeyName(name string) bool {
+func validDKIMKeyName(name string) bool {
 	if len(name) == 0 || len(name) > 253 {
 		return false
 	}

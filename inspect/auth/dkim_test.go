@@ -32,8 +32,8 @@ const (
 	python3Bin      = "/usr/bin/python3" // dkimpy's interpreter
 )
 
-// signerKeys are keys made by openssl for one test, in dir.
-type signerKeys struct {
+// dkimSignerKeys are keys made by openssl for one test, in dir.
+type dkimSignerKeys struct {
 	dir        string
 	rsaPEM     string // RSA 2048, PEM
 	shortPEM   string // RSA 512, PEM
@@ -49,8 +49,8 @@ type signerKeys struct {
 	messageRaw []byte
 }
 
-// runCmd runs a command with stdin and returns its output.
-func runCmd(stdin []byte, name string, args ...string) ([]byte, error) {
+// runDKIMTool runs a command with stdin and returns its output.
+func runDKIMTool(stdin []byte, name string, args ...string) ([]byte, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
@@ -62,26 +62,26 @@ func runCmd(stdin []byte, name string, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-func run(t *testing.T, stdin []byte, name string, args ...string) []byte {
+func mustRunDKIMTool(t *testing.T, stdin []byte, name string, args ...string) []byte {
 	t.Helper()
-	out, err := runCmd(stdin, name, args...)
+	out, err := runDKIMTool(stdin, name, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// signJob is one message to sign; its output is filled in by signAll.
-type signJob struct {
+// dkimSignJob is one message to sign; its output is filled in by dkimSignAll.
+type dkimSignJob struct {
 	name string
 	sign func() ([]byte, error)
 	out  []byte
 }
 
-// signAll runs the signers at once: each dkimpy run spends seconds
+// dkimSignAll runs the signers at once: each dkimpy run spends seconds
 // importing its DNS library (dnspython pulls in its DNS-over-HTTPS
 // stack), waiting on the disk more than on the CPUs.
-func signAll(t *testing.T, jobs []*signJob) {
+func dkimSignAll(t *testing.T, jobs []*dkimSignJob) {
 	t.Helper()
 	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
@@ -103,7 +103,7 @@ func signAll(t *testing.T, jobs []*signJob) {
 	}
 }
 
-func need(t *testing.T, bins ...string) {
+func needDKIMTools(t *testing.T, bins ...string) {
 	t.Helper()
 	for _, b := range bins {
 		if _, err := os.Stat(b); err != nil {
@@ -112,20 +112,20 @@ func need(t *testing.T, bins ...string) {
 	}
 }
 
-// newSignerKeys makes the keys with openssl and publishes them in a real
+// newDKIMSignerKeys makes the keys with openssl and publishes them in a real
 // NSD: selectors rsa, ed and short (512 bits), revoked (p= empty);
 // selector missing has no record.
-func newSignerKeys(t *testing.T) *signerKeys {
+func newDKIMSignerKeys(t *testing.T) *dkimSignerKeys {
 	t.Helper()
-	need(t, opensslBin, python3Bin)
-	k := &signerKeys{dir: t.TempDir()}
+	needDKIMTools(t, opensslBin, python3Bin)
+	k := &dkimSignerKeys{dir: t.TempDir()}
 	k.rsaPEM = filepath.Join(k.dir, "rsa.pem")
 	k.shortPEM = filepath.Join(k.dir, "short.pem")
 	k.edPEM = filepath.Join(k.dir, "ed.pem")
 	k.edSeed = filepath.Join(k.dir, "ed.seed")
-	run(t, nil, opensslBin, "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", k.rsaPEM)
-	run(t, nil, opensslBin, "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512", "-out", k.shortPEM)
-	run(t, nil, opensslBin, "genpkey", "-algorithm", "ed25519", "-out", k.edPEM)
+	mustRunDKIMTool(t, nil, opensslBin, "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", k.rsaPEM)
+	mustRunDKIMTool(t, nil, opensslBin, "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512", "-out", k.shortPEM)
+	mustRunDKIMTool(t, nil, opensslBin, "genpkey", "-algorithm", "ed25519", "-out", k.edPEM)
 
 	priv := func(file string) crypto.Signer {
 		b, err := os.ReadFile(file)
@@ -169,10 +169,10 @@ func newSignerKeys(t *testing.T) *signerKeys {
 	return k
 }
 
-// realMessage is a message with what canonicalization has to cope with:
+// dkimRealMessage is a message with what canonicalization has to cope with:
 // folded and oddly spaced header fields, trailing white space, empty
 // lines at the end, and a body long enough to cross buffers.
-func realMessage() []byte {
+func dkimRealMessage() []byte {
 	var b bytes.Buffer
 	b.WriteString("Received: from mail.example.test (mail.example.test [192.0.2.1])\r\n" +
 		"\tby mx.example.net with ESMTPS id 4711\r\n" +
@@ -197,7 +197,7 @@ func realMessage() []byte {
 }
 
 // signDkimpy signs with dkimpy's dkimsign.
-func (k *signerKeys) signDkimpy(msg []byte, selector, alg, hcanon, bcanon string) func() ([]byte, error) {
+func (k *dkimSignerKeys) signDkimpy(msg []byte, selector, alg, hcanon, bcanon string) func() ([]byte, error) {
 	key := k.rsaPEM
 	switch {
 	case strings.HasPrefix(alg, "ed25519"):
@@ -206,20 +206,20 @@ func (k *signerKeys) signDkimpy(msg []byte, selector, alg, hcanon, bcanon string
 		key = k.shortPEM
 	}
 	return func() ([]byte, error) {
-		return runCmd(msg, dkimsignBin, "--hcanon", hcanon, "--bcanon", bcanon, "--signalg", alg, selector, "example.test", key)
+		return runDKIMTool(msg, dkimsignBin, "--hcanon", hcanon, "--bcanon", bcanon, "--signalg", alg, selector, "example.test", key)
 	}
 }
 
 // signOpenDKIM signs with libopendkim, OpenDKIM's library, through
 // testdata/dkim/opendkim-sign.py: opendkim-testmsg itself signs only
 // rsa-sha1 with relaxed/simple (see TestDKIMOpenDKIMTestmsg).
-func (k *signerKeys) signOpenDKIM(msg []byte, selector, alg, hcanon, bcanon string) func() ([]byte, error) {
+func (k *dkimSignerKeys) signOpenDKIM(msg []byte, selector, alg, hcanon, bcanon string) func() ([]byte, error) {
 	key := k.rsaPEM
 	if strings.HasPrefix(alg, "ed25519") {
 		key = k.edPEM
 	}
 	return func() ([]byte, error) {
-		return runCmd(msg, python3Bin, filepath.Join("testdata", "dkim", "opendkim-sign.py"),
+		return runDKIMTool(msg, python3Bin, filepath.Join("testdata", "dkim", "opendkim-sign.py"),
 			"example.test", selector, key, hcanon, bcanon, alg)
 	}
 }
@@ -231,11 +231,11 @@ func dkimpyVerify(t *testing.T, msg []byte, record string) bool {
 	script := `import sys, dkim
 rec = sys.argv[1].encode()
 print(dkim.DKIM(sys.stdin.buffer.read()).verify(dnsfunc=lambda name, timeout=5: rec))`
-	return strings.TrimSpace(string(run(t, msg, python3Bin, "-c", script, record))) == "True"
+	return strings.TrimSpace(string(mustRunDKIMTool(t, msg, python3Bin, "-c", script, record))) == "True"
 }
 
-// verifyIn writes msg to a Message in pieces of n bytes.
-func verifyIn(t *testing.T, r Resolver, msg []byte, n int) MessageResult {
+// dkimVerifyIn writes msg to a Message in pieces of n bytes.
+func dkimVerifyIn(t *testing.T, r Resolver, msg []byte, n int) MessageResult {
 	t.Helper()
 	var chunks [][]byte
 	for len(msg) > 0 {
@@ -243,20 +243,20 @@ func verifyIn(t *testing.T, r Resolver, msg []byte, n int) MessageResult {
 		chunks = append(chunks, msg[:k])
 		msg = msg[k:]
 	}
-	return verifyChunks(t, r, MessageOptions{}, chunks)
+	return dkimVerifyChunks(t, r, MessageOptions{}, chunks)
 }
 
 // TestDKIMRealSigners: messages signed by dkimpy and by OpenDKIM, with
 // RSA 2048 and Ed25519 keys made by openssl and published in NSD, verify
 // under every canonicalization, however the bytes arrive.
 func TestDKIMRealSigners(t *testing.T) {
-	checkNoPanics(t)
-	need(t, dkimsignBin)
-	k := newSignerKeys(t)
-	msg := realMessage()
+	checkNoMessagePanics(t)
+	needDKIMTools(t, dkimsignBin)
+	k := newDKIMSignerKeys(t)
+	msg := dkimRealMessage()
 	type variant struct{ signer, alg, selector, canon string }
 	var variants []variant
-	var jobs []*signJob
+	var jobs []*dkimSignJob
 	for _, signer := range []string{"dkimpy", "opendkim"} {
 		for _, alg := range []string{"rsa-sha256", "ed25519-sha256"} {
 			selector := "rsa"
@@ -270,11 +270,11 @@ func TestDKIMRealSigners(t *testing.T) {
 					sign = k.signOpenDKIM(msg, selector, alg, hc, bc)
 				}
 				variants = append(variants, variant{signer, alg, selector, c})
-				jobs = append(jobs, &signJob{name: signer + "/" + alg + "/" + c, sign: sign})
+				jobs = append(jobs, &dkimSignJob{name: signer + "/" + alg + "/" + c, sign: sign})
 			}
 		}
 	}
-	signAll(t, jobs)
+	dkimSignAll(t, jobs)
 
 	for i, v := range variants {
 		signed := jobs[i].out
@@ -289,8 +289,8 @@ func TestDKIMRealSigners(t *testing.T) {
 				// does, while its RSA ones and its relaxed Ed25519 ones
 				// pass. A signer bug, kept here as what moat does with it.
 				// If this starts to pass, OpenDKIM was fixed: drop the case.
-				checkDKIM(t, verifyIn(t, k.r, signed, 4096).DKIM,
-					want{result: Fail, selector: v.selector, reason: "signature did not verify"})
+				checkDKIM(t, dkimVerifyIn(t, k.r, signed, 4096).DKIM,
+					dkimWant{result: Fail, selector: v.selector, reason: "signature did not verify"})
 				if dkimpyVerify(t, signed, k.edTXT) {
 					t.Error("dkimpy verifies OpenDKIM's Ed25519 simple-header signature: moat should too")
 				}
@@ -301,8 +301,8 @@ func TestDKIMRealSigners(t *testing.T) {
 				sizes = append(sizes, 7) // the bytes in tiny pieces, once per signer and algorithm
 			}
 			for _, n := range sizes {
-				res := verifyIn(t, k.r, signed, n)
-				checkDKIM(t, res.DKIM, want{result: Pass, domain: "example.test", selector: v.selector, algorithm: v.alg})
+				res := dkimVerifyIn(t, k.r, signed, n)
+				checkDKIM(t, res.DKIM, dkimWant{result: Pass, domain: "example.test", selector: v.selector, algorithm: v.alg})
 				if l := res.DKIM[0].Lookups; len(l) != 1 || l[0].Name != v.selector+"._domainkey.example.test" || len(l[0].Answer) != 1 {
 					t.Errorf("Lookups = %+v", l)
 				}
@@ -310,7 +310,7 @@ func TestDKIMRealSigners(t *testing.T) {
 			// And with bare LF line ends, as some clients send:
 			// verifiers take them as CRLF.
 			lf := bytes.ReplaceAll(signed, []byte("\r\n"), []byte("\n"))
-			checkDKIM(t, verifyIn(t, k.r, lf, 1000).DKIM, want{result: Pass})
+			checkDKIM(t, dkimVerifyIn(t, k.r, lf, 1000).DKIM, dkimWant{result: Pass})
 		})
 	}
 }
@@ -320,48 +320,48 @@ func TestDKIMRealSigners(t *testing.T) {
 // its man page). RFC 8301 §3.1: verifiers MUST NOT consider rsa-sha1
 // signatures valid — permerror. The same holds for dkimpy's rsa-sha1.
 func TestDKIMOpenDKIMTestmsg(t *testing.T) {
-	checkNoPanics(t)
-	need(t, opendkimTestmsg)
-	k := newSignerKeys(t)
-	msg := realMessage()
+	checkNoMessagePanics(t)
+	needDKIMTools(t, opendkimTestmsg)
+	k := newDKIMSignerKeys(t)
+	msg := dkimRealMessage()
 	// -C: end the signature's lines with CRLF, as the message's.
-	signed := run(t, msg, opendkimTestmsg, "-C", "-d", "example.test", "-s", "rsa", "-k", k.rsaPEM)
+	signed := mustRunDKIMTool(t, msg, opendkimTestmsg, "-C", "-d", "example.test", "-s", "rsa", "-k", k.rsaPEM)
 	if !bytes.Contains(signed, []byte("a=rsa-sha1")) {
 		t.Fatalf("opendkim-testmsg no longer signs rsa-sha1:\n%s", signed[:400])
 	}
-	res := verifyIn(t, k.r, signed, 4096)
-	checkDKIM(t, res.DKIM, want{result: PermError, selector: "rsa", algorithm: "rsa-sha1", reason: "hash algorithm too weak"})
+	res := dkimVerifyIn(t, k.r, signed, 4096)
+	checkDKIM(t, res.DKIM, dkimWant{result: PermError, selector: "rsa", algorithm: "rsa-sha1", reason: "hash algorithm too weak"})
 
 	signed, err := k.signDkimpy(msg, "rsa", "rsa-sha1", "relaxed", "relaxed")()
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkDKIM(t, verifyIn(t, k.r, signed, 4096).DKIM, want{result: PermError, algorithm: "rsa-sha1", reason: "hash algorithm too weak"})
+	checkDKIM(t, dkimVerifyIn(t, k.r, signed, 4096).DKIM, dkimWant{result: PermError, algorithm: "rsa-sha1", reason: "hash algorithm too weak"})
 }
 
 // TestDKIMTampered: copies changed after signing must not pass.
 func TestDKIMTampered(t *testing.T) {
-	checkNoPanics(t)
-	need(t, dkimsignBin)
-	k := newSignerKeys(t)
-	msg := realMessage()
+	checkNoMessagePanics(t)
+	needDKIMTools(t, dkimsignBin)
+	k := newDKIMSignerKeys(t)
+	msg := dkimRealMessage()
 	// l= (dkimpy's dkimsign has no option for it; its library has).
 	script := `import sys, dkim
 msg = sys.stdin.buffer.read()
 sig = dkim.sign(msg, b"rsa", b"example.test", open(sys.argv[1], "rb").read(),
                 canonicalize=(b"relaxed", b"relaxed"), length=True)
 sys.stdout.buffer.write(sig.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + msg)`
-	jobs := []*signJob{
+	jobs := []*dkimSignJob{
 		{name: "rsa", sign: k.signDkimpy(msg, "rsa", "rsa-sha256", "relaxed", "relaxed")},
-		{name: "l=", sign: func() ([]byte, error) { return runCmd(msg, python3Bin, "-c", script, k.rsaPEM) }},
+		{name: "l=", sign: func() ([]byte, error) { return runDKIMTool(msg, python3Bin, "-c", script, k.rsaPEM) }},
 		{name: "short", sign: k.signDkimpy(msg, "short", "rsa-sha256", "relaxed", "relaxed")},
 		{name: "missing", sign: k.signDkimpy(msg, "missing", "rsa-sha256", "relaxed", "relaxed")},
 		{name: "revoked", sign: k.signDkimpy(msg, "revoked", "rsa-sha256", "relaxed", "relaxed")},
 		{name: "ed as rsa", sign: k.signDkimpy(msg, "rsa", "ed25519-sha256", "relaxed", "relaxed")},
 	}
-	signAll(t, jobs)
+	dkimSignAll(t, jobs)
 	signed, withLength := jobs[0].out, jobs[1].out
-	checkDKIM(t, verifyIn(t, k.r, signed, 4096).DKIM, want{result: Pass})
+	checkDKIM(t, dkimVerifyIn(t, k.r, signed, 4096).DKIM, dkimWant{result: Pass})
 	if !bytes.Contains(withLength, []byte("l=")) {
 		t.Fatal("no l= in the signature")
 	}
@@ -379,41 +379,41 @@ sys.stdout.buffer.write(sig.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + ms
 	for _, tc := range []struct {
 		name string
 		msg  []byte
-		want want
+		want dkimWant
 	}{
 		{"body changed", bytes.Replace(signed, []byte("noon"), []byte("nine"), 1),
-			want{result: Fail, reason: "body hash did not verify"}},
+			dkimWant{result: Fail, reason: "body hash did not verify"}},
 		{"line appended to the body", append(bytes.Clone(signed), "P.S. click here\r\n"...),
-			want{result: Fail, reason: "body hash did not verify"}},
+			dkimWant{result: Fail, reason: "body hash did not verify"}},
 		{"signed header changed", bytes.Replace(signed, []byte("Lunch   plans"), []byte("Lunch   money"), 1),
-			want{result: Fail, reason: "signature did not verify"}},
+			dkimWant{result: Fail, reason: "signature did not verify"}},
 		{"signed header added", bytes.Replace(signed, []byte("Date:"), []byte("Subject: Urgent\r\nDate:"), 1),
-			want{result: Fail, reason: "signature did not verify"}},
+			dkimWant{result: Fail, reason: "signature did not verify"}},
 		{"signature value changed", bytes.Replace(signed, []byte("b="), []byte("b=AAAA"), 1),
-			want{result: Fail, reason: "signature did not verify"}},
+			dkimWant{result: Fail, reason: "signature did not verify"}},
 		// go-msgauth refuses l= outright, appended or not: whatever
 		// follows the signed length is unsigned (RFC 6376 §8.2).
 		{"l= with content appended", append(bytes.Clone(withLength), "Buy now!\r\n"...),
-			want{result: Fail, reason: "body length"}},
+			dkimWant{result: Fail, reason: "body length"}},
 		{"l= as signed", withLength,
-			want{result: Fail, reason: "body length"}},
+			dkimWant{result: Fail, reason: "body length"}},
 		{"x= in the past", expired.Bytes(),
-			want{result: PermError, reason: "signature has expired"}},
+			dkimWant{result: PermError, reason: "signature has expired"}},
 		// RFC 8301 §3.2: keys under 1024 bits MUST NOT be accepted.
 		{"512-bit key", jobs[2].out,
-			want{result: PermError, selector: "short", reason: "key is too short: want 1024 bits, has 512 bits"}},
+			dkimWant{result: PermError, selector: "short", reason: "key is too short: want 1024 bits, has 512 bits"}},
 		// RFC 6376 §6.1.2: no key record — PERMFAIL.
 		{"key record missing", jobs[3].out,
-			want{result: PermError, selector: "missing", reason: "no key for signature"}},
+			dkimWant{result: PermError, selector: "missing", reason: "no key for signature"}},
 		// RFC 6376 §3.6.1: an empty p= means the key was revoked.
 		{"key revoked", jobs[4].out,
-			want{result: PermError, selector: "revoked", reason: "key revoked"}},
+			dkimWant{result: PermError, selector: "revoked", reason: "key revoked"}},
 		{"signed by another key", bytes.Replace(jobs[5].out,
 			[]byte("s=rsa"), []byte("s=ed"), 1),
-			want{result: Fail, reason: "signature did not verify"}},
+			dkimWant{result: Fail, reason: "signature did not verify"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := verifyIn(t, k.r, tc.msg, 4096)
+			res := dkimVerifyIn(t, k.r, tc.msg, 4096)
 			checkDKIM(t, res.DKIM, tc.want)
 			if tc.name == "key record missing" {
 				if l := res.DKIM[0].Lookups; len(l) != 1 || l[0].Err != "not found" {
@@ -428,8 +428,8 @@ sys.stdout.buffer.write(sig.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + ms
 // temperror (RFC 6376 §6.1.2: TEMPFAIL key unavailable), never a verdict
 // on the signature.
 func TestDKIMDNSFaults(t *testing.T) {
-	checkNoPanics(t)
-	msg := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
+	checkNoMessagePanics(t)
+	msg := goSign(t, dkimPlainMessage("Hi.\r\n"), dkim.SignOptions{})
 	for _, tc := range []struct {
 		name  string
 		rcode int
@@ -440,8 +440,8 @@ func TestDKIMDNSFaults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := dnsResolver{addr: faultServer(t, tc.rcode), timeout: 300 * time.Millisecond}
-			res := verifyMessage(t, r, MessageOptions{}, msg)
-			checkDKIM(t, res.DKIM, want{result: TempError, reason: "key unavailable"})
+			res := dkimVerifyMessage(t, r, MessageOptions{}, msg)
+			checkDKIM(t, res.DKIM, dkimWant{result: TempError, reason: "key unavailable"})
 			if l := res.DKIM[0].Lookups; len(l) != 1 || l[0].Err == "" || l[0].Err == "not found" {
 				t.Errorf("Lookups = %+v", l)
 			}
@@ -450,12 +450,12 @@ func TestDKIMDNSFaults(t *testing.T) {
 	// A Message whose ctx ends while the lookup is pending is temperror
 	// too.
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &memResolver{gate: make(chan struct{}), asked: make(chan string, 1)}
+	r := &dkimMemResolver{gate: make(chan struct{}), asked: make(chan string, 1)}
 	m := NewMessage(ctx, r, MessageOptions{})
 	m.Write(msg)
 	m.Close()
 	<-r.asked
 	cancel()
 	res := m.Wait(context.Background())
-	checkDKIM(t, res.DKIM, want{result: TempError})
+	checkDKIM(t, res.DKIM, dkimWant{result: TempError})
 }

@@ -131,9 +131,9 @@ type Message struct {
 	n      int64
 	phase  msgPhase
 	closed bool
-	hdr    []byte    // the header section so far
-	end    headerEnd // finds the empty line that ends it
-	q      *spool    // the body on its way to the verifiers
+	hdr    []byte          // the header section so far
+	end    headerEndFinder // finds the empty line that ends it
+	q      *bodyQueue      // the body on its way to the verifiers
 
 	// Fixed before closedCh is closed; read by Wait after it.
 	res     MessageResult // From, AuthResults, HeaderBytes
@@ -196,7 +196,7 @@ func (m *Message) Write(p []byte) (int, error) {
 		m.hdr = append(m.hdr, head...)
 		if i >= 0 {
 			m.res.HeaderBytes = m.n + int64(i)
-			m.start(splitFields(m.hdr[:len(m.hdr)-m.end.termLen]))
+			m.start(splitMsgFields(m.hdr[:len(m.hdr)-m.end.termLen]))
 			m.q.write(p[i:])
 		}
 	case phaseBody:
@@ -224,7 +224,7 @@ func (m *Message) Close() {
 		// verifiers see the header with the empty line added and an
 		// empty body.
 		m.res.HeaderBytes = m.n
-		m.start(splitFields(m.hdr))
+		m.start(splitMsgFields(m.hdr))
 	case phaseTooLong:
 		m.res.HeaderBytes = m.n
 	}
@@ -238,7 +238,7 @@ func (m *Message) Close() {
 // (then what did not finish is temperror). Call it after Close; before,
 // it waits for Close as well.
 func (m *Message) Wait(ctx context.Context) MessageResult {
-	if !wait(ctx, m.closedCh) {
+	if !waitClosed(ctx, m.closedCh) {
 		// Still being written: nothing the writer holds can be read.
 		return MessageResult{ARC: ARCResult{Result: None, Reason: "message not complete"}}
 	}
@@ -250,19 +250,19 @@ func (m *Message) Wait(ctx context.Context) MessageResult {
 	res := m.res
 	if m.tooLong {
 		reason := fmt.Sprintf("header section longer than %d bytes: not verified", m.opts.MaxHeaderBytes)
-		res.DKIM = tooLongResults(m.sigs, m.opts.MaxSignatures, reason)
+		res.DKIM = dkimTooLongResults(m.sigs, m.opts.MaxSignatures, reason)
 		res.ARC = ARCResult{Result: None, Reason: reason}
 		m.cancel()
 		m.result = &res
 		return res
 	}
-	finished := wait(ctx, m.finished)
+	finished := waitClosed(ctx, m.finished)
 	if m.dkim != nil {
 		// The feeder may still be passing the body to the ARC verifier
 		// when go-msgauth is done.
-		res.DKIM = m.dkim.results(finished || wait(ctx, m.dkim.done), m.complete.Load())
+		res.DKIM = m.dkim.results(finished || waitClosed(ctx, m.dkim.done), m.complete.Load())
 	}
-	res.ARC = arcResult(ctx, m.arc)
+	res.ARC = safeARCResult(ctx, m.arc)
 	// Done with the lookups; if they have not finished, this ends them.
 	m.cancel()
 	m.result = &res
@@ -272,7 +272,7 @@ func (m *Message) Wait(ctx context.Context) MessageResult {
 // wait waits for c to be closed or ctx to be done, and reports whether c
 // was closed; if both are, c wins, so that an expired ctx never hides a
 // result that is there.
-func wait(ctx context.Context, c <-chan struct{}) bool {
+func waitClosed(ctx context.Context, c <-chan struct{}) bool {
 	select {
 	case <-c:
 		return true
@@ -289,7 +289,7 @@ func wait(ctx context.Context, c <-chan struct{}) bool {
 // headerTooLong records what can be told of a header section that goes
 // beyond the bound: the fields that fit, the last of them perhaps cut.
 func (m *Message) headerTooLong() {
-	fields := splitFields(m.hdr)
+	fields := splitMsgFields(m.hdr)
 	if len(fields) > 0 {
 		fields[len(fields)-1].complete = false
 	}
@@ -301,7 +301,7 @@ func (m *Message) headerTooLong() {
 
 // collect notes the header fields the callers need and the DKIM
 // signatures.
-func (m *Message) collect(fields []headerField) {
+func (m *Message) collect(fields []msgField) {
 	for _, f := range fields {
 		if isDKIMSignature(f.text) {
 			m.sigs = append(m.sigs, parseDKIMSig(f.text))
@@ -320,7 +320,7 @@ func (m *Message) collect(fields []headerField) {
 
 // start starts the verifiers on the header fields: from now on the body
 // goes through the queue.
-func (m *Message) start(fields []headerField) {
+func (m *Message) start(fields []msgField) {
 	m.collect(fields)
 	texts := make([]string, len(fields))
 	size := 2
@@ -337,7 +337,7 @@ func (m *Message) start(fields []headerField) {
 
 	m.dkim = startDKIM(m.ctx, m.r, texts, m.sigs, m.opts.MaxSignatures)
 	m.arc = newARCVerifier(m.ctx, m.r, texts)
-	m.q = newSpool(bodyQueueBytes)
+	m.q = newBodyQueue(bodyQueueBytes)
 	var pw *io.PipeWriter
 	if m.dkim != nil && m.dkim.pw != nil {
 		pw = m.dkim.pw
@@ -364,7 +364,7 @@ func (m *Message) feed(header []byte, pw *io.PipeWriter) {
 			// hash, and results() reports temperror.
 			pw.Close()
 		}
-		closeARC(m.arc)
+		safeARCClose(m.arc)
 		if pw != nil {
 			<-m.dkim.done
 		}
@@ -397,9 +397,9 @@ func (m *Message) feed(header []byte, pw *io.PipeWriter) {
 	m.complete.Store(m.q.drained())
 }
 
-// closeARC ends the ARC verifier's body; a panic there is counted, and
+// safeARCClose ends the ARC verifier's body; a panic there is counted, and
 // must not keep the DKIM verdicts from being delivered.
-func closeARC(a *arcVerifier) {
+func safeARCClose(a *arcVerifier) {
 	defer func() {
 		if v := recover(); v != nil {
 			messagePanics.Add(1)
@@ -408,8 +408,8 @@ func closeARC(a *arcVerifier) {
 	a.Close()
 }
 
-// arcResult is the ARC verifier's result, or none if it panicked.
-func arcResult(ctx context.Context, a *arcVerifier) (res ARCResult) {
+// safeARCResult is the ARC verifier's result, or none if it panicked.
+func safeARCResult(ctx context.Context, a *arcVerifier) (res ARCResult) {
 	defer func() {
 		if v := recover(); v != nil {
 			messagePanics.Add(1)
@@ -419,9 +419,9 @@ func arcResult(ctx context.Context, a *arcVerifier) (res ARCResult) {
 	return a.Result(ctx)
 }
 
-// tooLongResults are the DKIM results of a message whose header section
+// dkimTooLongResults are the DKIM results of a message whose header section
 // was too long to check.
-func tooLongResults(sigs []dkimSig, max int, reason string) []DKIMResult {
+func dkimTooLongResults(sigs []dkimSig, max int, reason string) []DKIMResult {
 	if len(sigs) == 0 {
 		return nil
 	}
@@ -437,18 +437,18 @@ func tooLongResults(sigs []dkimSig, max int, reason string) []DKIMResult {
 	return out
 }
 
-// headerEnd finds the empty line that ends a header section, written in
+// headerEndFinder finds the empty line that ends a header section, written in
 // pieces. Lines end at LF; a line is empty when nothing or a lone CR
 // precedes its LF — go-msgauth's reading of the header (net/textproto's
 // ReadLine), which must agree with moat's on where the body starts.
-type headerEnd struct {
+type headerEndFinder struct {
 	lineLen int  // bytes of the current line so far
 	firstCR bool // its first byte is CR
 	termLen int  // length of the empty line found: 1 (LF) or 2 (CRLF)
 }
 
 // find returns the offset in p just past the empty line, or -1.
-func (h *headerEnd) find(p []byte) int {
+func (h *headerEndFinder) find(p []byte) int {
 	for i, c := range p {
 		if c == '\n' {
 			if h.lineLen == 0 || (h.lineLen == 1 && h.firstCR) {
@@ -466,8 +466,8 @@ func (h *headerEnd) find(p []byte) int {
 	return -1
 }
 
-// headerField is one field of a header section.
-type headerField struct {
+// msgField is one field of a header section.
+type msgField struct {
 	start, end int64 // offsets in the message, end exclusive
 	// text is the field as go-msgauth sees it: its lines, each ended by
 	// CRLF whatever ended it in the message.
@@ -478,7 +478,7 @@ type headerField struct {
 // value returns the unfolded, trimmed value of the field if it is named
 // name (any case; RFC 5322 §4.5: the obsolete syntax allows space before
 // the colon).
-func (f headerField) value(name string) (string, bool) {
+func (f msgField) value(name string) (string, bool) {
 	k, v, ok := strings.Cut(f.text, ":")
 	if !ok || !strings.EqualFold(strings.TrimSpace(k), name) {
 		return "", false
@@ -488,14 +488,14 @@ func (f headerField) value(name string) (string, bool) {
 	return strings.Trim(strings.ReplaceAll(v, "\r\n", ""), " \t"), true
 }
 
-// splitFields splits a header section (without the empty line that ends
+// splitMsgFields splits a header section (without the empty line that ends
 // it) into fields, as go-msgauth does: a line ends at LF, less one CR
 // before it; a line that starts with space or tab continues the field
 // before it. The last line may lack its LF when the message ended there
 // (the message or the header bound ended there); it is then taken whole,
 // as net/textproto does.
-func splitFields(b []byte) []headerField {
-	var fields []headerField
+func splitMsgFields(b []byte) []msgField {
+	var fields []msgField
 	for pos := 0; pos < len(b); {
 		next := len(b)
 		if e := bytes.IndexByte(b[pos:], '\n'); e >= 0 {
@@ -504,19 +504,19 @@ func splitFields(b []byte) []headerField {
 		if c := b[pos]; (c == ' ' || c == '\t') && len(fields) > 0 {
 			fields[len(fields)-1].end = int64(next)
 		} else {
-			fields = append(fields, headerField{start: int64(pos), end: int64(next), complete: true})
+			fields = append(fields, msgField{start: int64(pos), end: int64(next), complete: true})
 		}
 		pos = next
 	}
 	for i := range fields {
-		fields[i].text = normalizeLines(b[fields[i].start:fields[i].end])
+		fields[i].text = crlfLines(b[fields[i].start:fields[i].end])
 	}
 	return fields
 }
 
-// normalizeLines ends every line of b with CRLF: a line's LF, with one
+// crlfLines ends every line of b with CRLF: a line's LF, with one
 // CR before it, is replaced; a last line without LF gets one.
-func normalizeLines(b []byte) string {
+func crlfLines(b []byte) string {
 	var s strings.Builder
 	s.Grow(len(b) + 2)
 	for len(b) > 0 {
@@ -540,10 +540,10 @@ func normalizeLines(b []byte) string {
 	return s.String()
 }
 
-// spool is the bounded queue between Write and the feeder: chunks of the
+// bodyQueue is the bounded queue between Write and the feeder: chunks of the
 // body, at most limit bytes of them, counted until the feeder releases
 // them.
-type spool struct {
+type bodyQueue struct {
 	mu      sync.Mutex
 	chunks  []*[]byte
 	queued  int // bytes queued or held by the feeder
@@ -556,10 +556,10 @@ type spool struct {
 	stopCh  chan struct{}
 }
 
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, queueChunkBytes); return &b }}
+var bodyQueueChunks = sync.Pool{New: func() any { b := make([]byte, 0, queueChunkBytes); return &b }}
 
-func newSpool(limit int) *spool {
-	return &spool{
+func newBodyQueue(limit int) *bodyQueue {
+	return &bodyQueue{
 		limit:  limit,
 		data:   make(chan struct{}, 1),
 		room:   make(chan struct{}, 1),
@@ -567,7 +567,7 @@ func newSpool(limit int) *spool {
 	}
 }
 
-func signal(c chan struct{}) {
+func bodyQueueNotify(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
 	default:
@@ -576,7 +576,7 @@ func signal(c chan struct{}) {
 
 // write queues p, waiting for room while the queue is full, until the
 // feeder stops.
-func (s *spool) write(p []byte) {
+func (s *bodyQueue) write(p []byte) {
 	for len(p) > 0 {
 		s.mu.Lock()
 		if s.stopped {
@@ -601,7 +601,7 @@ func (s *spool) write(p []byte) {
 			if n := len(s.chunks); n > 0 && len(*s.chunks[n-1]) < cap(*s.chunks[n-1]) {
 				c = s.chunks[n-1]
 			} else {
-				c = chunkPool.Get().(*[]byte)
+				c = bodyQueueChunks.Get().(*[]byte)
 				*c = (*c)[:0]
 				s.chunks = append(s.chunks, c)
 			}
@@ -610,22 +610,22 @@ func (s *spool) write(p []byte) {
 			b = b[j:]
 		}
 		s.mu.Unlock()
-		signal(s.data)
+		bodyQueueNotify(s.data)
 		p = p[k:]
 	}
 }
 
 // close says no more is coming.
-func (s *spool) close() {
+func (s *bodyQueue) close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	signal(s.data)
+	bodyQueueNotify(s.data)
 }
 
 // next returns the next chunk; false when the queue is closed and empty,
 // or done is closed.
-func (s *spool) next(done <-chan struct{}) ([]byte, bool) {
+func (s *bodyQueue) next(done <-chan struct{}) ([]byte, bool) {
 	for {
 		select {
 		case <-done:
@@ -654,24 +654,24 @@ func (s *spool) next(done <-chan struct{}) ([]byte, bool) {
 }
 
 // release gives back a chunk next returned, making room for Write.
-func (s *spool) release(c []byte) {
+func (s *bodyQueue) release(c []byte) {
 	s.mu.Lock()
 	s.queued -= len(c)
 	s.mu.Unlock()
 	c = c[:0]
-	chunkPool.Put(&c)
-	signal(s.room)
+	bodyQueueChunks.Put(&c)
+	bodyQueueNotify(s.room)
 }
 
 // drained reports whether the queue was closed and everything passed on.
-func (s *spool) drained() bool {
+func (s *bodyQueue) drained() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed && len(s.chunks) == 0
 }
 
 // stop ends the queue: the feeder is gone, Write drops what it is given.
-func (s *spool) stop() {
+func (s *bodyQueue) stop() {
 	s.mu.Lock()
 	if !s.stopped {
 		s.stopped = true

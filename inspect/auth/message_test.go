@@ -29,11 +29,11 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 )
 
-// memResolver answers TXT questions from a map: names (lower case, no
+// dkimMemResolver answers TXT questions from a map: names (lower case, no
 // trailing dot) to records; a name not in it does not exist. fail makes
 // a name's lookup fail temporarily. If gate is set, every lookup first
 // reports its name on asked (when set) and waits for gate to close.
-type memResolver struct {
+type dkimMemResolver struct {
 	txt   map[string][]string
 	fail  map[string]error
 	gate  chan struct{}
@@ -42,7 +42,7 @@ type memResolver struct {
 	count int
 }
 
-func (r *memResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+func (r *dkimMemResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	r.mu.Lock()
 	r.count++
 	r.mu.Unlock()
@@ -70,26 +70,26 @@ func (r *memResolver) LookupTXT(ctx context.Context, name string) ([]string, err
 	return nil, NotFound{Name: name}
 }
 
-func (r *memResolver) lookups() int {
+func (r *dkimMemResolver) lookups() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.count
 }
 
-func (r *memResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+func (r *dkimMemResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
 	return nil, NotFound{Name: name}
 }
 
-func (r *memResolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
+func (r *dkimMemResolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
 	return nil, NotFound{Name: host}
 }
 
-func (r *memResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+func (r *dkimMemResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
 	return nil, NotFound{Name: ip.String()}
 }
 
-// readKeys reads a testdata key file: one record a line, "name record".
-func readKeys(t testing.TB, file string) map[string][]string {
+// readDKIMKeys reads a testdata key file: one record a line, "name record".
+func readDKIMKeys(t testing.TB, file string) map[string][]string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "dkim", file))
 	if err != nil {
@@ -106,7 +106,7 @@ func readKeys(t testing.TB, file string) map[string][]string {
 	return keys
 }
 
-func readMessage(t testing.TB, file string) []byte {
+func readDKIMMessage(t testing.TB, file string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "dkim", file))
 	if err != nil {
@@ -115,9 +115,9 @@ func readMessage(t testing.TB, file string) []byte {
 	return b
 }
 
-// checkNoPanics fails the test if a verifier goroutine panicked (and
+// checkNoMessagePanics fails the test if a verifier goroutine panicked (and
 // was recovered) while it ran.
-func checkNoPanics(t testing.TB) {
+func checkNoMessagePanics(t testing.TB) {
 	t.Helper()
 	before := messagePanics.Load()
 	t.Cleanup(func() {
@@ -127,14 +127,14 @@ func checkNoPanics(t testing.TB) {
 	})
 }
 
-// verifyMessage writes msg to a Message in one piece and returns the
+// dkimVerifyMessage writes msg to a Message in one piece and returns the
 // result.
-func verifyMessage(t testing.TB, r Resolver, opts MessageOptions, msg []byte) MessageResult {
+func dkimVerifyMessage(t testing.TB, r Resolver, opts MessageOptions, msg []byte) MessageResult {
 	t.Helper()
-	return verifyChunks(t, r, opts, [][]byte{msg})
+	return dkimVerifyChunks(t, r, opts, [][]byte{msg})
 }
 
-func verifyChunks(t testing.TB, r Resolver, opts MessageOptions, chunks [][]byte) MessageResult {
+func dkimVerifyChunks(t testing.TB, r Resolver, opts MessageOptions, chunks [][]byte) MessageResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -148,8 +148,8 @@ func verifyChunks(t testing.TB, r Resolver, opts MessageOptions, chunks [][]byte
 	return m.Wait(ctx)
 }
 
-// want is the expected outcome of one signature.
-type want struct {
+// dkimWant is the expected outcome of one signature.
+type dkimWant struct {
 	result    Result
 	domain    string
 	selector  string
@@ -157,7 +157,7 @@ type want struct {
 	reason    string // a substring of the reason
 }
 
-func checkDKIM(t testing.TB, got []DKIMResult, wants ...want) {
+func checkDKIM(t testing.TB, got []DKIMResult, wants ...dkimWant) {
 	t.Helper()
 	if len(got) != len(wants) {
 		t.Fatalf("%d DKIM results, want %d: %+v", len(got), len(wants), got)
@@ -178,12 +178,12 @@ func checkDKIM(t testing.TB, got []DKIMResult, wants ...want) {
 // twice (ed25519-sha256 with selector brisbane, rsa-sha256 with
 // selector test), with the keys of Appendix A.2.
 func TestDKIMRFC8463(t *testing.T) {
-	checkNoPanics(t)
-	r := &memResolver{txt: readKeys(t, "rfc8463.keys")}
-	res := verifyMessage(t, r, MessageOptions{}, readMessage(t, "rfc8463.eml"))
+	checkNoMessagePanics(t)
+	r := &dkimMemResolver{txt: readDKIMKeys(t, "rfc8463.keys")}
+	res := dkimVerifyMessage(t, r, MessageOptions{}, readDKIMMessage(t, "rfc8463.eml"))
 	checkDKIM(t, res.DKIM,
-		want{result: Pass, domain: "football.example.com", selector: "brisbane", algorithm: "ed25519-sha256"},
-		want{result: Pass, domain: "football.example.com", selector: "test", algorithm: "rsa-sha256"})
+		dkimWant{result: Pass, domain: "football.example.com", selector: "brisbane", algorithm: "ed25519-sha256"},
+		dkimWant{result: Pass, domain: "football.example.com", selector: "test", algorithm: "rsa-sha256"})
 	for i, d := range res.DKIM {
 		if d.Identifier != "@football.example.com" {
 			t.Errorf("DKIM[%d].Identifier = %q", i, d.Identifier)
@@ -205,17 +205,17 @@ func TestDKIMRFC8463(t *testing.T) {
 // with the same keys, c=simple/simple, stored with bare LF line ends
 // (as dkimpy's test data is): the verifier takes them as CRLF.
 func TestDKIMDkimpyVectors(t *testing.T) {
-	checkNoPanics(t)
-	r := &memResolver{txt: readKeys(t, "rfc8463.keys")}
-	msg := readMessage(t, "dkimpy-rfc6376.signed.msg")
+	checkNoMessagePanics(t)
+	r := &dkimMemResolver{txt: readDKIMKeys(t, "rfc8463.keys")}
+	msg := readDKIMMessage(t, "dkimpy-rfc6376.signed.msg")
 	if bytes.Contains(msg, []byte("\r")) {
 		t.Fatal("expected bare LF line ends in the dkimpy vector")
 	}
 	for _, m := range [][]byte{msg, bytes.ReplaceAll(msg, []byte("\n"), []byte("\r\n"))} {
-		res := verifyMessage(t, r, MessageOptions{}, m)
+		res := dkimVerifyMessage(t, r, MessageOptions{}, m)
 		checkDKIM(t, res.DKIM,
-			want{result: Pass, selector: "brisbane", algorithm: "ed25519-sha256"},
-			want{result: Pass, selector: "test", algorithm: "rsa-sha256"})
+			dkimWant{result: Pass, selector: "brisbane", algorithm: "ed25519-sha256"},
+			dkimWant{result: Pass, selector: "test", algorithm: "rsa-sha256"})
 	}
 }
 
@@ -232,12 +232,12 @@ func TestDKIMDkimpyVectors(t *testing.T) {
 // canonicalization on an RFC text, with a key of 1024 bits, the least
 // RFC 8301 §3.2 allows.
 func TestDKIMRFC6376(t *testing.T) {
-	checkNoPanics(t)
-	keys := readKeys(t, "rfc6376.keys")
-	msg := readMessage(t, "rfc6376.eml")
+	checkNoMessagePanics(t)
+	keys := readDKIMKeys(t, "rfc6376.keys")
+	msg := readDKIMMessage(t, "rfc6376.eml")
 
-	res := verifyMessage(t, &memResolver{txt: keys}, MessageOptions{}, msg)
-	checkDKIM(t, res.DKIM, want{result: PermError, domain: "example.com", selector: "brisbane", algorithm: "rsa-sha256", reason: "no key"})
+	res := dkimVerifyMessage(t, &dkimMemResolver{txt: keys}, MessageOptions{}, msg)
+	checkDKIM(t, res.DKIM, dkimWant{result: PermError, domain: "example.com", selector: "brisbane", algorithm: "rsa-sha256", reason: "no key"})
 	if l := res.DKIM[0].Lookups; len(l) != 1 || l[0].Name != "brisbane._domainkey.example.com" || l[0].Err != "not found" {
 		t.Errorf("Lookups = %+v", l)
 	}
@@ -246,19 +246,19 @@ func TestDKIMRFC6376(t *testing.T) {
 	}
 
 	keys["brisbane._domainkey.example.com"] = keys["brisbane._domainkey.example.org"]
-	res = verifyMessage(t, &memResolver{txt: keys}, MessageOptions{}, msg)
-	checkDKIM(t, res.DKIM, want{result: Pass, domain: "example.com", selector: "brisbane", algorithm: "rsa-sha256"})
+	res = dkimVerifyMessage(t, &dkimMemResolver{txt: keys}, MessageOptions{}, msg)
+	checkDKIM(t, res.DKIM, dkimWant{result: Pass, domain: "example.com", selector: "brisbane", algorithm: "rsa-sha256"})
 
 	// The body as RFC 6376 Appendix A.1 has it differs from the RFC 8463
 	// one by a space: the body hash must then fail.
 	tampered := bytes.Replace(msg, []byte("game. Are"), []byte("game.  Are"), 1)
-	res = verifyMessage(t, &memResolver{txt: keys}, MessageOptions{}, tampered)
-	checkDKIM(t, res.DKIM, want{result: Fail, reason: "body hash"})
+	res = dkimVerifyMessage(t, &dkimMemResolver{txt: keys}, MessageOptions{}, tampered)
+	checkDKIM(t, res.DKIM, dkimWant{result: Fail, reason: "body hash"})
 }
 
-// testKeys are keys made once per test binary, for messages signed by
+// dkimTestKeys are keys made once per test binary, for messages signed by
 // go-msgauth in the tests.
-var testKeys struct {
+var dkimTestKeys struct {
 	once   sync.Once
 	ed     ed25519.PrivateKey
 	edTXT  string
@@ -266,12 +266,12 @@ var testKeys struct {
 	rsaTXT string
 }
 
-func loadTestKeys(t testing.TB) {
+func loadDKIMTestKeys(t testing.TB) {
 	t.Helper()
-	testKeys.once.Do(func() {
+	dkimTestKeys.once.Do(func() {
 		seed := sha256.Sum256([]byte("moat dkim test key"))
-		testKeys.ed = ed25519.NewKeyFromSeed(seed[:])
-		testKeys.edTXT = "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(testKeys.ed.Public().(ed25519.PublicKey))
+		dkimTestKeys.ed = ed25519.NewKeyFromSeed(seed[:])
+		dkimTestKeys.edTXT = "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(dkimTestKeys.ed.Public().(ed25519.PublicKey))
 		// A fixed key: generating one is slow, very slow in a fuzzing
 		// build's instrumented code.
 		b, err := os.ReadFile(filepath.Join("testdata", "dkim", "test-rsa.pem"))
@@ -284,9 +284,9 @@ func loadTestKeys(t testing.TB) {
 			panic(err)
 		}
 		k := key.(*rsa.PrivateKey)
-		testKeys.rsa = k
+		dkimTestKeys.rsa = k
 		der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
-		testKeys.rsaTXT = "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(der)
+		dkimTestKeys.rsaTXT = "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(der)
 	})
 }
 
@@ -294,7 +294,7 @@ func loadTestKeys(t testing.TB) {
 // and its Signer to the ed25519 test key.
 func goSign(t testing.TB, msg []byte, o dkim.SignOptions) []byte {
 	t.Helper()
-	loadTestKeys(t)
+	loadDKIMTestKeys(t)
 	if o.Domain == "" {
 		o.Domain = "example.test"
 	}
@@ -302,7 +302,7 @@ func goSign(t testing.TB, msg []byte, o dkim.SignOptions) []byte {
 		o.Selector = "ed"
 	}
 	if o.Signer == nil {
-		o.Signer = testKeys.ed
+		o.Signer = dkimTestKeys.ed
 	}
 	var b bytes.Buffer
 	if err := dkim.Sign(&b, bytes.NewReader(msg), &o); err != nil {
@@ -311,19 +311,19 @@ func goSign(t testing.TB, msg []byte, o dkim.SignOptions) []byte {
 	return b.Bytes()
 }
 
-// testResolver serves the test keys: ed._domainkey.example.test and
+// dkimTestResolver serves the test keys: ed._domainkey.example.test and
 // rsa._domainkey.example.test.
-func testResolver(t testing.TB) *memResolver {
+func dkimTestResolver(t testing.TB) *dkimMemResolver {
 	t.Helper()
-	loadTestKeys(t)
-	return &memResolver{txt: map[string][]string{
-		"ed._domainkey.example.test":  {testKeys.edTXT},
-		"rsa._domainkey.example.test": {testKeys.rsaTXT},
+	loadDKIMTestKeys(t)
+	return &dkimMemResolver{txt: map[string][]string{
+		"ed._domainkey.example.test":  {dkimTestKeys.edTXT},
+		"rsa._domainkey.example.test": {dkimTestKeys.rsaTXT},
 	}}
 }
 
-// plainMessage is an unsigned message whose body is body.
-func plainMessage(body string) []byte {
+// dkimPlainMessage is an unsigned message whose body is body.
+func dkimPlainMessage(body string) []byte {
 	return []byte("From: Alice <alice@example.test>\r\n" +
 		"To: Bob <bob@example.net>\r\n" +
 		"Subject: lunch\r\n" +
@@ -332,8 +332,8 @@ func plainMessage(body string) []byte {
 		"\r\n" + body)
 }
 
-// bigBody is n bytes of text lines.
-func bigBody(n int) string {
+// dkimBigBody is n bytes of text lines.
+func dkimBigBody(n int) string {
 	var b strings.Builder
 	for i := 0; b.Len() < n; i++ {
 		fmt.Fprintf(&b, "line %d of a large message, to fill the body\r\n", i)
@@ -342,16 +342,16 @@ func bigBody(n int) string {
 }
 
 func TestDKIMMessageTooManySignatures(t *testing.T) {
-	checkNoPanics(t)
-	msg := plainMessage("Hello.\r\n")
+	checkNoMessagePanics(t)
+	msg := dkimPlainMessage("Hello.\r\n")
 	for i := 0; i < 7; i++ {
 		msg = goSign(t, msg, dkim.SignOptions{HeaderKeys: []string{"From", "Subject"}})
 	}
-	r := testResolver(t)
-	res := verifyMessage(t, r, MessageOptions{}, msg)
-	var wants []want
+	r := dkimTestResolver(t)
+	res := dkimVerifyMessage(t, r, MessageOptions{}, msg)
+	var wants []dkimWant
 	for i := 0; i < 7; i++ {
-		w := want{result: Pass, domain: "example.test", selector: "ed", algorithm: "ed25519-sha256"}
+		w := dkimWant{result: Pass, domain: "example.test", selector: "ed", algorithm: "ed25519-sha256"}
 		if i >= 5 {
 			w.result, w.reason = Policy, "too many signatures"
 		}
@@ -367,7 +367,7 @@ func TestDKIMMessageTooManySignatures(t *testing.T) {
 		}
 	}
 
-	res = verifyMessage(t, testResolver(t), MessageOptions{MaxSignatures: 1}, msg)
+	res = dkimVerifyMessage(t, dkimTestResolver(t), MessageOptions{MaxSignatures: 1}, msg)
 	if res.DKIM[0].Result != Pass || res.DKIM[1].Result != Policy || len(res.DKIM) != 7 {
 		t.Errorf("MaxSignatures 1: %+v", res.DKIM)
 	}
@@ -376,11 +376,11 @@ func TestDKIMMessageTooManySignatures(t *testing.T) {
 // TestDKIMMessageShapes feeds messages of odd shapes: none may hang, panic,
 // or lose a signature's result.
 func TestDKIMMessageShapes(t *testing.T) {
-	checkNoPanics(t)
-	signed := goSign(t, plainMessage("Hi.\r\n\r\nBye.\r\n"), dkim.SignOptions{
+	checkNoMessagePanics(t)
+	signed := goSign(t, dkimPlainMessage("Hi.\r\n\r\nBye.\r\n"), dkim.SignOptions{
 		HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed})
-	simple := goSign(t, plainMessage("Hi.\r\n\r\nBye.\r\n"), dkim.SignOptions{})
-	headerOnly := goSign(t, plainMessage(""), dkim.SignOptions{})
+	simple := goSign(t, dkimPlainMessage("Hi.\r\n\r\nBye.\r\n"), dkim.SignOptions{})
+	headerOnly := goSign(t, dkimPlainMessage(""), dkim.SignOptions{})
 	lf := func(b []byte) []byte { return bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")) }
 	rng := rand.New(rand.NewSource(1))
 	garbage := make([]byte, 4096)
@@ -411,8 +411,8 @@ func TestDKIMMessageShapes(t *testing.T) {
 		{"NUL and high bytes", []byte("From: \x00\xff\r\nDKIM-Signature: v=1; a=\xff\r\n\r\n"), []Result{PermError}, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, chunks := range [][][]byte{{tc.msg}, oneByteChunks(tc.msg)} {
-				res := verifyChunks(t, testResolver(t), MessageOptions{}, chunks)
+			for _, chunks := range [][][]byte{{tc.msg}, dkimOneByteChunks(tc.msg)} {
+				res := dkimVerifyChunks(t, dkimTestResolver(t), MessageOptions{}, chunks)
 				var got []Result
 				for _, d := range res.DKIM {
 					got = append(got, d.Result)
@@ -431,7 +431,7 @@ func TestDKIMMessageShapes(t *testing.T) {
 	}
 }
 
-func oneByteChunks(b []byte) [][]byte {
+func dkimOneByteChunks(b []byte) [][]byte {
 	out := make([][]byte, len(b))
 	for i := range b {
 		out[i] = b[i : i+1]
@@ -442,7 +442,7 @@ func oneByteChunks(b []byte) [][]byte {
 // TestDKIMMessageHeaderFields checks From and the Authentication-Results
 // spans, with CRLF and bare LF line ends.
 func TestDKIMMessageHeaderFields(t *testing.T) {
-	checkNoPanics(t)
+	checkNoMessagePanics(t)
 	msg := "Received: from x\r\n" +
 		"Authentication-Results: mx.example.net;\r\n" +
 		"\tspf=pass smtp.mailfrom=example.test\r\n" +
@@ -453,7 +453,7 @@ func TestDKIMMessageHeaderFields(t *testing.T) {
 		"\r\n" +
 		"Authentication-Results: in the body\r\n"
 	for _, m := range []string{msg, strings.ReplaceAll(msg, "\r\n", "\n")} {
-		res := verifyMessage(t, testResolver(t), MessageOptions{}, []byte(m))
+		res := dkimVerifyMessage(t, dkimTestResolver(t), MessageOptions{}, []byte(m))
 		if want := []string{"Alice <alice@example.test>", "second@example.test"}; !reflect.DeepEqual(res.From, want) {
 			t.Errorf("From = %q, want %q", res.From, want)
 		}
@@ -483,16 +483,16 @@ func TestDKIMMessageHeaderFields(t *testing.T) {
 // TestDKIMMessageHeaderTooLong: past MaxHeaderBytes nothing is verified, the
 // signatures seen are permerror, and the length is still counted.
 func TestDKIMMessageHeaderTooLong(t *testing.T) {
-	checkNoPanics(t)
-	signed := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
+	checkNoMessagePanics(t)
+	signed := goSign(t, dkimPlainMessage("Hi.\r\n"), dkim.SignOptions{})
 	filler := "X-Filler: " + strings.Repeat("x", 100) + "\r\n"
 	msg := append(append([]byte(nil), signed[:bytes.Index(signed, []byte("\r\n\r\n"))+2]...), strings.Repeat(filler, 20)...)
 	hdrLen := len(msg) + 2
 	msg = append(msg, "\r\nHi.\r\n"...)
-	for _, chunks := range [][][]byte{{msg}, oneByteChunks(msg)} {
-		r := testResolver(t)
-		res := verifyChunks(t, r, MessageOptions{MaxHeaderBytes: 1000}, chunks)
-		checkDKIM(t, res.DKIM, want{result: PermError, selector: "ed", reason: "header section longer than 1000 bytes"})
+	for _, chunks := range [][][]byte{{msg}, dkimOneByteChunks(msg)} {
+		r := dkimTestResolver(t)
+		res := dkimVerifyChunks(t, r, MessageOptions{MaxHeaderBytes: 1000}, chunks)
+		checkDKIM(t, res.DKIM, dkimWant{result: PermError, selector: "ed", reason: "header section longer than 1000 bytes"})
 		if res.ARC.Result != None || !strings.Contains(res.ARC.Reason, "longer than 1000") {
 			t.Errorf("ARC = %+v", res.ARC)
 		}
@@ -507,38 +507,38 @@ func TestDKIMMessageHeaderTooLong(t *testing.T) {
 		}
 	}
 	// Within the bound, the same message verifies.
-	res := verifyMessage(t, testResolver(t), MessageOptions{MaxHeaderBytes: hdrLen}, msg)
-	checkDKIM(t, res.DKIM, want{result: Pass})
+	res := dkimVerifyMessage(t, dkimTestResolver(t), MessageOptions{MaxHeaderBytes: hdrLen}, msg)
+	checkDKIM(t, res.DKIM, dkimWant{result: Pass})
 }
 
-// seedFlag replays TestDKIMMessageChunking with one seed.
-var seedFlag = flag.Int64("dkim.seed", 0, "seed of TestDKIMMessageChunking's chunk sizes (0: from the clock)")
+// dkimSeedFlag replays TestDKIMMessageChunking with one seed.
+var dkimSeedFlag = flag.Int64("dkim.seed", 0, "seed of TestDKIMMessageChunking's chunk sizes (0: from the clock)")
 
 // TestDKIMMessageChunking writes the same messages in random pieces: the
 // results must not depend on how the bytes arrive.
 func TestDKIMMessageChunking(t *testing.T) {
-	checkNoPanics(t)
-	seed := *seedFlag
+	checkNoMessagePanics(t)
+	seed := *dkimSeedFlag
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}
 	rng := rand.New(rand.NewSource(seed))
-	loadTestKeys(t)
-	big := plainMessage(bigBody(200 << 10))
+	loadDKIMTestKeys(t)
+	big := dkimPlainMessage(dkimBigBody(200 << 10))
 	msgs := [][]byte{
-		readMessage(t, "rfc8463.eml"),
-		readMessage(t, "dkimpy-rfc6376.signed.msg"),
-		goSign(t, goSign(t, big, dkim.SignOptions{}), dkim.SignOptions{Selector: "rsa", Signer: testKeys.rsa,
+		readDKIMMessage(t, "rfc8463.eml"),
+		readDKIMMessage(t, "dkimpy-rfc6376.signed.msg"),
+		goSign(t, goSign(t, big, dkim.SignOptions{}), dkim.SignOptions{Selector: "rsa", Signer: dkimTestKeys.rsa,
 			HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed}),
 		append(goSign(t, big, dkim.SignOptions{}), "tampered\r\n"...),
-		goSign(t, plainMessage(""), dkim.SignOptions{}),
+		goSign(t, dkimPlainMessage(""), dkim.SignOptions{}),
 	}
-	r := testResolver(t)
-	for k, v := range readKeys(t, "rfc8463.keys") {
+	r := dkimTestResolver(t)
+	for k, v := range readDKIMKeys(t, "rfc8463.keys") {
 		r.txt[k] = v
 	}
 	for i, msg := range msgs {
-		whole := verifyMessage(t, r, MessageOptions{}, msg)
+		whole := dkimVerifyMessage(t, r, MessageOptions{}, msg)
 		if len(whole.DKIM) == 0 {
 			t.Fatalf("message %d: no DKIM results", i)
 		}
@@ -549,7 +549,7 @@ func TestDKIMMessageChunking(t *testing.T) {
 				chunks = append(chunks, rest[:n])
 				rest = rest[n:]
 			}
-			got := verifyChunks(t, r, MessageOptions{}, chunks)
+			got := dkimVerifyChunks(t, r, MessageOptions{}, chunks)
 			if !reflect.DeepEqual(got, whole) {
 				t.Fatalf("message %d, round %d (seed %d, -dkim.seed=%d replays it): in %d pieces\n%+v\nwhole\n%+v",
 					i, round, seed, seed, len(chunks), got, whole)
@@ -563,9 +563,9 @@ func TestDKIMMessageChunking(t *testing.T) {
 // blocking; beyond it, Write waits (back-pressure) and the queue never
 // holds more than the bound.
 func TestDKIMMessageWriteDoesNotWaitForKeys(t *testing.T) {
-	checkNoPanics(t)
-	msg := goSign(t, plainMessage(bigBody(5<<20)), dkim.SignOptions{})
-	r := testResolver(t)
+	checkNoMessagePanics(t)
+	msg := goSign(t, dkimPlainMessage(dkimBigBody(5<<20)), dkim.SignOptions{})
+	r := dkimTestResolver(t)
 	r.gate = make(chan struct{})
 	r.asked = make(chan string, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -609,7 +609,7 @@ func TestDKIMMessageWriteDoesNotWaitForKeys(t *testing.T) {
 	close(r.gate) // the key arrives
 	<-written
 	res := m.Wait(ctx)
-	checkDKIM(t, res.DKIM, want{result: Pass})
+	checkDKIM(t, res.DKIM, dkimWant{result: Pass})
 	if peak := m.q.peak; peak != bodyQueueBytes {
 		t.Errorf("queue peak %d bytes, want the bound %d", peak, bodyQueueBytes)
 	}
@@ -617,8 +617,8 @@ func TestDKIMMessageWriteDoesNotWaitForKeys(t *testing.T) {
 
 // TestDKIMMessageLookupFailures maps key lookup outcomes to results.
 func TestDKIMMessageLookupFailures(t *testing.T) {
-	checkNoPanics(t)
-	msg := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
+	checkNoMessagePanics(t)
+	msg := goSign(t, dkimPlainMessage("Hi.\r\n"), dkim.SignOptions{})
 	for _, tc := range []struct {
 		name   string
 		txt    []string
@@ -628,46 +628,46 @@ func TestDKIMMessageLookupFailures(t *testing.T) {
 	}{
 		{"no record", nil, nil, PermError, "no key for signature"},
 		{"revoked", []string{"v=DKIM1; k=ed25519; p="}, nil, PermError, "key revoked"},
-		{"two records", []string{testKeys.edTXT, testKeys.edTXT}, nil, PermError, "multiple TXT records"},
-		{"wrong key type", []string{testKeys.rsaTXT}, nil, PermError, "inappropriate key algorithm"},
+		{"two records", []string{dkimTestKeys.edTXT, dkimTestKeys.edTXT}, nil, PermError, "multiple TXT records"},
+		{"wrong key type", []string{dkimTestKeys.rsaTXT}, nil, PermError, "inappropriate key algorithm"},
 		{"garbled", []string{"v=DKIM1; k=ed25519; p=!!!"}, nil, PermError, "key syntax error"},
 		{"server failure", nil, errors.New("SERVFAIL"), TempError, "key unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &memResolver{txt: map[string][]string{}, fail: map[string]error{"ed._domainkey.example.test": tc.fail}}
+			r := &dkimMemResolver{txt: map[string][]string{}, fail: map[string]error{"ed._domainkey.example.test": tc.fail}}
 			if tc.txt != nil {
 				r.txt["ed._domainkey.example.test"] = tc.txt
 			}
-			res := verifyMessage(t, r, MessageOptions{}, msg)
-			checkDKIM(t, res.DKIM, want{result: tc.want, reason: tc.reason})
+			res := dkimVerifyMessage(t, r, MessageOptions{}, msg)
+			checkDKIM(t, res.DKIM, dkimWant{result: tc.want, reason: tc.reason})
 			if len(res.DKIM[0].Lookups) != 1 {
 				t.Errorf("Lookups = %+v", res.DKIM[0].Lookups)
 			}
 		})
 	}
 	// Without a Resolver nothing can be looked up: temperror.
-	checkDKIM(t, verifyMessage(t, nil, MessageOptions{}, msg).DKIM, want{result: TempError, reason: "no resolver"})
+	checkDKIM(t, dkimVerifyMessage(t, nil, MessageOptions{}, msg).DKIM, dkimWant{result: TempError, reason: "no resolver"})
 }
 
 // TestDKIMMessageSignatureSyntax: a tag list go-msgauth would accept but RFC
 // 6376 §3.2 does not is permerror, and names that make no DNS name are
 // not asked.
 func TestDKIMMessageSignatureSyntax(t *testing.T) {
-	checkNoPanics(t)
-	msg := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
+	checkNoMessagePanics(t)
+	msg := goSign(t, dkimPlainMessage("Hi.\r\n"), dkim.SignOptions{})
 	for _, tc := range []struct{ from, to, reason string }{
 		{"s=ed;", "s=ed; x\x01=1;", "signature syntax error"},
 		{"d=example.test;", "d=exa mple..test;", "no key for signature"},
 	} {
 		m := bytes.Replace(msg, []byte(tc.from), []byte(tc.to), 1)
-		r := testResolver(t)
-		res := verifyMessage(t, r, MessageOptions{}, m)
-		checkDKIM(t, res.DKIM, want{result: PermError, reason: tc.reason})
+		r := dkimTestResolver(t)
+		res := dkimVerifyMessage(t, r, MessageOptions{}, m)
+		checkDKIM(t, res.DKIM, dkimWant{result: PermError, reason: tc.reason})
 	}
 }
 
-// waitGoroutines waits (bounded) until no more than n goroutines run.
-func waitGoroutines(t *testing.T, n int) {
+// waitDKIMGoroutines waits (bounded) until no more than n goroutines run.
+func waitDKIMGoroutines(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > n {
@@ -684,19 +684,19 @@ func waitGoroutines(t *testing.T, n int) {
 // with a key lookup that never answers on its own and a writer blocked
 // on a full queue.
 func TestDKIMMessageGoroutinesEnd(t *testing.T) {
-	checkNoPanics(t)
-	loadTestKeys(t)
-	one := goSign(t, plainMessage(bigBody(3<<20)), dkim.SignOptions{})
-	three := goSign(t, goSign(t, one, dkim.SignOptions{Selector: "rsa", Signer: testKeys.rsa}), dkim.SignOptions{})
+	checkNoMessagePanics(t)
+	loadDKIMTestKeys(t)
+	one := goSign(t, dkimPlainMessage(dkimBigBody(3<<20)), dkim.SignOptions{})
+	three := goSign(t, goSign(t, one, dkim.SignOptions{Selector: "rsa", Signer: dkimTestKeys.rsa}), dkim.SignOptions{})
 	before := runtime.NumGoroutine()
 
 	for _, msg := range [][]byte{one, three} {
 		// Complete, Closed, Waited.
-		verifyMessage(t, testResolver(t), MessageOptions{}, msg)
+		dkimVerifyMessage(t, dkimTestResolver(t), MessageOptions{}, msg)
 
 		// Cancelled while the writer is blocked on the full queue and the
 		// lookup hangs; never Closed.
-		r := testResolver(t)
+		r := dkimTestResolver(t)
 		r.gate = make(chan struct{})
 		r.asked = make(chan string, 3)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -708,7 +708,7 @@ func TestDKIMMessageGoroutinesEnd(t *testing.T) {
 		<-done
 
 		// Closed, then Wait gives up on a lookup that hangs.
-		r = testResolver(t)
+		r = dkimTestResolver(t)
 		r.gate = make(chan struct{})
 		r.asked = make(chan string, 3)
 		m = NewMessage(context.Background(), r, MessageOptions{})
@@ -726,11 +726,11 @@ func TestDKIMMessageGoroutinesEnd(t *testing.T) {
 
 		// Never written to beyond the header, then cancelled.
 		ctx, cancel = context.WithCancel(context.Background())
-		m = NewMessage(ctx, testResolver(t), MessageOptions{})
+		m = NewMessage(ctx, dkimTestResolver(t), MessageOptions{})
 		m.Write([]byte("From: a\r\n"))
 		cancel()
 	}
-	waitGoroutines(t, before)
+	waitDKIMGoroutines(t, before)
 }
 
 // FuzzMessage feeds arbitrary messages, whole and in pieces, with keys
@@ -741,19 +741,19 @@ func TestDKIMMessageGoroutinesEnd(t *testing.T) {
 // signature), policy beyond the limit; Authentication-Results spans that
 // lie within the header section and hold the fields they name.
 func FuzzMessage(f *testing.F) {
-	loadTestKeys(f)
-	f.Add(readMessage(f, "rfc8463.eml"), uint16(0), uint8(0))
-	f.Add(readMessage(f, "dkimpy-rfc6376.signed.msg"), uint16(5), uint8(2))
-	f.Add(readMessage(f, "rfc6376.eml"), uint16(100), uint8(1))
-	f.Add(goSign(f, plainMessage("Hi.\r\n"), dkim.SignOptions{}), uint16(3), uint8(0))
-	f.Add(goSign(f, goSign(f, plainMessage("Hi.\r\n"), dkim.SignOptions{}), dkim.SignOptions{
+	loadDKIMTestKeys(f)
+	f.Add(readDKIMMessage(f, "rfc8463.eml"), uint16(0), uint8(0))
+	f.Add(readDKIMMessage(f, "dkimpy-rfc6376.signed.msg"), uint16(5), uint8(2))
+	f.Add(readDKIMMessage(f, "rfc6376.eml"), uint16(100), uint8(1))
+	f.Add(goSign(f, dkimPlainMessage("Hi.\r\n"), dkim.SignOptions{}), uint16(3), uint8(0))
+	f.Add(goSign(f, goSign(f, dkimPlainMessage("Hi.\r\n"), dkim.SignOptions{}), dkim.SignOptions{
 		HeaderCanonicalization: dkim.CanonicalizationRelaxed}), uint16(7), uint8(6))
 	f.Add([]byte("Authentication-Results: a; dkim=pass\r\n folded\r\nDKIM-Signature: v=1; d=x; s=y\r\nFrom: a\r\n\r\nbody"), uint16(1), uint8(0))
 	f.Add([]byte("From: a\nDKIM-Signature\n"), uint16(2), uint8(1))
 	f.Add([]byte{}, uint16(0), uint8(0))
-	keys := readKeys(f, "rfc8463.keys")
-	keys["ed._domainkey.example.test"] = []string{testKeys.edTXT}
-	keys["rsa._domainkey.example.test"] = []string{testKeys.rsaTXT}
+	keys := readDKIMKeys(f, "rfc8463.keys")
+	keys["ed._domainkey.example.test"] = []string{dkimTestKeys.edTXT}
+	keys["rsa._domainkey.example.test"] = []string{dkimTestKeys.rsaTXT}
 
 	f.Fuzz(func(t *testing.T, msg []byte, split uint16, opt uint8) {
 		panics := messagePanics.Load()
@@ -765,8 +765,8 @@ func FuzzMessage(f *testing.F) {
 			opts.MaxSignatures = 1 + int(opt>>2)%3
 		}
 		full := opts.withDefaults()
-		r := &memResolver{txt: keys}
-		whole := verifyMessage(t, r, opts, msg)
+		r := &dkimMemResolver{txt: keys}
+		whole := dkimVerifyMessage(t, r, opts, msg)
 
 		var chunks [][]byte
 		for rest, n := msg, 1+int(split)%97; len(rest) > 0; n = n*7%97 + 1 {
@@ -774,7 +774,7 @@ func FuzzMessage(f *testing.F) {
 			chunks = append(chunks, rest[:k])
 			rest = rest[k:]
 		}
-		if got := verifyChunks(t, r, opts, chunks); !reflect.DeepEqual(got, whole) {
+		if got := dkimVerifyChunks(t, r, opts, chunks); !reflect.DeepEqual(got, whole) {
 			t.Fatalf("in %d pieces:\n%+v\nwhole:\n%+v", len(chunks), got, whole)
 		}
 		if n := messagePanics.Load() - panics; n > 0 {
@@ -794,7 +794,7 @@ func FuzzMessage(f *testing.F) {
 			if field[len(field)-1] != '\n' && s.End != int64(len(msg)) {
 				t.Fatalf("span %d-%d cuts a line: %q", s.Start, s.End, field)
 			}
-			name, value, _ := strings.Cut(normalizeLines(field), ":")
+			name, value, _ := strings.Cut(crlfLines(field), ":")
 			if !strings.EqualFold(strings.TrimSpace(name), "Authentication-Results") {
 				t.Fatalf("span %d-%d holds %q", s.Start, s.End, field)
 			}
@@ -826,10 +826,10 @@ func FuzzMessage(f *testing.F) {
 		// without the empty line gets one (and an empty body), as
 		// Message gives it.
 		ref := msg
-		if !hasHeaderEnd(msg) {
+		if !hasDKIMHeaderEnd(msg) {
 			ref = append(bytes.Clone(msg), "\r\n\r\n"...)
 		}
-		keyc := &keyCache{ctx: context.Background(), r: r, m: map[string]*keyEntry{}}
+		keyc := &dkimKeys{ctx: context.Background(), r: r, m: map[string]*dkimKeyEntry{}}
 		verifs, err := dkim.VerifyWithOptions(bytes.NewReader(ref), &dkim.VerifyOptions{LookupTXT: keyc.lookup})
 		if err != nil {
 			return // a reader failure: not comparable
@@ -847,9 +847,9 @@ func FuzzMessage(f *testing.F) {
 	})
 }
 
-// hasHeaderEnd reports whether msg has the empty line that ends a header
+// hasDKIMHeaderEnd reports whether msg has the empty line that ends a header
 // section, read as net/textproto reads lines.
-func hasHeaderEnd(msg []byte) bool {
+func hasDKIMHeaderEnd(msg []byte) bool {
 	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg)))
 	for {
 		l, err := tr.ReadLine()
@@ -866,8 +866,8 @@ func hasHeaderEnd(msg []byte) bool {
 // go-msgauth's work grow with the square of their size are not verified
 // (policy, with the reason), and the largest real shapes still are.
 func TestDKIMMessageCostBounds(t *testing.T) {
-	checkNoPanics(t)
-	loadTestKeys(t)
+	checkNoMessagePanics(t)
+	loadDKIMTestKeys(t)
 	var recipients []string
 	for i := 0; i < 2000; i++ {
 		recipients = append(recipients, fmt.Sprintf("Recipient %d <r%d@example.net>", i, i))
@@ -890,34 +890,77 @@ func TestDKIMMessageCostBounds(t *testing.T) {
 		reason string
 	}{
 		{"2,000 recipients folded one a line",
-			goSign(t, append([]byte(bigTo), plainMessage("Hi.\r\n")...), dkim.SignOptions{}), Pass, ""},
+			goSign(t, append([]byte(bigTo), dkimPlainMessage("Hi.\r\n")...), dkim.SignOptions{}), Pass, ""},
 		{"a field folded over 20,000 lines",
-			goSign(t, append([]byte("X-Fold: a\r\n"+strings.Repeat(" a\r\n", 20000)), plainMessage("Hi.\r\n")...), dkim.SignOptions{}),
+			goSign(t, append([]byte("X-Fold: a\r\n"+strings.Repeat(" a\r\n", 20000)), dkimPlainMessage("Hi.\r\n")...), dkim.SignOptions{}),
 			Policy, "folded over too many lines"},
 		{"500 names in h=, 2,000 fields",
-			goSign(t, append([]byte(manyFields), plainMessage("Hi.\r\n")...), dkim.SignOptions{HeaderKeys: names(500)}), Pass, ""},
+			goSign(t, append([]byte(manyFields), dkimPlainMessage("Hi.\r\n")...), dkim.SignOptions{HeaderKeys: names(500)}), Pass, ""},
 		{"1,000 names in h=, 2,000 fields",
-			goSign(t, append([]byte(manyFields), plainMessage("Hi.\r\n")...), dkim.SignOptions{HeaderKeys: names(1000)}),
+			goSign(t, append([]byte(manyFields), dkimPlainMessage("Hi.\r\n")...), dkim.SignOptions{HeaderKeys: names(1000)}),
 			Policy, "signature 1 names 1000 fields in a header of 2006"},
 		{"64 KiB of empty lines, simple",
-			goSign(t, plainMessage(run(maxLineEndRun)), dkim.SignOptions{}), Pass, ""},
+			goSign(t, dkimPlainMessage(run(maxLineEndRun)), dkim.SignOptions{}), Pass, ""},
 		{"1 MiB of empty lines, simple",
-			goSign(t, plainMessage(run(1<<20)), dkim.SignOptions{}), Policy, "run of more than 65536 line-end bytes"},
+			goSign(t, dkimPlainMessage(run(1<<20)), dkim.SignOptions{}), Policy, "run of more than 65536 line-end bytes"},
 		{"1 MiB of empty lines, relaxed",
-			goSign(t, plainMessage(run(1<<20)), dkim.SignOptions{BodyCanonicalization: dkim.CanonicalizationRelaxed}),
+			goSign(t, dkimPlainMessage(run(1<<20)), dkim.SignOptions{BodyCanonicalization: dkim.CanonicalizationRelaxed}),
 			Policy, "run of more than 65536 line-end bytes"},
 		{"1 MiB of bare LF, simple",
-			goSign(t, plainMessage("a\n"+strings.Repeat("\n", 1<<20)+"b\n"), dkim.SignOptions{}), Policy, "run of more than"},
+			goSign(t, dkimPlainMessage("a\n"+strings.Repeat("\n", 1<<20)+"b\n"), dkim.SignOptions{}), Policy, "run of more than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := verifyIn(t, testResolver(t), tc.msg, 32<<10)
-			checkDKIM(t, res.DKIM, want{result: tc.want, reason: tc.reason})
+			res := dkimVerifyIn(t, dkimTestResolver(t), tc.msg, 32<<10)
+			checkDKIM(t, res.DKIM, dkimWant{result: tc.want, reason: tc.reason})
 		})
 	}
 
 	// A signature whose key is missing stays permerror when the body is
 	// cut: that verdict did not depend on the body.
-	msg := goSign(t, goSign(t, plainMessage(run(1<<20)), dkim.SignOptions{Selector: "missing"}), dkim.SignOptions{})
-	res := verifyIn(t, testResolver(t), msg, 32<<10)
-	checkDKIM(t, res.DKIM, want{result: Policy, reason: "run of more than"}, want{result: PermError, reason: "no key"})
+	msg := goSign(t, goSign(t, dkimPlainMessage(run(1<<20)), dkim.SignOptions{Selector: "missing"}), dkim.SignOptions{})
+	res := dkimVerifyIn(t, dkimTestResolver(t), msg, 32<<10)
+	checkDKIM(t, res.DKIM, dkimWant{result: Policy, reason: "run of more than"}, dkimWant{result: PermError, reason: "no key"})
+}
+
+// BenchmarkDKIMMessage measures a Message on a 1 MiB message written in
+// 32 KiB pieces, against go-msgauth reading the same bytes at once.
+func BenchmarkDKIMMessage(b *testing.B) {
+	loadDKIMTestKeys(b)
+	body := dkimBigBody(1 << 20)
+	relaxed := dkim.SignOptions{HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed}
+	msgs := map[string][]byte{
+		"unsigned":    dkimPlainMessage(body),
+		"ed25519":     goSign(b, dkimPlainMessage(body), relaxed),
+		"ed25519+rsa": goSign(b, goSign(b, dkimPlainMessage(body), relaxed), dkim.SignOptions{Selector: "rsa", Signer: dkimTestKeys.rsa}),
+	}
+	for _, name := range []string{"unsigned", "ed25519", "ed25519+rsa"} {
+		msg := msgs[name]
+		b.Run(name+"/Message", func(b *testing.B) {
+			r := dkimTestResolver(b)
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			for b.Loop() {
+				m := NewMessage(context.Background(), r, MessageOptions{})
+				for rest := msg; len(rest) > 0; {
+					n := min(len(rest), 32<<10)
+					m.Write(rest[:n])
+					rest = rest[n:]
+				}
+				m.Close()
+				if res := m.Wait(context.Background()); len(res.DKIM) > 0 && res.DKIM[0].Result != Pass {
+					b.Fatal(res.DKIM)
+				}
+			}
+		})
+		b.Run(name+"/go-msgauth", func(b *testing.B) {
+			keys := &dkimKeys{ctx: context.Background(), r: dkimTestResolver(b), m: map[string]*dkimKeyEntry{}}
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{LookupTXT: keys.lookup}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
