@@ -336,6 +336,9 @@ func (m *Message) start(fields []msgField) {
 	m.hdr = nil
 
 	m.dkim = startDKIM(m.ctx, m.r, texts, m.sigs, m.opts.MaxSignatures)
+	// The ARC verifier gets the fields as go-msgauth does: raw, in
+	// order, each with its folded lines, line ends made CRLF (which they
+	// are already in a message received by SMTP).
 	m.arc = newARCVerifier(m.ctx, m.r, texts)
 	m.q = newBodyQueue(bodyQueueBytes)
 	var pw *io.PipeWriter
