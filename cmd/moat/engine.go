@@ -24,7 +24,7 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, m *rules.Metrics, log *slog.
 	ec := inspect.Config{Judge: set, Logger: log}
 	if lists != nil {
 		ec.Blocklists = ad
-		ec.Resolver = lists.Resolver()
+		ec.Resolver = lists.DNS()
 	}
 	e, err := inspect.New(ec)
 	if err != nil {
