@@ -1,0 +1,54 @@
+package auth
+
+// TEMPORARY: the integration's view of the helpers' APIs, replaced by
+// their code at merge.
+
+import (
+	"context"
+	"net/netip"
+)
+
+type MessageOptions struct {
+	MaxSignatures  int
+	MaxHeaderBytes int
+}
+
+type Message struct{}
+
+type HeaderSpan struct {
+	Start, End int64
+	Value      string
+}
+
+type MessageResult struct {
+	DKIM        []DKIMResult
+	ARC         ARCResult
+	From        []string
+	AuthResults []HeaderSpan
+	HeaderBytes int64
+}
+
+func NewMessage(ctx context.Context, r Resolver, opts MessageOptions) *Message { return &Message{} }
+func (m *Message) Write(p []byte) (int, error)                                 { return len(p), nil }
+func (m *Message) Close()                                                      {}
+func (m *Message) Wait(ctx context.Context) MessageResult                      { return MessageResult{ARC: ARCResult{Result: None}} }
+
+type DMARCInput struct {
+	From      []string
+	SPF       SPFResult
+	DKIM      []DKIMResult
+	SampleKey string
+}
+type DMARCOptions struct{ OrgDomain func(string) string }
+
+func CheckDMARC(ctx context.Context, r Resolver, in DMARCInput, opts DMARCOptions) DMARCResult {
+	return DMARCResult{Result: None}
+}
+func AuthResultsValue(authservID string, r Results) string { return authservID + "; none" }
+func HasAuthservID(value, authservID string) bool          { return false }
+func CheckSPFMailFrom(ctx context.Context, r Resolver, ip netip.Addr, helo, mailFrom string) SPFResult {
+	return SPFResult{Identity: "mailfrom", Result: None}
+}
+func CheckSPFHelo(ctx context.Context, r Resolver, ip netip.Addr, helo string) SPFResult {
+	return SPFResult{Identity: "helo", Result: None}
+}
