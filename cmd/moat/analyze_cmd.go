@@ -166,7 +166,7 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 	if err != nil {
 		return err
 	}
-	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, files, ruleMetrics, log)
+	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, files, engineDeps{Rules: ruleMetrics, Log: log})
 	if err != nil {
 		return err
 	}
@@ -268,7 +268,8 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 // analyzeEngine builds the inspection engine for mode: the configured
 // rules, and the DNS lists not queried (off), queried now (live), or
 // answered from the DNS responses in the captures (recorded).
-func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string, m *rules.Metrics, log *slog.Logger) (*inspect.Engine, string, func(), error) {
+func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string, d engineDeps) (*inspect.Engine, string, func(), error) {
+	m, log := d.Rules, d.Log
 	nothing := func() {}
 	switch mode {
 	case "live":
@@ -276,7 +277,7 @@ func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string
 		if err != nil {
 			return nil, "", nil, err
 		}
-		e, _, err := buildEngine(cfg, lists, m, log)
+		e, _, err := buildEngine(cfg, lists, d)
 		return e, "queried live, now (not as they were at capture time)", nothing, err
 	case "recorded":
 		answers := capture.NewDNSAnswers()
@@ -299,7 +300,7 @@ func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string
 			stop()
 			return nil, "", nil, err
 		}
-		e, _, err := buildEngine(&c, lists, m, log)
+		e, _, err := buildEngine(&c, lists, engineDeps{Rules: m, Auth: d.Auth, Recorded: true, Log: log})
 		if err != nil {
 			stop()
 			return nil, "", nil, err

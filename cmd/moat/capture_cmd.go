@@ -86,7 +86,7 @@ func runCapture(ctx context.Context, f *analyzeFlags, iface string, stdout, stde
 	if err != nil {
 		return err
 	}
-	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, nil, ruleMetrics, log)
+	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, nil, engineDeps{Rules: ruleMetrics, Log: log})
 	if err != nil {
 		return err
 	}
