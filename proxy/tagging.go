@@ -18,11 +18,33 @@ func writeMessage(w io.Writer, s *spool, v *inspect.Verdict) error {
 			return err
 		}
 	}
-	if v.SubjectPrefix == "" {
+	if v.SubjectPrefix == "" && len(v.DropHeaders) == 0 {
 		_, err := s.WriteTo(w)
 		return err
 	}
-	return prefixSubject(w, io.NewSectionReader(s, 0, s.size), v.SubjectPrefix)
+	r := without(s, s.size, v.DropHeaders)
+	if v.SubjectPrefix == "" {
+		_, err := io.Copy(w, r)
+		return err
+	}
+	return prefixSubject(w, r, v.SubjectPrefix)
+}
+
+// without reads the message in s, size bytes, leaving out the spans
+// (header fields the engine found forged: RFC 8601 §5), which are in
+// message order and do not overlap.
+func without(s io.ReaderAt, size int64, drop []inspect.Span) io.Reader {
+	var parts []io.Reader
+	at := int64(0)
+	for _, sp := range drop {
+		if sp.Start < at || sp.End > size || sp.End <= sp.Start {
+			continue // not a span of this message: keep the bytes
+		}
+		parts = append(parts, io.NewSectionReader(s, at, sp.Start-at))
+		at = sp.End
+	}
+	parts = append(parts, io.NewSectionReader(s, at, size-at))
+	return io.MultiReader(parts...)
 }
 
 // prefixSubject copies a message, putting prefix in front of the first

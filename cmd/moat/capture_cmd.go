@@ -41,7 +41,7 @@ func cmdCapture(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if f.dnsblMode == "recorded" {
-		fmt.Fprintln(stderr, "moat capture: --dnsbl recorded needs a file; use off or live")
+		fmt.Fprintln(stderr, "moat capture: --dns recorded needs a file; use off or live")
 		return exitUsage
 	}
 	if *filter != "" {
