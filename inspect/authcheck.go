@@ -350,14 +350,17 @@ func (f *Facts) ARCTrusted() bool {
 
 // DMARCAction is what the configuration says to do with this message by
 // its DMARC result: "reject", "quarantine" or "none".
-func (f *Facts) DMARCAction() string {
-	if f.Auth == nil || f.engine == nil || f.engine.auth == nil || f.Auth.DMARC.Result != auth.Fail {
+func (f *Facts) DMARCAction() string { return f.DMARCActionWith(f.engine) }
+
+// DMARCActionWith is DMARCAction under e's configuration.
+func (f *Facts) DMARCActionWith(e *Engine) string {
+	if f.Auth == nil || e == nil || e.auth == nil || f.Auth.DMARC.Result != auth.Fail {
 		return "none"
 	}
 	switch p := f.Auth.DMARC.Policy; {
-	case f.engine.auth.DMARC == DMARCMonitor, p != "reject" && p != "quarantine":
+	case e.auth.DMARC == DMARCMonitor, p != "reject" && p != "quarantine":
 		return "none"
-	case p == "reject" && f.engine.auth.DMARC == DMARCReject:
+	case p == "reject" && e.auth.DMARC == DMARCReject:
 		return "reject"
 	}
 	return "quarantine"
