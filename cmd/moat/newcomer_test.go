@@ -518,6 +518,7 @@ var readmeCommands = map[string]cmdCheck{
 	"rules compare": runs,
 	"analyze":       runs,
 	"dnsbl check":   runs,
+	"auth check":    runs,
 	"replay":        flagsOnly,
 	"capture":       flagsOnly,
 	"version":       runs,
@@ -530,6 +531,9 @@ var readmeRunChecks = map[string]func(stdout, stderr string) error{
 	"rules compare": func(o, e string) error { return wantIn(o+e, "CHEAP_WATCHES", "change action") },
 	"analyze":       func(o, e string) error { return wantIn(o+e, `"verdict":`, `"helo":"GP"`, "moat analyze summary") },
 	"dnsbl check":   func(o, _ string) error { return wantIn(o, "LISTED") },
+	"auth check": func(o, _ string) error {
+		return wantIn(o, "SPF (MAIL FROM)", "DKIM", "DMARC", "Authentication-Results: mx.example.org;", "moat would: ")
+	},
 	"version":       func(o, _ string) error { return wantIn(o, "moat ") },
 }
 
@@ -679,6 +683,7 @@ func readmeFiles(t *testing.T, dir string, dnsblAddr string) {
 		write(n, newer)
 	}
 	write("home/Maildir/.Junk/new/1", msg("j1", "cheap watches"))
+	write("message.eml", msg("a1", "why was this refused?"))
 	write("home/Maildir/.Junk/cur/2:2,S", msg("j2", "minutes"))
 	os.MkdirAll(filepath.Join(dir, "home/Maildir/.Junk/tmp"), 0o755)
 	write("archive.mbox", "From ana@client.test Mon Jan  5 10:00:00 2026\n"+msg("m1", "hello")+"\n"+
