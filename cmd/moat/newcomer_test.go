@@ -534,7 +534,7 @@ var readmeRunChecks = map[string]func(stdout, stderr string) error{
 	"auth check": func(o, _ string) error {
 		return wantIn(o, "SPF (MAIL FROM)", "DKIM", "DMARC", "Authentication-Results: mx.example.org;", "moat would: ")
 	},
-	"version":       func(o, _ string) error { return wantIn(o, "moat ") },
+	"version": func(o, _ string) error { return wantIn(o, "moat ") },
 }
 
 func wantIn(s string, subs ...string) error {
