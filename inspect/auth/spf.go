@@ -44,7 +44,7 @@ func CheckSPFMailFrom(ctx context.Context, r Resolver, ip netip.Addr, helo, mail
 	if mailFrom != "" {
 		at := strings.LastIndexByte(mailFrom, '@')
 		if at < 0 {
-			res.Domain, res.Result, res.Reason = mailFrom, None, "MAIL FROM has no domain"
+			res.Result, res.Reason = None, "MAIL FROM has no domain"
 			return res
 		}
 		local, domain = mailFrom[:at], mailFrom[at+1:]
@@ -89,7 +89,7 @@ func checkSPF(ctx context.Context, r Resolver, ip netip.Addr, res SPFResult, loc
 		ctx, cancel = context.WithTimeout(ctx, spfTimeout)
 		defer cancel()
 	}
-	tr := NewTracer(r)
+	tr := NewTracer(nilMXFilter{r})
 	lr := &spfResolver{r: tr}
 	var p spfPath
 	result, err := spf.CheckHostWithSender(
@@ -187,6 +187,21 @@ func spfResult(r spf.Result) Result {
 	return PermError
 }
 
+// nilMXFilter drops nil entries from a Resolver's MX answers, which both
+// the library and the Tracer would dereference.
+type nilMXFilter struct{ Resolver }
+
+func (f nilMXFilter) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	mx, err := f.Resolver.LookupMX(ctx, name)
+	out := mx[:0:0]
+	for _, m := range mx {
+		if m != nil {
+			out = append(out, m)
+		}
+	}
+	return out, err
+}
+
 // spfResolver gives the library moat's Resolver. The library tells
 // errors apart only by *net.DNSError's flags, and only when the error is
 // one itself (not wrapped): IsNotFound is a name or record that does not
@@ -221,13 +236,7 @@ func (s *spfResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, err
 	if err != nil {
 		return nil, s.dnsError(ctx, name, err)
 	}
-	out := mx[:0:0]
-	for _, m := range mx {
-		if m != nil { // the library reads every entry
-			out = append(out, m)
-		}
-	}
-	return out, nil
+	return mx, nil
 }
 
 // LookupIPAddr implements spf.DNSResolver: the A and AAAA records of
@@ -286,13 +295,26 @@ func (s *spfResolver) dnsError(ctx context.Context, name string, err error) erro
 	if IsNotFound(err) {
 		return &net.DNSError{Err: "no such record", Name: name, IsNotFound: true}
 	}
-	if cerr := ctx.Err(); cerr != nil {
+	if cerr := spfCtxErr(ctx); cerr != nil {
 		s.ctxErr = cerr
 		return &net.DNSError{Err: cerr.Error(), Name: name, IsTimeout: true, IsTemporary: true}
 	}
 	var ne net.Error
 	timeout := errors.As(err, &ne) && ne.Timeout()
 	return &net.DNSError{Err: err.Error(), Name: name, IsTimeout: timeout, IsTemporary: true}
+}
+
+// spfCtxErr is ctx.Err(), and DeadlineExceeded as soon as the deadline
+// has passed: a resolver that sets its socket's deadline from ctx's sees
+// it pass before ctx's own timer says so.
+func spfCtxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // spfQueryable reports whether name, built by the library from a record
