@@ -62,9 +62,9 @@ func CheckSPFMailFrom(ctx context.Context, r Resolver, ip netip.Addr, helo, mail
 
 // CheckSPFHelo checks the HELO identity (RFC 7208 §2.3): may ip send mail
 // as the host helo? An address literal ("[192.0.2.1]") or a name that is
-// not a fully qualified domain name gives none (§2.3, §4.3). The <sender>
-// of the check is postmaster@<helo> (§2.3). Limits and time bound as for
-// CheckSPFMailFrom.
+// not a fully qualified domain name gives none (§2.3, §4.3). The HELO
+// name is the <sender>, which, having no local-part, is postmaster@<helo>
+// (§4.3). Limits and time bound as for CheckSPFMailFrom.
 func CheckSPFHelo(ctx context.Context, r Resolver, ip netip.Addr, helo string) SPFResult {
 	return checkSPF(ctx, r, ip, SPFResult{Identity: "helo"}, "postmaster", helo, helo)
 }
@@ -127,6 +127,9 @@ func spfDomain(domain string) (string, string) {
 	d := strings.TrimSuffix(domain, ".")
 	if d == "" {
 		return "", "no domain"
+	}
+	if len(d) > 4*253 { // too long even as UTF-8 for the A-labels to fit
+		return "", "malformed domain name"
 	}
 	for i := 0; i < len(d); i++ {
 		if d[i] >= 0x80 {
@@ -265,7 +268,7 @@ func (s *spfResolver) LookupAddr(ctx context.Context, addr string) ([]string, er
 	if err != nil {
 		return nil, &net.DNSError{Err: "not an IP address", Name: addr, IsNotFound: true}
 	}
-	if err := ctx.Err(); err != nil {
+	if err := spfCtxErr(ctx); err != nil {
 		return nil, s.dnsError(ctx, addr, err)
 	}
 	names, err := s.r.LookupPTR(ctx, ip)
@@ -280,7 +283,7 @@ func (s *spfResolver) LookupAddr(ctx context.Context, addr string) ([]string, er
 // domain name does not exist, as Go's own resolver says of one; the
 // library counts it as a void lookup (§4.6.4).
 func (s *spfResolver) before(ctx context.Context, name string) error {
-	if err := ctx.Err(); err != nil {
+	if err := spfCtxErr(ctx); err != nil {
 		return s.dnsError(ctx, name, err)
 	}
 	if !spfQueryable(name) {
