@@ -36,7 +36,7 @@ const spfSuiteFile = "testdata/spf/rfc7208-tests.yml"
 // spfSuiteSkips are the cases moat does not pass, and why. A skipped case
 // that starts passing fails the test, so that the list stays true. All are
 // places where blitiri.com.ar/go/spf v1.6.0 reads a record more leniently
-// (or, for two, more strictly) than RFC 7208's grammar; moat does not
+// (or, for the four colon-domain cases, more strictly) than RFC 7208's grammar; moat does not
 // parse records a second time to second-guess it.
 var spfSuiteSkips = map[string]string{
 	// RFC 7208 §4.6: a syntax error anywhere in the record is a
