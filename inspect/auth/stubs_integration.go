@@ -5,7 +5,6 @@ package auth
 
 import (
 	"context"
-	"net/netip"
 )
 
 type MessageOptions struct {
@@ -46,9 +45,3 @@ func CheckDMARC(ctx context.Context, r Resolver, in DMARCInput, opts DMARCOption
 }
 func AuthResultsValue(authservID string, r Results) string { return authservID + "; none" }
 func HasAuthservID(value, authservID string) bool          { return false }
-func CheckSPFMailFrom(ctx context.Context, r Resolver, ip netip.Addr, helo, mailFrom string) SPFResult {
-	return SPFResult{Identity: "mailfrom", Result: None}
-}
-func CheckSPFHelo(ctx context.Context, r Resolver, ip netip.Addr, helo string) SPFResult {
-	return SPFResult{Identity: "helo", Result: None}
-}
