@@ -8,7 +8,7 @@ import (
 	"github.com/emersion/go-msgauth/authres"
 )
 
-func passResults() Results {
+func arPassResults() Results {
 	return Results{
 		SPF:  SPFResult{Identity: "mailfrom", Domain: "example.com", Result: Pass, Reason: "matched ip4:192.0.2.0/24"},
 		HELO: SPFResult{Identity: "helo", Domain: "mx.example.com", Result: None},
@@ -19,7 +19,7 @@ func passResults() Results {
 	}
 }
 
-func failResults() Results {
+func arFailResults() Results {
 	return Results{
 		SPF:  SPFResult{Identity: "mailfrom", Domain: "Example.COM.", Result: Fail, Reason: "no match; -all"},
 		HELO: SPFResult{Identity: "helo", Domain: "bot.example.net", Result: SoftFail, Reason: "~all"},
@@ -35,16 +35,16 @@ func failResults() Results {
 }
 
 func TestAuthResultsGolden(t *testing.T) {
-	nullSender := passResults()
+	nullSender := arPassResults()
 	nullSender.SPF = SPFResult{Identity: "helo", Domain: "mx.example.com", Result: Pass}
 	nullSender.HELO = SPFResult{Identity: "helo", Domain: "mx.example.com", Result: Pass}
 	unknownDKIM := Results{DKIM: []DKIMResult{{Result: Unknown, Domain: "example.com"}}, DMARC: DMARCResult{Result: Unknown}}
-	heloPass := passResults()
+	heloPass := arPassResults()
 	heloPass.SPF = SPFResult{Identity: "mailfrom", Domain: "example.com", Result: None}
 	heloPass.HELO.Result = Pass
-	arcPass := passResults()
+	arcPass := arPassResults()
 	arcPass.ARC = ARCResult{Result: Pass, Instances: 1, OldestPass: 1, Sealer: "Lists.Example.ORG."}
-	noFrom := passResults()
+	noFrom := arPassResults()
 	noFrom.DMARC = DMARCResult{Result: PermError, Reason: "2 From: fields; RFC 5322 §3.6 allows exactly one"}
 
 	for _, tc := range []struct {
@@ -52,10 +52,10 @@ func TestAuthResultsGolden(t *testing.T) {
 		r    Results
 		want string
 	}{
-		{"pass", passResults(),
+		{"pass", arPassResults(),
 			"mx.moat.test; spf=pass smtp.mailfrom=example.com; dkim=pass header.d=example.com header.s=sel1 header.a=rsa-sha256; " +
 				"arc=none; dmarc=pass (policy reject) header.from=example.com"},
-		{"fail", failResults(),
+		{"fail", arFailResults(),
 			`mx.moat.test; spf=fail reason="no match, -all" smtp.mailfrom=example.com; ` +
 				`spf=softfail reason="~all" smtp.helo=bot.example.net; ` +
 				`dkim=fail reason="body hash mismatch [bh:]" header.d=example.com header.s=sel1 header.a=rsa-sha256 header.i=news@example.com; ` +
@@ -92,7 +92,7 @@ func TestAuthResultsGolden(t *testing.T) {
 // TestAuthResultsRoundTrip parses what AuthResultsValue writes with
 // go-msgauth's parser and finds every result and property again.
 func TestAuthResultsRoundTrip(t *testing.T) {
-	for _, r := range []Results{passResults(), failResults()} {
+	for _, r := range []Results{arPassResults(), arFailResults()} {
 		v := AuthResultsValue("mx.moat.test", r)
 		id, res, err := authres.Parse(v)
 		if err != nil || id != "mx.moat.test" {

@@ -155,17 +155,17 @@ func TestDMARCRealDNS(t *testing.T) {
 		policy  string
 		lookups int
 	}{
-		{"pass", DMARCInput{From: []string{"a@example.test"}, DKIM: []DKIMResult{dkimRes(Pass, "example.test")}}, Pass, "reject", 1},
-		{"fail", DMARCInput{From: []string{"a@example.test"}, SPF: spfRes(Pass, "other.test")}, Fail, "reject", 1},
-		{"none: no record", DMARCInput{From: []string{"a@other.test"}, SPF: spfRes(Pass, "other.test")}, None, "", 1},
+		{"pass", DMARCInput{From: []string{"a@example.test"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.test")}}, Pass, "reject", 1},
+		{"fail", DMARCInput{From: []string{"a@example.test"}, SPF: dmarcSPF(Pass, "other.test")}, Fail, "reject", 1},
+		{"none: no record", DMARCInput{From: []string{"a@other.test"}, SPF: dmarcSPF(Pass, "other.test")}, None, "", 1},
 		{"temperror: REFUSED for a zone the server does not serve", DMARCInput{From: []string{"a@nowhere.test"}}, TempError, "", 1},
 		{"NODATA falls back to the org domain", DMARCInput{From: []string{"a@nodata.example.test"}}, Fail, "quarantine", 2},
-		{"org-domain fallback with sp=", DMARCInput{From: []string{"a@mail.example.test"}, SPF: spfRes(Pass, "example.test")}, Pass, "quarantine", 2},
+		{"org-domain fallback with sp=", DMARCInput{From: []string{"a@mail.example.test"}, SPF: dmarcSPF(Pass, "example.test")}, Pass, "quarantine", 2},
 		{"org-domain fallback, fail", DMARCInput{From: []string{"a@deep.mail.example.test"}}, Fail, "quarantine", 2},
 		{"own record", DMARCInput{From: []string{"a@own.example.test"}}, Fail, "none", 1},
 		{"record split in strings", DMARCInput{From: []string{"a@split.example.test"}}, Fail, "reject", 1},
 		{"two records: none", DMARCInput{From: []string{"a@two.example.test"}}, None, "", 1},
-		{"truncated answer over TCP", DMARCInput{From: []string{"a@big.example.test"}, DKIM: []DKIMResult{dkimRes(Pass, "example.test")}}, Fail, "reject", 1},
+		{"truncated answer over TCP", DMARCInput{From: []string{"a@big.example.test"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.test")}}, Fail, "reject", 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,11 +46,11 @@ func (z dmarcTestDNS) LookupPTR(_ context.Context, ip netip.Addr) ([]string, err
 	return nil, NotFound{Name: ip.String()}
 }
 
-func spfRes(r Result, domain string) SPFResult {
+func dmarcSPF(r Result, domain string) SPFResult {
 	return SPFResult{Identity: "mailfrom", Domain: domain, Result: r}
 }
 
-func dkimRes(r Result, d string) DKIMResult {
+func dmarcDKIM(r Result, d string) DKIMResult {
 	return DKIMResult{Result: r, Domain: d, Selector: "sel", Algorithm: "rsa-sha256"}
 }
 
@@ -116,54 +116,54 @@ func TestDMARCCheck(t *testing.T) {
 		lookups     []string // the names asked, when given
 	}{
 		// §3.1.1 DKIM alignment.
-		{name: "dkim exact", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+		{name: "dkim exact", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", dkimAligned: true,
 			lookups: []string{"_dmarc.example.com."}},
-		{name: "dkim relaxed subdomain d=", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dkimRes(Pass, "mail.example.com")}},
+		{name: "dkim relaxed subdomain d=", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "mail.example.com")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", dkimAligned: true},
-		{name: "dkim relaxed org-domain d= for subdomain From", in: DMARCInput{From: []string{"a@news.example.com"}, DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+		{name: "dkim relaxed org-domain d= for subdomain From", in: DMARCInput{From: []string{"a@news.example.com"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			result: Pass, domain: "news.example.com", org: "example.com", policy: "quarantine", published: "quarantine", dkimAligned: true,
 			lookups: []string{"_dmarc.news.example.com.", "_dmarc.example.com."}},
-		{name: "dkim strict subdomain d= fails", in: DMARCInput{From: []string{"a@strict.example"}, DKIM: []DKIMResult{dkimRes(Pass, "mail.strict.example")}},
+		{name: "dkim strict subdomain d= fails", in: DMARCInput{From: []string{"a@strict.example"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "mail.strict.example")}},
 			result: Fail, domain: "strict.example", org: "strict.example", policy: "reject", published: "reject", reason: "adkim=s aspf=s"},
-		{name: "dkim strict exact passes", in: DMARCInput{From: []string{"a@strict.example"}, DKIM: []DKIMResult{dkimRes(Pass, "strict.example")}},
+		{name: "dkim strict exact passes", in: DMARCInput{From: []string{"a@strict.example"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "strict.example")}},
 			result: Pass, domain: "strict.example", org: "strict.example", policy: "reject", published: "reject", dkimAligned: true},
-		{name: "dkim unrelated d=", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dkimRes(Pass, "example.net")}},
+		{name: "dkim unrelated d=", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.net")}},
 			result: Fail, domain: "example.com", org: "example.com", policy: "reject", published: "reject"},
-		{name: "dkim look-alike d= is not a subdomain", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dkimRes(Pass, "badexample.com")}},
+		{name: "dkim look-alike d= is not a subdomain", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "badexample.com")}},
 			result: Fail, domain: "example.com", org: "example.com", policy: "reject", published: "reject"},
 		{name: "failing signature of the right domain does not align", in: DMARCInput{From: []string{"a@example.com"},
-			DKIM: []DKIMResult{dkimRes(Fail, "example.com"), dkimRes(Pass, "example.net")}},
+			DKIM: []DKIMResult{dmarcDKIM(Fail, "example.com"), dmarcDKIM(Pass, "example.net")}},
 			result: Fail, domain: "example.com", org: "example.com", policy: "reject", published: "reject"},
 		{name: "second signature aligns", in: DMARCInput{From: []string{"a@example.com"},
-			DKIM: []DKIMResult{dkimRes(Pass, "esp.example.net"), dkimRes(Pass, "example.com")}},
+			DKIM: []DKIMResult{dmarcDKIM(Pass, "esp.example.net"), dmarcDKIM(Pass, "example.com")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", dkimAligned: true},
 
 		// §3.1.2 SPF alignment.
-		{name: "spf exact", in: DMARCInput{From: []string{"a@example.com"}, SPF: spfRes(Pass, "example.com")},
+		{name: "spf exact", in: DMARCInput{From: []string{"a@example.com"}, SPF: dmarcSPF(Pass, "example.com")},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", spfAligned: true},
-		{name: "spf relaxed bounce subdomain", in: DMARCInput{From: []string{"a@example.com"}, SPF: spfRes(Pass, "bounce.example.com")},
+		{name: "spf relaxed bounce subdomain", in: DMARCInput{From: []string{"a@example.com"}, SPF: dmarcSPF(Pass, "bounce.example.com")},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", spfAligned: true},
-		{name: "spf strict subdomain fails", in: DMARCInput{From: []string{"a@strict.example"}, SPF: spfRes(Pass, "bounce.strict.example")},
+		{name: "spf strict subdomain fails", in: DMARCInput{From: []string{"a@strict.example"}, SPF: dmarcSPF(Pass, "bounce.strict.example")},
 			result: Fail, domain: "strict.example", org: "strict.example", policy: "reject", published: "reject"},
-		{name: "spf softfail aligned does not count", in: DMARCInput{From: []string{"a@example.com"}, SPF: spfRes(SoftFail, "example.com")},
+		{name: "spf softfail aligned does not count", in: DMARCInput{From: []string{"a@example.com"}, SPF: dmarcSPF(SoftFail, "example.com")},
 			result: Fail, domain: "example.com", org: "example.com", policy: "reject", published: "reject"},
-		{name: "spf pass unrelated", in: DMARCInput{From: []string{"a@example.com"}, SPF: spfRes(Pass, "esp.example.net")},
+		{name: "spf pass unrelated", in: DMARCInput{From: []string{"a@example.com"}, SPF: dmarcSPF(Pass, "esp.example.net")},
 			result: Fail, domain: "example.com", org: "example.com", policy: "reject", published: "reject"},
-		{name: "spf and dkim both aligned", in: DMARCInput{From: []string{"a@example.com"}, SPF: spfRes(Pass, "example.com"),
-			DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+		{name: "spf and dkim both aligned", in: DMARCInput{From: []string{"a@example.com"}, SPF: dmarcSPF(Pass, "example.com"),
+			DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", spfAligned: true, dkimAligned: true,
 			reason: "SPF example.com and DKIM d=example.com aligned"},
 
 		// Uncertain identifiers.
-		{name: "aligned dkim temperror", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dkimRes(TempError, "example.com")}},
+		{name: "aligned dkim temperror", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dmarcDKIM(TempError, "example.com")}},
 			result: TempError, domain: "example.com", org: "example.com", policy: "reject", published: "reject"},
-		{name: "aligned spf unknown", in: DMARCInput{From: []string{"a@example.com"}, SPF: spfRes(Unknown, "example.com")},
+		{name: "aligned spf unknown", in: DMARCInput{From: []string{"a@example.com"}, SPF: dmarcSPF(Unknown, "example.com")},
 			result: Unknown, domain: "example.com", org: "example.com", policy: "reject", published: "reject"},
-		{name: "unrelated temperror is a plain fail", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dkimRes(TempError, "example.net")}},
+		{name: "unrelated temperror is a plain fail", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dmarcDKIM(TempError, "example.net")}},
 			result: Fail, domain: "example.com", org: "example.com", policy: "reject", published: "reject"},
-		{name: "pass despite another aligned temperror", in: DMARCInput{From: []string{"a@example.com"}, SPF: spfRes(TempError, "example.com"),
-			DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+		{name: "pass despite another aligned temperror", in: DMARCInput{From: []string{"a@example.com"}, SPF: dmarcSPF(TempError, "example.com"),
+			DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", dkimAligned: true},
 
 		// §6.6.3 policy discovery and sp=.
@@ -178,7 +178,7 @@ func TestDMARCCheck(t *testing.T) {
 		{name: "subdomain record at a non-org name is not inherited", in: DMARCInput{From: []string{"a@x.sub.orgfail.example"}},
 			result: None, domain: "x.sub.orgfail.example", org: "orgfail.example", reason: "no DMARC record",
 			lookups: []string{"_dmarc.x.sub.orgfail.example.", "_dmarc.orgfail.example."}},
-		{name: "no record", in: DMARCInput{From: []string{"a@norecord.example"}, DKIM: []DKIMResult{dkimRes(Pass, "norecord.example")}},
+		{name: "no record", in: DMARCInput{From: []string{"a@norecord.example"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "norecord.example")}},
 			result: None, domain: "norecord.example", org: "norecord.example", reason: "no DMARC record at _dmarc.norecord.example",
 			lookups: []string{"_dmarc.norecord.example."}},
 		{name: "multiple records: none", in: DMARCInput{From: []string{"a@two.example"}},
@@ -194,9 +194,9 @@ func TestDMARCCheck(t *testing.T) {
 			result: None, domain: "v2.example", org: "v2.example"},
 		{name: "DMARC1 is case-sensitive", in: DMARCInput{From: []string{"a@lowerv.example"}},
 			result: None, domain: "lowerv.example", org: "lowerv.example"},
-		{name: "tag names and keywords are case-insensitive", in: DMARCInput{From: []string{"a@caps.example"}, DKIM: []DKIMResult{dkimRes(Pass, "x.caps.example")}},
+		{name: "tag names and keywords are case-insensitive", in: DMARCInput{From: []string{"a@caps.example"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "x.caps.example")}},
 			result: Fail, domain: "caps.example", org: "caps.example", policy: "reject", published: "reject", reason: "adkim=s"},
-		{name: "temperror on SERVFAIL", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+		{name: "temperror on SERVFAIL", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			dns:    map[string]bool{"_dmarc.example.com.": true},
 			result: TempError, domain: "example.com", org: "example.com", reason: "SERVFAIL"},
 		{name: "temperror on SERVFAIL at the org domain", in: DMARCInput{From: []string{"a@news.example.com"}},
@@ -205,7 +205,7 @@ func TestDMARCCheck(t *testing.T) {
 		{name: "SERVFAIL at the From domain does not fall back", in: DMARCInput{From: []string{"a@news.example.com"}},
 			dns:    map[string]bool{"_dmarc.news.example.com.": true},
 			result: TempError, domain: "news.example.com", org: "example.com", lookups: []string{"_dmarc.news.example.com."}},
-		{name: "custom organizational domain", in: DMARCInput{From: []string{"a@news.example.com"}, DKIM: []DKIMResult{dkimRes(Pass, "news.example.com")}},
+		{name: "custom organizational domain", in: DMARCInput{From: []string{"a@news.example.com"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "news.example.com")}},
 			opts:   DMARCOptions{OrgDomain: func(d string) string { return "plain.test" }},
 			result: Pass, domain: "news.example.com", org: "plain.test", policy: "reject", published: "reject", dkimAligned: true,
 			lookups: []string{"_dmarc.news.example.com.", "_dmarc.plain.test."}},
@@ -219,7 +219,7 @@ func TestDMARCCheck(t *testing.T) {
 			result: Fail, domain: "badprua.example", org: "badprua.example", policy: "none", published: "none", reason: "read as p=none"},
 		{name: "invalid sp=: permerror", in: DMARCInput{From: []string{"a@badsp.example"}},
 			result: PermError, domain: "badsp.example", org: "badsp.example"},
-		{name: "invalid optional tags are ignored", in: DMARCInput{From: []string{"a@badpct.example"}, DKIM: []DKIMResult{dkimRes(Pass, "x.badpct.example")}},
+		{name: "invalid optional tags are ignored", in: DMARCInput{From: []string{"a@badpct.example"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "x.badpct.example")}},
 			result: Pass, domain: "badpct.example", org: "badpct.example", policy: "reject", published: "reject", dkimAligned: true,
 			reason: "ignored malformed or repeated tags junk, adkim, pct"},
 		{name: "duplicate tag: the first wins", in: DMARCInput{From: []string{"a@dup.example"}},
@@ -238,7 +238,7 @@ func TestDMARCCheck(t *testing.T) {
 			result: Fail, domain: "q50.example", org: "q50.example", policy: "none", published: "quarantine"},
 
 		// §6.6.1 the author domain.
-		{name: "no From:", in: DMARCInput{DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+		{name: "no From:", in: DMARCInput{DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			result: None, reason: "no From: field", lookups: []string{}},
 		{name: "several From: fields", in: DMARCInput{From: []string{"a@example.com", "b@example.com"}},
 			result: PermError, reason: "2 From: fields", lookups: []string{}},
@@ -249,21 +249,21 @@ func TestDMARCCheck(t *testing.T) {
 		{name: "From: domain literal", in: DMARCInput{From: []string{"a@[192.0.2.1]"}},
 			result: None, reason: "no From: domain"},
 		{name: "display name and comments", in: DMARCInput{From: []string{`"Example, Inc. <ceo@other.example>" (the bank) <News@Example.COM> (comment)`},
-			DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+			DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", dkimAligned: true},
-		{name: "encoded display name", in: DMARCInput{From: []string{`=?utf-8?q?J=C3=B6rg?= <j@example.com>`}, DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+		{name: "encoded display name", in: DMARCInput{From: []string{`=?utf-8?q?J=C3=B6rg?= <j@example.com>`}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", dkimAligned: true},
-		{name: "several addresses, one domain", in: DMARCInput{From: []string{"a@example.com, B <b@EXAMPLE.com>"}, DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+		{name: "several addresses, one domain", in: DMARCInput{From: []string{"a@example.com, B <b@EXAMPLE.com>"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", dkimAligned: true,
 			lookups: []string{"_dmarc.example.com."}},
 		{name: "several domains, the rejecting failure wins", in: DMARCInput{From: []string{"a@none.example, b@other.example"}},
 			result: Fail, domain: "other.example", org: "other.example", policy: "reject", published: "reject", reason: "strictest",
 			lookups: []string{"_dmarc.none.example.", "_dmarc.other.example."}},
 		{name: "several domains, a pass does not hide a failure", in: DMARCInput{From: []string{"a@example.com, b@nosp.example"},
-			DKIM: []DKIMResult{dkimRes(Pass, "example.com")}},
+			DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
 			result: Fail, domain: "nosp.example", org: "nosp.example", policy: "quarantine", published: "quarantine"},
 		{name: "several domains, all pass", in: DMARCInput{From: []string{"a@example.com, b@other.example"},
-			DKIM: []DKIMResult{dkimRes(Pass, "example.com"), dkimRes(Pass, "other.example")}},
+			DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com"), dmarcDKIM(Pass, "other.example")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", dkimAligned: true},
 		{name: "unparseable list: every <addr-spec>", in: DMARCInput{From: []string{`Bank <x@none.example> <y@other.example>`}},
 			result: Fail, domain: "other.example", org: "other.example", policy: "reject", published: "reject"},
@@ -272,18 +272,18 @@ func TestDMARCCheck(t *testing.T) {
 		{name: "too many From: domains", in: DMARCInput{From: []string{"a@a.example, b@b.example, c@c.example, d@d.example, e@e.example, " +
 			"f@f.example, g@g.example, h@h.example, i@i.example"}},
 			result: PermError, reason: "9 domains", lookups: []string{}},
-		{name: "upper-case domains", in: DMARCInput{From: []string{"A@EXAMPLE.COM"}, SPF: spfRes(Pass, "Bounce.Example.Com"),
-			DKIM: []DKIMResult{dkimRes(Pass, "EXAMPLE.com")}},
+		{name: "upper-case domains", in: DMARCInput{From: []string{"A@EXAMPLE.COM"}, SPF: dmarcSPF(Pass, "Bounce.Example.Com"),
+			DKIM: []DKIMResult{dmarcDKIM(Pass, "EXAMPLE.com")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", spfAligned: true, dkimAligned: true},
-		{name: "trailing dots", in: DMARCInput{From: []string{"a@example.com."}, DKIM: []DKIMResult{dkimRes(Pass, "example.com.")}},
+		{name: "trailing dots", in: DMARCInput{From: []string{"a@example.com."}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com.")}},
 			result: Pass, domain: "example.com", org: "example.com", policy: "reject", published: "reject", dkimAligned: true,
 			lookups: []string{"_dmarc.example.com."}},
-		{name: "IDN U-label From, A-label d=", in: DMARCInput{From: []string{"a@BÜCHER.example"}, DKIM: []DKIMResult{dkimRes(Pass, "xn--bcher-kva.example")}},
+		{name: "IDN U-label From, A-label d=", in: DMARCInput{From: []string{"a@BÜCHER.example"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "xn--bcher-kva.example")}},
 			result: Pass, domain: "xn--bcher-kva.example", org: "xn--bcher-kva.example", policy: "reject", published: "reject", dkimAligned: true,
 			lookups: []string{"_dmarc.xn--bcher-kva.example."}},
-		{name: "IDN A-label From, U-label SPF domain", in: DMARCInput{From: []string{"a@xn--bcher-kva.example"}, SPF: spfRes(Pass, "mail.bücher.example")},
+		{name: "IDN A-label From, U-label SPF domain", in: DMARCInput{From: []string{"a@xn--bcher-kva.example"}, SPF: dmarcSPF(Pass, "mail.bücher.example")},
 			result: Pass, domain: "xn--bcher-kva.example", org: "xn--bcher-kva.example", policy: "reject", published: "reject", spfAligned: true},
-		{name: "IDN look-alike does not align", in: DMARCInput{From: []string{"a@bücher.example"}, DKIM: []DKIMResult{dkimRes(Pass, "bucher.example")}},
+		{name: "IDN look-alike does not align", in: DMARCInput{From: []string{"a@bücher.example"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "bucher.example")}},
 			result: Fail, domain: "xn--bcher-kva.example", org: "xn--bcher-kva.example", policy: "reject", published: "reject"},
 	}
 	for _, tc := range tests {
@@ -409,7 +409,7 @@ func FuzzDMARCRecord(f *testing.F) {
 		// modes, so the result follows from the SPF result alone.
 		spf := []Result{Pass, Fail, TempError, Unknown}[which%4]
 		in := DMARCInput{From: []string{"a@mail.example.com"}, SampleKey: key,
-			SPF: spfRes(spf, "mail.example.com"), DKIM: []DKIMResult{dkimRes(Fail, "example.com")}}
+			SPF: dmarcSPF(spf, "mail.example.com"), DKIM: []DKIMResult{dmarcDKIM(Fail, "example.com")}}
 		res := CheckDMARC(context.Background(), r, in, DMARCOptions{})
 
 		want := None
