@@ -28,10 +28,10 @@ import (
 // RFC 7489 §11.2; RFC 8617 §10.1). A check's result outside its set —
 // Unknown above all — is not written.
 var (
-	spfResults   = []Result{None, Neutral, Pass, Fail, SoftFail, TempError, PermError}
-	dkimResults  = []Result{None, Pass, Fail, Policy, Neutral, TempError, PermError}
-	arcResults   = []Result{None, Pass, Fail}
-	dmarcResults = []Result{None, Pass, Fail, TempError, PermError}
+	arSPFResults   = []Result{None, Neutral, Pass, Fail, SoftFail, TempError, PermError}
+	arDKIMResults  = []Result{None, Pass, Fail, Policy, Neutral, TempError, PermError}
+	arARCResults   = []Result{None, Pass, Fail}
+	arDMARCResults = []Result{None, Pass, Fail, TempError, PermError}
 )
 
 // Bounds on what one field carries.
@@ -86,7 +86,7 @@ func AuthResultsValue(authservID string, r Results) string {
 			s += " (" + comment + ")"
 		}
 		if reason != "" && res != Pass {
-			s += " reason=" + quoted(reason)
+			s += " reason=" + arQuoted(reason)
 		}
 		for i := 0; i+1 < len(props); i += 2 {
 			if props[i+1] != "" {
@@ -97,17 +97,17 @@ func AuthResultsValue(authservID string, r Results) string {
 	}
 
 	firstSPF := ""
-	if reported(spfResults, r.SPF.Result) {
+	if arReported(arSPFResults, r.SPF.Result) {
 		prop := "smtp.mailfrom"
 		if r.SPF.Identity == "helo" {
 			prop = "smtp.helo"
 		}
-		d := domainPvalue(r.SPF.Domain)
+		d := arDomainPvalue(r.SPF.Domain)
 		firstSPF = prop + "=" + d
 		add("spf", r.SPF.Result, "", r.SPF.Reason, prop, d)
 	}
-	if reported(spfResults, r.HELO.Result) && r.HELO.Result != None {
-		d := domainPvalue(r.HELO.Domain)
+	if arReported(arSPFResults, r.HELO.Result) && r.HELO.Result != None {
+		d := arDomainPvalue(r.HELO.Domain)
 		if firstSPF != "smtp.helo="+d {
 			add("spf", r.HELO.Result, "", r.HELO.Reason, "smtp.helo", d)
 		}
@@ -123,27 +123,27 @@ func AuthResultsValue(authservID string, r Results) string {
 		if n == maxARDKIM {
 			break
 		}
-		if !reported(dkimResults, k.Result) {
+		if !arReported(arDKIMResults, k.Result) {
 			continue
 		}
 		n++
-		d := domainPvalue(k.Domain)
+		d := arDomainPvalue(k.Domain)
 		i := ""
 		if id := strings.TrimSpace(k.Identifier); id != "" && !strings.EqualFold(strings.TrimSuffix(id, "."), "@"+strings.TrimSuffix(k.Domain, ".")) {
-			i = pvalue(id)
+			i = arPvalue(id)
 		}
 		add("dkim", k.Result, "", k.Reason,
-			"header.d", d, "header.s", pvalue(k.Selector), "header.a", pvalue(k.Algorithm), "header.i", i)
+			"header.d", d, "header.s", arPvalue(k.Selector), "header.a", arPvalue(k.Algorithm), "header.i", i)
 	}
 
-	if reported(arcResults, r.ARC.Result) {
+	if arReported(arARCResults, r.ARC.Result) {
 		var comment, oldest string
 		if r.ARC.Instances > 0 {
 			comment = strconv.Itoa(r.ARC.Instances) + " set"
 			if r.ARC.Instances > 1 {
 				comment += "s"
 			}
-			if s, ok := normalizeDomain(r.ARC.Sealer); ok {
+			if s, ok := aLabelDomain(r.ARC.Sealer); ok {
 				comment += ", sealer " + s
 			}
 		}
@@ -153,15 +153,15 @@ func AuthResultsValue(authservID string, r Results) string {
 		add("arc", r.ARC.Result, comment, r.ARC.Reason, "header.oldest-pass", oldest)
 	}
 
-	if reported(dmarcResults, r.DMARC.Result) {
+	if arReported(arDMARCResults, r.DMARC.Result) {
 		var comment string
-		if p := policyWord(r.DMARC.Policy); p != "" {
+		if p := arPolicyWord(r.DMARC.Policy); p != "" {
 			comment = "policy " + p
-			if pub := policyWord(r.DMARC.Published); pub != "" && pub != p {
+			if pub := arPolicyWord(r.DMARC.Published); pub != "" && pub != p {
 				comment += ", sampled down from " + pub
 			}
 		}
-		add("dmarc", r.DMARC.Result, comment, r.DMARC.Reason, "header.from", domainPvalue(r.DMARC.Domain))
+		add("dmarc", r.DMARC.Result, comment, r.DMARC.Reason, "header.from", arDomainPvalue(r.DMARC.Domain))
 	}
 
 	id := authservToken(authservID)
@@ -171,9 +171,9 @@ func AuthResultsValue(authservID string, r Results) string {
 	return id + "; " + strings.Join(infos, "; ")
 }
 
-// reported reports whether res is a result the method can be reported
+// arReported reports whether res is a result the method can be reported
 // with.
-func reported(set []Result, res Result) bool {
+func arReported(set []Result, res Result) bool {
 	for _, s := range set {
 		if s == res {
 			return true
@@ -182,8 +182,8 @@ func reported(set []Result, res Result) bool {
 	return false
 }
 
-// policyWord is a DMARC policy as a comment may hold it.
-func policyWord(p string) string {
+// arPolicyWord is a DMARC policy as a comment may hold it.
+func arPolicyWord(p string) string {
 	switch p {
 	case "none", "quarantine", "reject":
 		return p
@@ -198,7 +198,7 @@ func policyWord(p string) string {
 func authservToken(id string) string {
 	var b strings.Builder
 	for i := 0; i < len(id); i++ {
-		if isTokenChar(id[i]) {
+		if arTokenChar(id[i]) {
 			b.WriteByte(id[i])
 		}
 	}
@@ -208,30 +208,30 @@ func authservToken(id string) string {
 	return b.String()
 }
 
-// isTokenChar: RFC 2045 token, any US-ASCII character except SPACE, CTLs
+// arTokenChar: RFC 2045 token, any US-ASCII character except SPACE, CTLs
 // and tspecials.
-func isTokenChar(c byte) bool {
+func arTokenChar(c byte) bool {
 	return c > 0x20 && c < 0x7f && !strings.ContainsRune(`()<>@,;:\"/[]?=`, rune(c))
 }
 
-// domainPvalue writes a domain name as a pvalue: the normalized A-label
+// arDomainPvalue writes a domain name as a pvalue: the normalized A-label
 // form when it is a domain name, otherwise (a hostile d=, say) sanitized
 // and quoted.
-func domainPvalue(s string) string {
+func arDomainPvalue(s string) string {
 	if strings.TrimSpace(s) == "" {
 		return ""
 	}
-	if d, ok := normalizeDomain(s); ok {
+	if d, ok := aLabelDomain(s); ok {
 		return d
 	}
-	return quoted(s)
+	return arQuoted(s)
 }
 
-// pvalue writes a property value: bare when it is made of characters
+// arPvalue writes a property value: bare when it is made of characters
 // that every reader takes for a domain or an address, else a sanitized
 // quoted-string (RFC 8601 §2.2: pvalue = [CFWS] ( value /
 // [ [ local-part ] "@" ] domain-name ) [CFWS]).
-func pvalue(s string) string {
+func arPvalue(s string) string {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return ""
@@ -239,22 +239,22 @@ func pvalue(s string) string {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._@+", c) >= 0) {
-			return quoted(s)
+			return arQuoted(s)
 		}
 	}
 	if len(s) > maxARText {
-		return quoted(s)
+		return arQuoted(s)
 	}
 	return s
 }
 
-// quoted makes s a quoted-string that is safe for every reader: printable
+// arQuoted makes s a quoted-string that is safe for every reader: printable
 // US-ASCII only (controls, CR and LF become spaces; other characters '?',
 // a few common ones spelled out), runs of spaces collapsed, and the
 // characters a naive parser would take for syntax replaced — ';' ends a
 // resinfo, '=' makes a property, '(' and ')' a comment, '"' and '\' end
 // or escape the string. At most maxARText bytes.
-func quoted(s string) string {
+func arQuoted(s string) string {
 	var b strings.Builder
 	space := true // drop leading spaces
 	for _, r := range s {
@@ -340,7 +340,7 @@ func HasAuthservID(value, authservID string) bool {
 // leadingAuthservID reads the authserv-id at the start of a field value:
 // CFWS skipped, then a quoted-string (decoded) or a token.
 func leadingAuthservID(v string) string {
-	i := skipCFWS(v, 0)
+	i := arSkipCFWS(v, 0)
 	if i < len(v) && v[i] == '"' {
 		var b strings.Builder
 		for i++; i < len(v) && v[i] != '"'; i++ {
@@ -354,15 +354,15 @@ func leadingAuthservID(v string) string {
 		return strings.TrimSpace(b.String())
 	}
 	j := i
-	for j < len(v) && (isTokenChar(v[j]) || v[j] >= 0x80) {
+	for j < len(v) && (arTokenChar(v[j]) || v[j] >= 0x80) {
 		j++
 	}
 	return v[i:j]
 }
 
-// skipCFWS returns the index after the folding white space and comments
+// arSkipCFWS returns the index after the folding white space and comments
 // (RFC 5322 §3.2.2, nested, with quoted-pairs) that start at i.
-func skipCFWS(v string, i int) int {
+func arSkipCFWS(v string, i int) int {
 	depth := 0
 	for ; i < len(v); i++ {
 		switch c := v[i]; {

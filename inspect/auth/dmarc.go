@@ -65,7 +65,7 @@ const maxFromDomains = 8
 // domain that is itself a public suffix, or that the list cannot place,
 // is its own organizational domain.
 func OrganizationalDomain(domain string) string {
-	d, ok := normalizeDomain(domain)
+	d, ok := aLabelDomain(domain)
 	if !ok {
 		d = strings.ToLower(strings.TrimSuffix(domain, "."))
 	}
@@ -178,7 +178,7 @@ func authorDomains(from []string) ([]string, *DMARCResult) {
 		if at < 0 {
 			continue
 		}
-		d, ok := normalizeDomain(addr[at+1:])
+		d, ok := aLabelDomain(addr[at+1:])
 		if !ok || seen[d] {
 			continue
 		}
@@ -234,13 +234,13 @@ func fromAddresses(value string) []string {
 	return out
 }
 
-// normalizeDomain returns the form in which domains are compared and
+// aLabelDomain returns the form in which domains are compared and
 // looked up: lower case, no trailing dot, and A-labels (RFC 7489 §6.6.1:
 // "If the domain is a U-label, the domain name MUST be converted to an
 // A-label"). ok is false for what is not a domain name: empty labels,
 // over-long names, or characters no host name has (a domain literal such
 // as [192.0.2.1] is not a domain).
-func normalizeDomain(s string) (string, bool) {
+func aLabelDomain(s string) (string, bool) {
 	s = strings.TrimSuffix(strings.TrimSpace(s), ".")
 	if s == "" || len(s) > 253*4 {
 		return "", false
@@ -284,7 +284,7 @@ type dmarcCheck struct {
 // domain, normalized again in case a replacement OrgDomain is careless.
 func (c *dmarcCheck) orgDomain(d string) string {
 	o := c.org(d)
-	if n, ok := normalizeDomain(o); ok {
+	if n, ok := aLabelDomain(o); ok {
 		return n
 	}
 	return d
@@ -350,17 +350,17 @@ func (c *dmarcCheck) evaluate(ctx context.Context, domain string) DMARCResult {
 	var spfNote, dkimNote string
 	var uncertain Result
 	spf := c.in.SPF
-	if d, ok := normalizeDomain(spf.Domain); ok && c.aligned(d, domain, rec.SPFAlignment) {
+	if d, ok := aLabelDomain(spf.Domain); ok && c.aligned(d, domain, rec.SPFAlignment) {
 		switch spf.Result {
 		case Pass:
 			res.SPFAligned = true
 			spfNote = "SPF " + d
 		case TempError, Unknown:
-			uncertain = worse(uncertain, spf.Result)
+			uncertain = dmarcWorse(uncertain, spf.Result)
 		}
 	}
 	for _, k := range c.in.DKIM {
-		d, ok := normalizeDomain(k.Domain)
+		d, ok := aLabelDomain(k.Domain)
 		if !ok || !c.aligned(d, domain, rec.DKIMAlignment) {
 			continue
 		}
@@ -373,7 +373,7 @@ func (c *dmarcCheck) evaluate(ctx context.Context, domain string) DMARCResult {
 			}
 			res.DKIMAligned = true
 		case TempError, Unknown:
-			uncertain = worse(uncertain, k.Result)
+			uncertain = dmarcWorse(uncertain, k.Result)
 		}
 	}
 	modes := "adkim=" + string(rec.DKIMAlignment) + " aspf=" + string(rec.SPFAlignment)
@@ -406,8 +406,8 @@ func (c *dmarcCheck) evaluate(ctx context.Context, domain string) DMARCResult {
 	return res
 }
 
-// worse returns TempError over Unknown over nothing.
-func worse(a, b Result) Result {
+// dmarcWorse returns TempError over Unknown over nothing.
+func dmarcWorse(a, b Result) Result {
 	if a == TempError || b == TempError {
 		return TempError
 	}
@@ -434,7 +434,7 @@ func (c *dmarcCheck) lookupPolicy(ctx context.Context, domain string) ([]string,
 		if IsNotFound(err) {
 			return nil, nil
 		}
-		return nil, &lookupError{name: name, err: err}
+		return nil, &dmarcLookupError{name: name, err: err}
 	}
 	var out []string
 	for _, t := range txts {
@@ -445,13 +445,13 @@ func (c *dmarcCheck) lookupPolicy(ctx context.Context, domain string) ([]string,
 	return out, nil
 }
 
-type lookupError struct {
+type dmarcLookupError struct {
 	name string
 	err  error
 }
 
-func (e *lookupError) Error() string { return "TXT " + e.name + ": " + e.err.Error() }
-func (e *lookupError) Unwrap() error { return e.err }
+func (e *dmarcLookupError) Error() string { return "TXT " + e.name + ": " + e.err.Error() }
+func (e *dmarcLookupError) Unwrap() error { return e.err }
 
 // isDMARCRecord reports whether a TXT record starts with the version tag
 // of DMARC1 (RFC 7489 §6.6.3 step 2; §6.4: dmarc-version = "v" *WSP "="
