@@ -14,7 +14,7 @@ import (
 // Subject. Everything else passes byte for byte.
 func writeMessage(w io.Writer, s *spool, v *inspect.Verdict) error {
 	for _, h := range v.Headers {
-		if _, err := io.WriteString(w, h.Name+": "+sanitizeHeaderValue(h.Value)+"\r\n"); err != nil {
+		if _, err := io.WriteString(w, h.Name+": "+foldAtSemicolons(len(h.Name)+2, sanitizeHeaderValue(h.Value))+"\r\n"); err != nil {
 			return err
 		}
 	}
@@ -112,6 +112,36 @@ func prefixSubject(w io.Writer, r io.Reader, prefix string) error {
 }
 
 // sanitizeHeaderValue keeps a value on one header line.
+// foldAtSemicolons folds a structured value — Authentication-Results'
+// "; "-separated results — so that lines stay near 78 characters and
+// always under RFC 5322 §2.1.1's 998: a line break and a tab before any
+// result that would go past 78 (FWS, §3.2.2). used is the length of the
+// line before the value ("Name: ").
+func foldAtSemicolons(used int, v string) string {
+	if used+len(v) <= 78 || !strings.Contains(v, "; ") {
+		return v
+	}
+	var b strings.Builder
+	b.Grow(len(v) + 16)
+	line := used
+	for i, part := range strings.Split(v, "; ") {
+		if i > 0 {
+			b.WriteByte(';')
+			line++
+			if line+1+len(part) > 78 {
+				b.WriteString("\r\n\t")
+				line = 1
+			} else {
+				b.WriteByte(' ')
+				line++
+			}
+		}
+		b.WriteString(part)
+		line += len(part)
+	}
+	return b.String()
+}
+
 func sanitizeHeaderValue(s string) string {
 	if !strings.ContainsAny(s, "\r\n") {
 		return s

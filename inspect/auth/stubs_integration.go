@@ -32,16 +32,3 @@ func (m *Message) Write(p []byte) (int, error)                                 {
 func (m *Message) Close()                                                      {}
 func (m *Message) Wait(ctx context.Context) MessageResult                      { return MessageResult{ARC: ARCResult{Result: None}} }
 
-type DMARCInput struct {
-	From      []string
-	SPF       SPFResult
-	DKIM      []DKIMResult
-	SampleKey string
-}
-type DMARCOptions struct{ OrgDomain func(string) string }
-
-func CheckDMARC(ctx context.Context, r Resolver, in DMARCInput, opts DMARCOptions) DMARCResult {
-	return DMARCResult{Result: None}
-}
-func AuthResultsValue(authservID string, r Results) string { return authservID + "; none" }
-func HasAuthservID(value, authservID string) bool          { return false }
