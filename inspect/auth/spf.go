@@ -9,11 +9,15 @@ package auth
 // The evaluation itself — terms, macros, the limits of §4.6.4 — is
 // blitiri.com.ar/go/spf. This file chooses the identity, refuses what is
 // not a domain name before any lookup (§4.3), gives the library moat's
-// Resolver, bounds the time, and says in a few words why.
+// Resolver, holds every SPF record the library fetches to the grammar of
+// §12 before the library reads it (spf_syntax.go: the library alone sees
+// only the terms it evaluates), bounds the time, and says in a few words
+// why.
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -106,6 +110,14 @@ func checkSPF(ctx context.Context, r Resolver, ip netip.Addr, res SPFResult, loc
 			res.Reason = "check cancelled"
 		}
 		return res
+	}
+	if lr.syntaxErr != nil {
+		// RFC 7208 §4.6: a record with a syntax error anywhere is a
+		// permerror, and so is the check that evaluates it through
+		// include: (§5.2) or redirect= (§6.1). The library already
+		// says permerror for the error LookupTXT gave it; this holds
+		// whatever a later version makes of it.
+		result = spf.PermError
 	}
 	res.Result = spfResult(result)
 	res.Reason = p.reason(result, err)
@@ -209,16 +221,29 @@ func (f nilMXFilter) LookupMX(ctx context.Context, name string) ([]*net.MX, erro
 // errors apart only by *net.DNSError's flags, and only when the error is
 // one itself (not wrapped): IsNotFound is a name or record that does not
 // exist (none for the domain's own record, a void lookup elsewhere,
-// §4.6.4); Temporary() is temperror (§2.6.6); any other error would read
-// as permerror, so every failure is given as temporary.
+// §4.6.4); Temporary() is temperror (§2.6.6); any other error reads as
+// permerror, so every DNS failure is given as temporary, and only an
+// invalid SPF record is given as another error.
 type spfResolver struct {
 	r Resolver
 	// ctxErr is the context's error, once a lookup failed because the
 	// check ran out of time or was cancelled.
 	ctxErr error
+	// syntaxErr is the error of the SPF record that broke the grammar,
+	// once one was fetched.
+	syntaxErr error
 }
 
-// LookupTXT implements spf.DNSResolver.
+// LookupTXT implements spf.DNSResolver. The library asks for TXT records
+// only to fetch the SPF record of a domain it is about to evaluate: the
+// checked domain's (§4.4), an include:'s (§5.2) or a redirect='s (§6.1);
+// never for exp= (it does not evaluate explanations). So the answer's
+// SPF record, if it has exactly one, is held to the grammar here, before
+// the library reads any term of it; an invalid one is handed to the
+// library as an error that is not a *net.DNSError, which it reads as a
+// permerror and carries up through include: and redirect=. TXT records
+// that are not SPF records (§4.5) are none of this check's business; an
+// answer with more than one SPF record is the library's permerror (§4.5).
 func (s *spfResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	if err := s.before(ctx, name); err != nil {
 		return nil, err
@@ -226,6 +251,20 @@ func (s *spfResolver) LookupTXT(ctx context.Context, name string) ([]string, err
 	txt, err := s.r.LookupTXT(ctx, name)
 	if err != nil {
 		return nil, s.dnsError(ctx, name, err)
+	}
+	var record string
+	n := 0
+	for _, t := range txt {
+		if isSPFRecord(t) {
+			record = t
+			n++
+		}
+	}
+	if n == 1 {
+		if err := checkSPFSyntax(record); err != nil {
+			s.syntaxErr = fmt.Errorf("invalid SPF record of %s: %w", strings.TrimSuffix(name, "."), err)
+			return nil, s.syntaxErr
+		}
 	}
 	return txt, nil
 }

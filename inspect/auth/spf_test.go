@@ -229,7 +229,8 @@ func TestSPFAgainstNSD(t *testing.T) {
 		{"none, no name", lo, "client.test", "bob@nx.example.test", None, "nx.example.test", "no SPF record"},
 		{"permerror, two records", lo, "client.test", "bob@two.example.test", PermError, "two.example.test",
 			"more than one SPF record"},
-		{"permerror, syntax", lo, "client.test", "bob@typo.example.test", PermError, "typo.example.test", "unknown field"},
+		{"permerror, syntax", lo, "client.test", "bob@typo.example.test", PermError, "typo.example.test",
+			`unknown mechanism "ipv4"`},
 		{"permerror, 11 includes", lo, "client.test", "bob@deep0.example.test", PermError, "deep0.example.test",
 			"lookup limit reached"},
 		{"pass, 10 includes", lo, "client.test", "bob@deep1.example.test", Pass, "deep1.example.test",
@@ -406,6 +407,13 @@ func TestSPFReason(t *testing.T) {
 		"A down.test":   nil,
 		"down.test":     nil,
 		"ctl.test":      {"v=spf1 include:\x01\x02.test -all"},
+		"bad.test":      {"v=spf1 ip4:192.0.2.1/032 -all"},
+		"incbad.test":   {"v=spf1 include:bad.test -all"},
+		"redirbad.test": {"v=spf1 redirect=bad.test"},
+		"late.test":     {"v=spf1 ip4:192.0.2.1 -all moo"},
+		"other.test":    {"v=spf1x moo", "\x96 %", "v=spf1 ip4:192.0.2.1 -all", "V=SPF10 moo"},
+		"twobad.test":   {"v=spf1 -all moo", "v=spf1 +all"},
+		"early.test":    {"v=spf1 ip4:192.0.2.1 include:bad.test -all"},
 	}
 	// Eleven nested includes: the last one is refused.
 	for i := 0; i <= 10; i++ {
@@ -430,11 +438,28 @@ func TestSPFReason(t *testing.T) {
 		{"fallback.test", ip, Neutral, "no term matched"},
 		{"incnx.test", ip, PermError, "include:nx.test: no SPF record"},
 		{"two.test", ip, PermError, "more than one SPF record"},
-		{"unknown.test", ip, PermError, "unknown field"},
+		{"unknown.test", ip, PermError, `invalid SPF record of unknown.test: unknown mechanism "frob" in "frob"`},
 		{"temp.test", ip, TempError, "a:down.test: lookup down.test: server failure"},
 		{"down.test", ip, TempError, "lookup down.test: server failure"},
 		{"l0.test", ip, PermError, "include:l11.test via include:l1.test: lookup limit reached"},
-		{"ctl.test", ip, PermError, "include:??.test: no SPF record"},
+		{"ctl.test", ip, PermError, "invalid SPF record of ctl.test: control character 0x01 at offset 15: " +
+			"terms are separated by spaces only"},
+		// An invalid record reached through include: or redirect= is a
+		// permerror too (RFC 7208 §5.2, §6.1), even when an earlier term
+		// of it would have matched (§4.6).
+		{"incbad.test", ip, PermError, "include:bad.test: invalid SPF record of bad.test: " +
+			`ip4: cidr length with a leading zero in "ip4:192.0.2.1/032"`},
+		{"redirbad.test", ip, PermError, "redirect=bad.test: invalid SPF record of bad.test: " +
+			`ip4: cidr length with a leading zero in "ip4:192.0.2.1/032"`},
+		{"late.test", ip, PermError, `invalid SPF record of late.test: unknown mechanism "moo" in "moo"`},
+		// TXT records that are not SPF records are not read (§4.5).
+		{"other.test", ip, Pass, "matched ip4:192.0.2.1"},
+		// Two SPF records, one of them invalid: the library's permerror
+		// for two records (§4.5).
+		{"twobad.test", ip, PermError, "more than one SPF record"},
+		// An include: after the deciding term is not fetched, so its
+		// record's errors do not count.
+		{"early.test", ip, Pass, "matched ip4:192.0.2.1"},
 	} {
 		got := CheckSPFMailFrom(context.Background(), r, c.ip, "h.test", "a@"+c.domain)
 		if got.Result != c.want || got.Reason != c.reason {
