@@ -479,6 +479,7 @@ func VerifyARC(ctx context.Context, r Resolver, message io.Reader) ARCResult {
 func verifyARCAt(ctx context.Context, r Resolver, message io.Reader, now time.Time) ARCResult {
 	br := bufio.NewReader(message)
 	var header []string
+	var field strings.Builder // the field being read, continuation lines and all
 	size := 0
 	for {
 		line, err := arcReadLine(br, arcMaxHeader-size)
@@ -497,14 +498,17 @@ func verifyARCAt(ctx context.Context, r Resolver, message io.Reader, now time.Ti
 		if line == "\r\n" {
 			break
 		}
-		if (line[0] == ' ' || line[0] == '\t') && len(header) > 0 {
-			header[len(header)-1] += line
-		} else {
-			header = append(header, line)
+		if line[0] != ' ' && line[0] != '\t' && field.Len() > 0 {
+			header = append(header, field.String())
+			field.Reset()
 		}
+		field.WriteString(line)
 		if err != nil {
 			break
 		}
+	}
+	if field.Len() > 0 {
+		header = append(header, field.String())
 	}
 	v := newARCVerifierAt(ctx, r, header, now)
 	if !v.done {
