@@ -6,9 +6,10 @@ require github.com/miekg/dns v1.1.73
 
 require (
 	blitiri.com.ar/go/spf v1.6.0 // indirect
-	github.com/emersion/go-msgauth v0.7.0 // indirect
+	github.com/emersion/go-msgauth v0.7.0
 	github.com/kr/text v0.2.0 // indirect
 	github.com/rogpeppe/go-internal v1.16.0 // indirect
+	golang.org/x/crypto v0.57.0 // indirect
 )
 
 require (

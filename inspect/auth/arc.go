@@ -62,10 +62,12 @@ type arcBodyHash struct {
 }
 
 // arcVerifier verifies the ARC chain of one message. Its methods are
-// called from one goroutine, in order: Write for each piece of the body,
-// Close, Result. Only the key lookups run on goroutines of their own;
-// they end when answered, when the context given to newARCVerifier is
-// cancelled, or when Result returns, whichever comes first.
+// called in order and never concurrently (one goroutine, or goroutines
+// handing over with a happens-before edge): Write for each piece of the
+// body, Close, Result. Only the key lookups run on goroutines of their
+// own; they end when answered, when the context given to newARCVerifier
+// is cancelled, or when Result returns, whichever comes first. Close
+// leaves them running, since Result needs their answers.
 type arcVerifier struct {
 	ctx    context.Context
 	cancel context.CancelFunc
