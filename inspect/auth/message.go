@@ -1,0 +1,673 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// The message checks (DKIM, ARC) read the message once, while it is
+// received: the proxy's DATA loop and the capture analyser write the
+// bytes to a Message as they arrive, and nothing reads the spool again.
+//
+// A Message buffers the header section (bounded) until the empty line
+// that ends it, reads the header fields the callers need (From,
+// Authentication-Results) and starts the verifiers: go-msgauth for the
+// DKIM signatures, fed through a pipe, and the ARC verifier. go-msgauth
+// asks for the keys after reading the header and before reading the body,
+// so a bounded queue sits between Write and the verifiers: an ordinary
+// message is taken in whole while the key lookups are under way, and
+// only a message larger than the queue waits for them (back-pressure, so
+// that memory stays bounded).
+
+// MessageOptions bound the work on one message. The zero value is the
+// defaults.
+type MessageOptions struct {
+	// MaxSignatures is the number of DKIM signatures verified per
+	// message; 0 means 5. Signatures beyond it are reported with result
+	// policy and reason "too many signatures" (RFC 6376 §6.1 lets a
+	// verifier limit its work; see dkimVerifier.results for the choice
+	// of result).
+	MaxSignatures int
+	// MaxHeaderBytes bounds the header section, the empty line that ends
+	// it included; 0 means 1 MiB. A longer header section is not
+	// checked: its DKIM signatures (those within the bound) are
+	// permerror, ARC is none, both with a reason, and HeaderBytes says
+	// how long it was.
+	MaxHeaderBytes int
+}
+
+const (
+	defaultMaxSignatures  = 5
+	defaultMaxHeaderBytes = 1 << 20
+	// bodyQueueBytes is how much of the body Write takes in ahead of the
+	// verifiers. go-msgauth reads no body until its key lookups are
+	// answered; a message this large passes while they are pending.
+	bodyQueueBytes = 1 << 20
+	// queueChunkBytes is the unit of the queue; writes are coalesced
+	// into chunks this large.
+	queueChunkBytes = 32 << 10
+)
+
+func (o MessageOptions) withDefaults() MessageOptions {
+	if o.MaxSignatures <= 0 {
+		o.MaxSignatures = defaultMaxSignatures
+	}
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = defaultMaxHeaderBytes
+	}
+	return o
+}
+
+// MessageResult is what the message checks found.
+type MessageResult struct {
+	// DKIM has one result per DKIM-Signature field, in header order; none
+	// when the message is not signed (the caller reports dkim=none).
+	DKIM []DKIMResult
+	// ARC is the verdict on the ARC chain.
+	ARC ARCResult
+	// From holds the value of every From: field, unfolded and trimmed of
+	// surrounding white space, for DMARC (RFC 7489 §6.6.1: a message
+	// with other than one From: field is not valid).
+	From []string
+	// AuthResults locates every Authentication-Results field, so that the
+	// caller can remove those that claim its own authserv-id before
+	// adding its own (RFC 8601 §5).
+	AuthResults []HeaderSpan
+	// HeaderBytes is the length of the header section, the empty line
+	// that ends it included: the body starts at this offset. A message
+	// without an empty line is all header. When it exceeds
+	// MaxHeaderBytes, nothing was checked.
+	HeaderBytes int64
+}
+
+// HeaderSpan is one header field of a message.
+type HeaderSpan struct {
+	// Start and End are its byte offsets in the message, End exclusive:
+	// the whole field, with its line end and folded continuation lines.
+	Start, End int64
+	// Value is the field's value, after the colon, unfolded and trimmed
+	// of surrounding white space.
+	Value string
+}
+
+// messagePanics counts panics recovered in the verifiers' goroutines: a
+// bug there must cost one message its verdicts, not the process. Tests
+// fail when it is not zero.
+var messagePanics atomic.Int64
+
+// msgPhase is where a Message is in the message.
+type msgPhase uint8
+
+const (
+	phaseHeader      msgPhase = iota // buffering the header section
+	phaseBody                        // passing the body to the verifiers
+	phaseTooLong                     // header section over the bound: looking for its end, to count it
+	phaseTooLongBody                 // after a header section over the bound: counting bytes
+)
+
+// Message checks the DKIM signatures and the ARC chain of one message
+// while it is written to it.
+//
+// Write and Close are called by one goroutine, the one that receives the
+// message. Wait may be called from any goroutine, after Close, any
+// number of times: the first call fixes the result. Every goroutine a
+// Message starts ends after Close once the verifiers have their answers,
+// or soon after ctx (or Wait's ctx) is done — as long as the Resolver
+// honours its ctx.
+type Message struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	r      Resolver
+	opts   MessageOptions
+
+	// The writer's state, touched by Write and Close only.
+	n      int64
+	phase  msgPhase
+	closed bool
+	hdr    []byte    // the header section so far
+	end    headerEnd // finds the empty line that ends it
+	q      *spool    // the body on its way to the verifiers
+
+	// Fixed before closedCh is closed; read by Wait after it.
+	res     MessageResult // From, AuthResults, HeaderBytes
+	sigs    []dkimSig     // every DKIM-Signature field
+	tooLong bool
+	dkim    *dkimVerifier // nil without signatures
+	arc     *arcVerifier  // nil when the header section is too long
+
+	closedCh chan struct{} // closed by Close
+	finished chan struct{} // closed when the verifiers have returned
+	complete atomic.Bool   // the verifiers were given the whole message
+
+	mu     sync.Mutex
+	result *MessageResult // fixed by the first Wait
+}
+
+// NewMessage starts checking a message whose bytes — DATA content after
+// dot-unstuffing, as received: normally CRLF line ends — will be written
+// to it. Key lookups go through r and end when ctx is done.
+func NewMessage(ctx context.Context, r Resolver, opts MessageOptions) *Message {
+	ctx, cancel := context.WithCancel(ctx)
+	return &Message{
+		ctx:      ctx,
+		cancel:   cancel,
+		r:        r,
+		opts:     opts.withDefaults(),
+		closedCh: make(chan struct{}),
+		finished: make(chan struct{}),
+	}
+}
+
+// Write takes the next bytes of the message. It never fails: a problem
+// with the message is a result, never a reason to stop receiving it. It
+// blocks only while more than the queue bound (1 MiB) of body waits for
+// the verifiers, and then only until they catch up or ctx is done.
+func (m *Message) Write(p []byte) (int, error) {
+	n := len(p)
+	if m.closed || n == 0 {
+		return n, nil
+	}
+	switch m.phase {
+	case phaseHeader:
+		i := m.end.find(p)
+		head := p
+		if i >= 0 {
+			head = p[:i]
+		}
+		if len(m.hdr)+len(head) > m.opts.MaxHeaderBytes {
+			m.hdr = append(m.hdr, head[:m.opts.MaxHeaderBytes-len(m.hdr)]...)
+			m.headerTooLong()
+			m.phase = phaseTooLong
+			if i >= 0 {
+				m.res.HeaderBytes = m.n + int64(i)
+				m.phase = phaseTooLongBody
+			}
+			break
+		}
+		m.hdr = append(m.hdr, head...)
+		if i >= 0 {
+			m.res.HeaderBytes = m.n + int64(i)
+			m.start(splitFields(m.hdr[:len(m.hdr)-m.end.termLen]))
+			m.q.write(p[i:])
+		}
+	case phaseBody:
+		m.q.write(p)
+	case phaseTooLong:
+		if i := m.end.find(p); i >= 0 {
+			m.res.HeaderBytes = m.n + int64(i)
+			m.phase = phaseTooLongBody
+		}
+	}
+	m.n += int64(n)
+	return n, nil
+}
+
+// Close ends the message. It does not wait for the verifiers.
+func (m *Message) Close() {
+	if m.closed {
+		return
+	}
+	m.closed = true
+	switch m.phase {
+	case phaseHeader:
+		// The message ended inside the header section (or is empty): it
+		// has no body (RFC 5322 §3.5 makes the body optional). The
+		// verifiers see the header with the empty line added and an
+		// empty body.
+		m.res.HeaderBytes = m.n
+		m.start(splitFields(m.hdr))
+	case phaseTooLong:
+		m.res.HeaderBytes = m.n
+	}
+	if m.q != nil {
+		m.q.close()
+	}
+	close(m.closedCh)
+}
+
+// Wait returns the results, once the verifiers have them or ctx is done
+// (then what did not finish is temperror). Call it after Close; before,
+// it waits for Close as well.
+func (m *Message) Wait(ctx context.Context) MessageResult {
+	if !wait(ctx, m.closedCh) {
+		// Still being written: nothing the writer holds can be read.
+		return MessageResult{ARC: ARCResult{Result: None, Reason: "message not complete"}}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.result != nil {
+		return *m.result
+	}
+	res := m.res
+	if m.tooLong {
+		reason := fmt.Sprintf("header section longer than %d bytes: not verified", m.opts.MaxHeaderBytes)
+		res.DKIM = tooLongResults(m.sigs, m.opts.MaxSignatures, reason)
+		res.ARC = ARCResult{Result: None, Reason: reason}
+		m.cancel()
+		m.result = &res
+		return res
+	}
+	finished := wait(ctx, m.finished)
+	if m.dkim != nil {
+		// The feeder may still be passing the body to the ARC verifier
+		// when go-msgauth is done.
+		res.DKIM = m.dkim.results(finished || wait(ctx, m.dkim.done), m.complete.Load())
+	}
+	res.ARC = arcResult(ctx, m.arc)
+	// Done with the lookups; if they have not finished, this ends them.
+	m.cancel()
+	m.result = &res
+	return res
+}
+
+// wait waits for c to be closed or ctx to be done, and reports whether c
+// was closed; if both are, c wins, so that an expired ctx never hides a
+// result that is there.
+func wait(ctx context.Context, c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+	}
+	select {
+	case <-c:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// headerTooLong records what can be told of a header section that goes
+// beyond the bound: the fields that fit, the last of them perhaps cut.
+func (m *Message) headerTooLong() {
+	fields := splitFields(m.hdr)
+	if len(fields) > 0 {
+		fields[len(fields)-1].complete = false
+	}
+	m.collect(fields)
+	m.tooLong = true
+	m.hdr = nil
+	close(m.finished)
+}
+
+// collect notes the header fields the callers need and the DKIM
+// signatures.
+func (m *Message) collect(fields []headerField) {
+	for _, f := range fields {
+		if isDKIMSignature(f.text) {
+			m.sigs = append(m.sigs, parseDKIMSig(f.text))
+			continue
+		}
+		if !f.complete {
+			continue
+		}
+		if v, ok := f.value("From"); ok {
+			m.res.From = append(m.res.From, v)
+		} else if v, ok := f.value("Authentication-Results"); ok {
+			m.res.AuthResults = append(m.res.AuthResults, HeaderSpan{Start: f.start, End: f.end, Value: v})
+		}
+	}
+}
+
+// start starts the verifiers on the header fields: from now on the body
+// goes through the queue.
+func (m *Message) start(fields []headerField) {
+	m.collect(fields)
+	texts := make([]string, len(fields))
+	size := 2
+	for i, f := range fields {
+		texts[i] = f.text
+		size += len(f.text)
+	}
+	header := make([]byte, 0, size)
+	for _, t := range texts {
+		header = append(header, t...)
+	}
+	header = append(header, "\r\n"...)
+	m.hdr = nil
+
+	m.dkim = startDKIM(m.ctx, m.r, m.sigs, m.opts.MaxSignatures)
+	m.arc = newARCVerifier(m.ctx, m.r, texts)
+	m.q = newSpool(bodyQueueBytes)
+	var pw *io.PipeWriter
+	if m.dkim != nil {
+		pw = m.dkim.pw
+	}
+	m.phase = phaseBody
+	go m.feed(header, pw)
+}
+
+// feed passes the message from the queue to the verifiers: the header
+// section to go-msgauth (the ARC verifier has it already), then the body
+// to both. It ends when the queue is closed and empty, or ctx is done.
+func (m *Message) feed(header []byte, pw *io.PipeWriter) {
+	dk := pw != nil
+	defer func() {
+		if v := recover(); v != nil {
+			messagePanics.Add(1)
+		}
+		// Writes are dropped from now on: nothing must block DATA.
+		m.q.stop()
+		if pw != nil {
+			// Always io.EOF, never an error: go-msgauth's parallelVerify
+			// leaves its per-signature goroutines blocked for ever when
+			// its reader fails. Cut short, the body no longer matches its
+			// hash, and results() reports temperror.
+			pw.Close()
+		}
+		closeARC(m.arc)
+		if pw != nil {
+			<-m.dkim.done
+		}
+		close(m.finished)
+	}()
+	if dk {
+		if _, err := pw.Write(header); err != nil {
+			dk = false
+		}
+	}
+	for {
+		c, ok := m.q.next(m.ctx.Done())
+		if !ok {
+			break
+		}
+		if dk {
+			if _, err := pw.Write(c); err != nil {
+				// go-msgauth has its verdicts and reads no more.
+				dk = false
+			}
+		}
+		m.arc.Write(c)
+		m.q.release(c)
+	}
+	m.complete.Store(m.q.drained())
+}
+
+// closeARC ends the ARC verifier's body; a panic there is counted, and
+// must not keep the DKIM verdicts from being delivered.
+func closeARC(a *arcVerifier) {
+	defer func() {
+		if v := recover(); v != nil {
+			messagePanics.Add(1)
+		}
+	}()
+	a.Close()
+}
+
+// arcResult is the ARC verifier's result, or none if it panicked.
+func arcResult(ctx context.Context, a *arcVerifier) (res ARCResult) {
+	defer func() {
+		if v := recover(); v != nil {
+			messagePanics.Add(1)
+			res = ARCResult{Result: None, Reason: "internal error in ARC verification"}
+		}
+	}()
+	return a.Result(ctx)
+}
+
+// tooLongResults are the DKIM results of a message whose header section
+// was too long to check.
+func tooLongResults(sigs []dkimSig, max int, reason string) []DKIMResult {
+	if len(sigs) == 0 {
+		return nil
+	}
+	out := make([]DKIMResult, len(sigs))
+	for i, s := range sigs {
+		out[i] = s.base
+		if i < max {
+			out[i].Result, out[i].Reason = PermError, reason
+		} else {
+			out[i].Result, out[i].Reason = Policy, "too many signatures"
+		}
+	}
+	return out
+}
+
+// headerEnd finds the empty line that ends a header section, written in
+// pieces. Lines end at LF; a line is empty when nothing or a lone CR
+// precedes its LF — go-msgauth's reading of the header (net/textproto's
+// ReadLine), which must agree with moat's on where the body starts.
+type headerEnd struct {
+	lineLen int  // bytes of the current line so far
+	firstCR bool // its first byte is CR
+	termLen int  // length of the empty line found: 1 (LF) or 2 (CRLF)
+}
+
+// find returns the offset in p just past the empty line, or -1.
+func (h *headerEnd) find(p []byte) int {
+	for i, c := range p {
+		if c == '\n' {
+			if h.lineLen == 0 || (h.lineLen == 1 && h.firstCR) {
+				h.termLen = h.lineLen + 1
+				return i + 1
+			}
+			h.lineLen = 0
+			continue
+		}
+		if h.lineLen == 0 {
+			h.firstCR = c == '\r'
+		}
+		h.lineLen++
+	}
+	return -1
+}
+
+// headerField is one field of a header section.
+type headerField struct {
+	start, end int64 // offsets in the message, end exclusive
+	// text is the field as go-msgauth sees it: its lines, each ended by
+	// CRLF whatever ended it in the message.
+	text     string
+	complete bool // not cut by the header bound
+}
+
+// value returns the unfolded, trimmed value of the field if it is named
+// name (any case; RFC 5322 §4.5.3 obsolete syntax allows space before
+// the colon).
+func (f headerField) value(name string) (string, bool) {
+	k, v, ok := strings.Cut(f.text, ":")
+	if !ok || !strings.EqualFold(strings.TrimSpace(k), name) {
+		return "", false
+	}
+	// RFC 5322 §2.2.3: unfolding removes the CRLF before each
+	// continuation line's white space.
+	return strings.Trim(strings.ReplaceAll(v, "\r\n", ""), " \t"), true
+}
+
+// splitFields splits a header section (without the empty line that ends
+// it) into fields, as go-msgauth does: a line ends at LF, less one CR
+// before it; a line that starts with space or tab continues the field
+// before it. The last line may lack its LF when the message ended there
+// (the message or the header bound ended there); it is then taken whole,
+// as net/textproto does.
+func splitFields(b []byte) []headerField {
+	var fields []headerField
+	for pos := 0; pos < len(b); {
+		next := len(b)
+		if e := bytes.IndexByte(b[pos:], '\n'); e >= 0 {
+			next = pos + e + 1
+		}
+		if c := b[pos]; (c == ' ' || c == '\t') && len(fields) > 0 {
+			fields[len(fields)-1].end = int64(next)
+		} else {
+			fields = append(fields, headerField{start: int64(pos), end: int64(next), complete: true})
+		}
+		pos = next
+	}
+	for i := range fields {
+		fields[i].text = normalizeLines(b[fields[i].start:fields[i].end])
+	}
+	return fields
+}
+
+// normalizeLines ends every line of b with CRLF: a line's LF, with one
+// CR before it, is replaced; a last line without LF gets one.
+func normalizeLines(b []byte) string {
+	var s strings.Builder
+	s.Grow(len(b) + 2)
+	for len(b) > 0 {
+		e := bytes.IndexByte(b, '\n')
+		if e < 0 {
+			s.Write(b)
+			break
+		}
+		line := b[:e]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		s.Write(line)
+		s.WriteString("\r\n")
+		b = b[e+1:]
+		if len(b) == 0 {
+			return s.String()
+		}
+	}
+	s.WriteString("\r\n")
+	return s.String()
+}
+
+// spool is the bounded queue between Write and the feeder: chunks of the
+// body, at most limit bytes of them, counted until the feeder releases
+// them.
+type spool struct {
+	mu      sync.Mutex
+	chunks  []*[]byte
+	queued  int // bytes queued or held by the feeder
+	limit   int
+	peak    int  // the most queued at once, for tests
+	closed  bool // no more writes
+	stopped bool // no more reads: writes are dropped
+	data    chan struct{}
+	room    chan struct{}
+	stopCh  chan struct{}
+}
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, queueChunkBytes); return &b }}
+
+func newSpool(limit int) *spool {
+	return &spool{
+		limit:  limit,
+		data:   make(chan struct{}, 1),
+		room:   make(chan struct{}, 1),
+		stopCh: make(chan struct{}),
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// write queues p, waiting for room while the queue is full, until the
+// feeder stops.
+func (s *spool) write(p []byte) {
+	for len(p) > 0 {
+		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			return
+		}
+		room := s.limit - s.queued
+		if room <= 0 {
+			s.mu.Unlock()
+			select {
+			case <-s.room:
+			case <-s.stopCh:
+				return
+			}
+			continue
+		}
+		k := min(room, len(p))
+		s.queued += k
+		s.peak = max(s.peak, s.queued)
+		for b := p[:k]; len(b) > 0; {
+			var c *[]byte
+			if n := len(s.chunks); n > 0 && len(*s.chunks[n-1]) < cap(*s.chunks[n-1]) {
+				c = s.chunks[n-1]
+			} else {
+				c = chunkPool.Get().(*[]byte)
+				*c = (*c)[:0]
+				s.chunks = append(s.chunks, c)
+			}
+			j := min(cap(*c)-len(*c), len(b))
+			*c = append(*c, b[:j]...)
+			b = b[j:]
+		}
+		s.mu.Unlock()
+		signal(s.data)
+		p = p[k:]
+	}
+}
+
+// close says no more is coming.
+func (s *spool) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	signal(s.data)
+}
+
+// next returns the next chunk; false when the queue is closed and empty,
+// or done is closed.
+func (s *spool) next(done <-chan struct{}) ([]byte, bool) {
+	for {
+		select {
+		case <-done:
+			return nil, false
+		default:
+		}
+		s.mu.Lock()
+		if len(s.chunks) > 0 {
+			c := s.chunks[0]
+			s.chunks[0] = nil
+			s.chunks = s.chunks[1:]
+			s.mu.Unlock()
+			return *c, true
+		}
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return nil, false
+		}
+		select {
+		case <-s.data:
+		case <-done:
+			return nil, false
+		}
+	}
+}
+
+// release gives back a chunk next returned, making room for Write.
+func (s *spool) release(c []byte) {
+	s.mu.Lock()
+	s.queued -= len(c)
+	s.mu.Unlock()
+	c = c[:0]
+	chunkPool.Put(&c)
+	signal(s.room)
+}
+
+// drained reports whether the queue was closed and everything passed on.
+func (s *spool) drained() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed && len(s.chunks) == 0
+}
+
+// stop ends the queue: the feeder is gone, Write drops what it is given.
+func (s *spool) stop() {
+	s.mu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.stopCh)
+	}
+	s.chunks = nil
+	s.mu.Unlock()
+}

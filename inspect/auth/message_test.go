@@ -1,0 +1,861 @@
+package auth
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+)
+
+// memResolver answers TXT questions from a map: names (lower case, no
+// trailing dot) to records; a name not in it does not exist. fail makes
+// a name's lookup fail temporarily. If gate is set, every lookup first
+// reports its name on asked (when set) and waits for gate to close.
+type memResolver struct {
+	txt   map[string][]string
+	fail  map[string]error
+	gate  chan struct{}
+	asked chan string
+	mu    sync.Mutex
+	count int
+}
+
+func (r *memResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	r.mu.Lock()
+	r.count++
+	r.mu.Unlock()
+	if r.asked != nil {
+		select {
+		case r.asked <- name:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if r.gate != nil {
+		select {
+		case <-r.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if err := r.fail[name]; err != nil {
+		return nil, err
+	}
+	if txt, ok := r.txt[name]; ok {
+		return txt, nil
+	}
+	return nil, NotFound{Name: name}
+}
+
+func (r *memResolver) lookups() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
+}
+
+func (r *memResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	return nil, NotFound{Name: name}
+}
+
+func (r *memResolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
+	return nil, NotFound{Name: host}
+}
+
+func (r *memResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+	return nil, NotFound{Name: ip.String()}
+}
+
+// readKeys reads a testdata key file: one record a line, "name record".
+func readKeys(t testing.TB, file string) map[string][]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "dkim", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string][]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		name, rec, ok := strings.Cut(sc.Text(), " ")
+		if ok {
+			keys[name] = append(keys[name], rec)
+		}
+	}
+	return keys
+}
+
+func readMessage(t testing.TB, file string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "dkim", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// checkNoPanics fails the test if a verifier goroutine panicked (and
+// was recovered) while it ran.
+func checkNoPanics(t testing.TB) {
+	t.Helper()
+	before := messagePanics.Load()
+	t.Cleanup(func() {
+		if n := messagePanics.Load() - before; n > 0 {
+			t.Errorf("%d panics recovered in the message verifiers", n)
+		}
+	})
+}
+
+// verifyMessage writes msg to a Message in one piece and returns the
+// result.
+func verifyMessage(t testing.TB, r Resolver, opts MessageOptions, msg []byte) MessageResult {
+	t.Helper()
+	return verifyChunks(t, r, opts, [][]byte{msg})
+}
+
+func verifyChunks(t testing.TB, r Resolver, opts MessageOptions, chunks [][]byte) MessageResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m := NewMessage(ctx, r, opts)
+	for _, c := range chunks {
+		if n, err := m.Write(c); n != len(c) || err != nil {
+			t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(c))
+		}
+	}
+	m.Close()
+	return m.Wait(ctx)
+}
+
+// want is the expected outcome of one signature.
+type want struct {
+	result    Result
+	domain    string
+	selector  string
+	algorithm string
+	reason    string // a substring of the reason
+}
+
+func checkDKIM(t testing.TB, got []DKIMResult, wants ...want) {
+	t.Helper()
+	if len(got) != len(wants) {
+		t.Fatalf("%d DKIM results, want %d: %+v", len(got), len(wants), got)
+	}
+	for i, w := range wants {
+		g := got[i]
+		if g.Result != w.result || (w.domain != "" && g.Domain != w.domain) ||
+			(w.selector != "" && g.Selector != w.selector) || (w.algorithm != "" && g.Algorithm != w.algorithm) ||
+			!strings.Contains(g.Reason, w.reason) {
+			t.Errorf("DKIM[%d] = %s d=%s s=%s a=%s (%s); want %s d=%s s=%s a=%s (%s)", i,
+				g.Result, g.Domain, g.Selector, g.Algorithm, g.Reason,
+				w.result, w.domain, w.selector, w.algorithm, w.reason)
+		}
+	}
+}
+
+// TestDKIMRFC8463 verifies the example of RFC 8463 Appendix A.3, signed
+// twice (ed25519-sha256 with selector brisbane, rsa-sha256 with
+// selector test), with the keys of Appendix A.2.
+func TestDKIMRFC8463(t *testing.T) {
+	checkNoPanics(t)
+	r := &memResolver{txt: readKeys(t, "rfc8463.keys")}
+	res := verifyMessage(t, r, MessageOptions{}, readMessage(t, "rfc8463.eml"))
+	checkDKIM(t, res.DKIM,
+		want{result: Pass, domain: "football.example.com", selector: "brisbane", algorithm: "ed25519-sha256"},
+		want{result: Pass, domain: "football.example.com", selector: "test", algorithm: "rsa-sha256"})
+	for i, d := range res.DKIM {
+		if d.Identifier != "@football.example.com" {
+			t.Errorf("DKIM[%d].Identifier = %q", i, d.Identifier)
+		}
+		if len(d.Lookups) != 1 || d.Lookups[0].Type != "TXT" || d.Lookups[0].Err != "" ||
+			d.Lookups[0].Name != d.Selector+"._domainkey.football.example.com" {
+			t.Errorf("DKIM[%d].Lookups = %+v", i, d.Lookups)
+		}
+	}
+	if len(res.From) != 1 || res.From[0] != "Joe SixPack <joe@football.example.com>" {
+		t.Errorf("From = %q", res.From)
+	}
+	if res.ARC.Result != None {
+		t.Errorf("ARC = %+v", res.ARC)
+	}
+}
+
+// TestDKIMDkimpyVectors verifies dkimpy's signing of the same message
+// with the same keys, c=simple/simple, stored with bare LF line ends
+// (as dkimpy's test data is): the verifier takes them as CRLF.
+func TestDKIMDkimpyVectors(t *testing.T) {
+	checkNoPanics(t)
+	r := &memResolver{txt: readKeys(t, "rfc8463.keys")}
+	msg := readMessage(t, "dkimpy-rfc6376.signed.msg")
+	if bytes.Contains(msg, []byte("\r")) {
+		t.Fatal("expected bare LF line ends in the dkimpy vector")
+	}
+	for _, m := range [][]byte{msg, bytes.ReplaceAll(msg, []byte("\n"), []byte("\r\n"))} {
+		res := verifyMessage(t, r, MessageOptions{}, m)
+		checkDKIM(t, res.DKIM,
+			want{result: Pass, selector: "brisbane", algorithm: "ed25519-sha256"},
+			want{result: Pass, selector: "test", algorithm: "rsa-sha256"})
+	}
+}
+
+// TestDKIMRFC6376 runs the example of RFC 6376 Appendix A.2 (its body
+// and header as go-msgauth's tests carry them), with the key of
+// Appendix C.
+//
+// The example is known not to work as printed: Appendix C publishes the
+// key at brisbane._domainkey.example.org, while the signature says
+// d=example.com, so a verifier that asks for the name the signature
+// gives finds nothing. That is what moat must report: permerror, no key
+// (RFC 6376 §6.1.2). Served at the name the signature asks for, the same
+// key verifies the signature: that checks the RSA path and simple/simple
+// canonicalization on an RFC text, with a key of 1024 bits, the least
+// RFC 8301 §3.2 allows.
+func TestDKIMRFC6376(t *testing.T) {
+	checkNoPanics(t)
+	keys := readKeys(t, "rfc6376.keys")
+	msg := readMessage(t, "rfc6376.eml")
+
+	res := verifyMessage(t, &memResolver{txt: keys}, MessageOptions{}, msg)
+	checkDKIM(t, res.DKIM, want{result: PermError, domain: "example.com", selector: "brisbane", algorithm: "rsa-sha256", reason: "no key"})
+	if l := res.DKIM[0].Lookups; len(l) != 1 || l[0].Name != "brisbane._domainkey.example.com" || l[0].Err != "not found" {
+		t.Errorf("Lookups = %+v", l)
+	}
+	if res.DKIM[0].Identifier != "joe@football.example.com" {
+		t.Errorf("Identifier = %q", res.DKIM[0].Identifier)
+	}
+
+	keys["brisbane._domainkey.example.com"] = keys["brisbane._domainkey.example.org"]
+	res = verifyMessage(t, &memResolver{txt: keys}, MessageOptions{}, msg)
+	checkDKIM(t, res.DKIM, want{result: Pass, domain: "example.com", selector: "brisbane", algorithm: "rsa-sha256"})
+
+	// The body as RFC 6376 Appendix A.1 has it differs from the RFC 8463
+	// one by a space: the body hash must then fail.
+	tampered := bytes.Replace(msg, []byte("game. Are"), []byte("game.  Are"), 1)
+	res = verifyMessage(t, &memResolver{txt: keys}, MessageOptions{}, tampered)
+	checkDKIM(t, res.DKIM, want{result: Fail, reason: "body hash"})
+}
+
+// testKeys are keys made once per test binary, for messages signed by
+// go-msgauth in the tests.
+var testKeys struct {
+	once   sync.Once
+	ed     ed25519.PrivateKey
+	edTXT  string
+	rsa    *rsa.PrivateKey
+	rsaTXT string
+}
+
+func loadTestKeys(t testing.TB) {
+	t.Helper()
+	testKeys.once.Do(func() {
+		seed := sha256.Sum256([]byte("moat dkim test key"))
+		testKeys.ed = ed25519.NewKeyFromSeed(seed[:])
+		testKeys.edTXT = "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(testKeys.ed.Public().(ed25519.PublicKey))
+		// A fixed key: generating one is slow, very slow in a fuzzing
+		// build's instrumented code.
+		b, err := os.ReadFile(filepath.Join("testdata", "dkim", "test-rsa.pem"))
+		if err != nil {
+			panic(err)
+		}
+		block, _ := pem.Decode(b)
+		key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			panic(err)
+		}
+		k := key.(*rsa.PrivateKey)
+		testKeys.rsa = k
+		der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		testKeys.rsaTXT = "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(der)
+	})
+}
+
+// goSign signs msg with go-msgauth: o's Domain defaults to example.test
+// and its Signer to the ed25519 test key.
+func goSign(t testing.TB, msg []byte, o dkim.SignOptions) []byte {
+	t.Helper()
+	loadTestKeys(t)
+	if o.Domain == "" {
+		o.Domain = "example.test"
+	}
+	if o.Selector == "" {
+		o.Selector = "ed"
+	}
+	if o.Signer == nil {
+		o.Signer = testKeys.ed
+	}
+	var b bytes.Buffer
+	if err := dkim.Sign(&b, bytes.NewReader(msg), &o); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// testResolver serves the test keys: ed._domainkey.example.test and
+// rsa._domainkey.example.test.
+func testResolver(t testing.TB) *memResolver {
+	t.Helper()
+	loadTestKeys(t)
+	return &memResolver{txt: map[string][]string{
+		"ed._domainkey.example.test":  {testKeys.edTXT},
+		"rsa._domainkey.example.test": {testKeys.rsaTXT},
+	}}
+}
+
+// plainMessage is an unsigned message whose body is body.
+func plainMessage(body string) []byte {
+	return []byte("From: Alice <alice@example.test>\r\n" +
+		"To: Bob <bob@example.net>\r\n" +
+		"Subject: lunch\r\n" +
+		"Date: Mon, 1 Jan 2024 12:00:00 +0000\r\n" +
+		"Message-ID: <1@example.test>\r\n" +
+		"\r\n" + body)
+}
+
+// bigBody is n bytes of text lines.
+func bigBody(n int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "line %d of a large message, to fill the body\r\n", i)
+	}
+	return b.String()[:n]
+}
+
+func TestDKIMMessageTooManySignatures(t *testing.T) {
+	checkNoPanics(t)
+	msg := plainMessage("Hello.\r\n")
+	for i := 0; i < 7; i++ {
+		msg = goSign(t, msg, dkim.SignOptions{HeaderKeys: []string{"From", "Subject"}})
+	}
+	r := testResolver(t)
+	res := verifyMessage(t, r, MessageOptions{}, msg)
+	var wants []want
+	for i := 0; i < 7; i++ {
+		w := want{result: Pass, domain: "example.test", selector: "ed", algorithm: "ed25519-sha256"}
+		if i >= 5 {
+			w.result, w.reason = Policy, "too many signatures"
+		}
+		wants = append(wants, w)
+	}
+	checkDKIM(t, res.DKIM, wants...)
+	if n := r.lookups(); n != 1 {
+		t.Errorf("%d key lookups for one key, want 1", n)
+	}
+	for i, d := range res.DKIM {
+		if (i < 5) != (len(d.Lookups) == 1) {
+			t.Errorf("DKIM[%d].Lookups = %+v", i, d.Lookups)
+		}
+	}
+
+	res = verifyMessage(t, testResolver(t), MessageOptions{MaxSignatures: 1}, msg)
+	if res.DKIM[0].Result != Pass || res.DKIM[1].Result != Policy || len(res.DKIM) != 7 {
+		t.Errorf("MaxSignatures 1: %+v", res.DKIM)
+	}
+}
+
+// TestDKIMMessageShapes feeds messages of odd shapes: none may hang, panic,
+// or lose a signature's result.
+func TestDKIMMessageShapes(t *testing.T) {
+	checkNoPanics(t)
+	signed := goSign(t, plainMessage("Hi.\r\n\r\nBye.\r\n"), dkim.SignOptions{
+		HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed})
+	simple := goSign(t, plainMessage("Hi.\r\n\r\nBye.\r\n"), dkim.SignOptions{})
+	headerOnly := goSign(t, plainMessage(""), dkim.SignOptions{})
+	lf := func(b []byte) []byte { return bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")) }
+	rng := rand.New(rand.NewSource(1))
+	garbage := make([]byte, 4096)
+	rng.Read(garbage)
+
+	for _, tc := range []struct {
+		name        string
+		msg         []byte
+		want        []Result
+		headerBytes int
+	}{
+		{"signed", signed, []Result{Pass}, bytes.Index(signed, []byte("\r\n\r\n")) + 4},
+		{"bare LF relaxed", lf(signed), []Result{Pass}, bytes.Index(lf(signed), []byte("\n\n")) + 2},
+		// go-msgauth fixes bare LF to CRLF in both canonicalizations.
+		{"bare LF simple", lf(simple), []Result{Pass}, -1},
+		{"mixed line ends", bytes.Replace(signed, []byte("Hi.\r\n"), []byte("Hi.\n"), 1), []Result{Pass}, -1},
+		{"header and empty line, no body", headerOnly, []Result{Pass}, len(headerOnly)},
+		{"header only, no empty line", headerOnly[:len(headerOnly)-2], []Result{Pass}, len(headerOnly) - 2},
+		{"header only, last line without CRLF", headerOnly[:len(headerOnly)-4], []Result{Pass}, len(headerOnly) - 4},
+		{"cut inside the signature", signed[:40], []Result{PermError}, 40},
+		{"empty", nil, nil, 0},
+		{"only an empty line", []byte("\r\n"), nil, 2},
+		{"body without header", []byte("\r\nDKIM-Signature: v=1\r\n"), nil, 2},
+		{"garbage", garbage, nil, -1},
+		{"no colon", []byte("DKIM-Signature\r\n\r\nbody\r\n"), []Result{PermError}, -1},
+		{"signature first line folded", append([]byte(" DKIM-Signature: x\r\n"), signed...), []Result{PermError, Pass}, -1},
+		{"lone CR line does not end the header", []byte("A: b\r\n\r\r\nDKIM-Signature: v=1\r\n\r\n"), []Result{PermError}, -1},
+		{"NUL and high bytes", []byte("From: \x00\xff\r\nDKIM-Signature: v=1; a=\xff\r\n\r\n"), []Result{PermError}, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, chunks := range [][][]byte{{tc.msg}, oneByteChunks(tc.msg)} {
+				res := verifyChunks(t, testResolver(t), MessageOptions{}, chunks)
+				var got []Result
+				for _, d := range res.DKIM {
+					got = append(got, d.Result)
+				}
+				if !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("results %v, want %v: %+v", got, tc.want, res.DKIM)
+				}
+				if tc.headerBytes >= 0 && res.HeaderBytes != int64(tc.headerBytes) {
+					t.Errorf("HeaderBytes = %d, want %d", res.HeaderBytes, tc.headerBytes)
+				}
+				if res.HeaderBytes > int64(len(tc.msg)) {
+					t.Errorf("HeaderBytes = %d beyond the message (%d)", res.HeaderBytes, len(tc.msg))
+				}
+			}
+		})
+	}
+}
+
+func oneByteChunks(b []byte) [][]byte {
+	out := make([][]byte, len(b))
+	for i := range b {
+		out[i] = b[i : i+1]
+	}
+	return out
+}
+
+// TestDKIMMessageHeaderFields checks From and the Authentication-Results
+// spans, with CRLF and bare LF line ends.
+func TestDKIMMessageHeaderFields(t *testing.T) {
+	checkNoPanics(t)
+	msg := "Received: from x\r\n" +
+		"Authentication-Results: mx.example.net;\r\n" +
+		"\tspf=pass smtp.mailfrom=example.test\r\n" +
+		"From: Alice\r\n <alice@example.test>\r\n" +
+		"authentication-results : forged.example; dkim=pass\r\n" +
+		"X-Authentication-Results: not this one\r\n" +
+		"From: second@example.test\r\n" +
+		"\r\n" +
+		"Authentication-Results: in the body\r\n"
+	for _, m := range []string{msg, strings.ReplaceAll(msg, "\r\n", "\n")} {
+		res := verifyMessage(t, testResolver(t), MessageOptions{}, []byte(m))
+		if want := []string{"Alice <alice@example.test>", "second@example.test"}; !reflect.DeepEqual(res.From, want) {
+			t.Errorf("From = %q, want %q", res.From, want)
+		}
+		wantFields := []string{
+			"Authentication-Results: mx.example.net;\r\n\tspf=pass smtp.mailfrom=example.test\r\n",
+			"authentication-results : forged.example; dkim=pass\r\n",
+		}
+		wantValues := []string{"mx.example.net;\tspf=pass smtp.mailfrom=example.test", "forged.example; dkim=pass"}
+		if len(res.AuthResults) != len(wantFields) {
+			t.Fatalf("AuthResults = %+v", res.AuthResults)
+		}
+		for i, s := range res.AuthResults {
+			field := m[s.Start:s.End]
+			if strings.ReplaceAll(field, "\r\n", "\n") != strings.ReplaceAll(wantFields[i], "\r\n", "\n") {
+				t.Errorf("AuthResults[%d] spans %q, want %q", i, field, wantFields[i])
+			}
+			if s.Value != wantValues[i] {
+				t.Errorf("AuthResults[%d].Value = %q, want %q", i, s.Value, wantValues[i])
+			}
+		}
+		if want := strings.Index(m, "Authentication-Results: in"); res.HeaderBytes != int64(want) {
+			t.Errorf("HeaderBytes = %d, want %d", res.HeaderBytes, want)
+		}
+	}
+}
+
+// TestDKIMMessageHeaderTooLong: past MaxHeaderBytes nothing is verified, the
+// signatures seen are permerror, and the length is still counted.
+func TestDKIMMessageHeaderTooLong(t *testing.T) {
+	checkNoPanics(t)
+	signed := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
+	filler := "X-Filler: " + strings.Repeat("x", 100) + "\r\n"
+	msg := append(append([]byte(nil), signed[:bytes.Index(signed, []byte("\r\n\r\n"))+2]...), strings.Repeat(filler, 20)...)
+	hdrLen := len(msg) + 2
+	msg = append(msg, "\r\nHi.\r\n"...)
+	for _, chunks := range [][][]byte{{msg}, oneByteChunks(msg)} {
+		r := testResolver(t)
+		res := verifyChunks(t, r, MessageOptions{MaxHeaderBytes: 1000}, chunks)
+		checkDKIM(t, res.DKIM, want{result: PermError, selector: "ed", reason: "header section longer than 1000 bytes"})
+		if res.ARC.Result != None || !strings.Contains(res.ARC.Reason, "longer than 1000") {
+			t.Errorf("ARC = %+v", res.ARC)
+		}
+		if res.HeaderBytes != int64(hdrLen) {
+			t.Errorf("HeaderBytes = %d, want %d", res.HeaderBytes, hdrLen)
+		}
+		if len(res.From) != 1 {
+			t.Errorf("From = %q", res.From)
+		}
+		if r.lookups() != 0 {
+			t.Errorf("%d lookups for a header not verified", r.lookups())
+		}
+	}
+	// Within the bound, the same message verifies.
+	res := verifyMessage(t, testResolver(t), MessageOptions{MaxHeaderBytes: hdrLen}, msg)
+	checkDKIM(t, res.DKIM, want{result: Pass})
+}
+
+// seedFlag replays TestDKIMMessageChunking with one seed.
+var seedFlag = flag.Int64("dkim.seed", 0, "seed of TestDKIMMessageChunking's chunk sizes (0: from the clock)")
+
+// TestDKIMMessageChunking writes the same messages in random pieces: the
+// results must not depend on how the bytes arrive.
+func TestDKIMMessageChunking(t *testing.T) {
+	checkNoPanics(t)
+	seed := *seedFlag
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	rng := rand.New(rand.NewSource(seed))
+	loadTestKeys(t)
+	big := plainMessage(bigBody(200 << 10))
+	msgs := [][]byte{
+		readMessage(t, "rfc8463.eml"),
+		readMessage(t, "dkimpy-rfc6376.signed.msg"),
+		goSign(t, goSign(t, big, dkim.SignOptions{}), dkim.SignOptions{Selector: "rsa", Signer: testKeys.rsa,
+			HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed}),
+		append(goSign(t, big, dkim.SignOptions{}), "tampered\r\n"...),
+		goSign(t, plainMessage(""), dkim.SignOptions{}),
+	}
+	r := testResolver(t)
+	for k, v := range readKeys(t, "rfc8463.keys") {
+		r.txt[k] = v
+	}
+	for i, msg := range msgs {
+		whole := verifyMessage(t, r, MessageOptions{}, msg)
+		if len(whole.DKIM) == 0 {
+			t.Fatalf("message %d: no DKIM results", i)
+		}
+		for round := 0; round < 10; round++ {
+			var chunks [][]byte
+			for rest := msg; len(rest) > 0; {
+				n := 1 + rng.Intn(min(len(rest), []int{3, 100, 5000, 70000}[rng.Intn(4)]))
+				chunks = append(chunks, rest[:n])
+				rest = rest[n:]
+			}
+			got := verifyChunks(t, r, MessageOptions{}, chunks)
+			if !reflect.DeepEqual(got, whole) {
+				t.Fatalf("message %d, round %d (seed %d, -dkim.seed=%d replays it): in %d pieces\n%+v\nwhole\n%+v",
+					i, round, seed, seed, len(chunks), got, whole)
+			}
+		}
+	}
+}
+
+// TestDKIMMessageWriteDoesNotWaitForKeys: while the key lookup is pending,
+// Write takes the header and up to the queue bound of body without
+// blocking; beyond it, Write waits (back-pressure) and the queue never
+// holds more than the bound.
+func TestDKIMMessageWriteDoesNotWaitForKeys(t *testing.T) {
+	checkNoPanics(t)
+	msg := goSign(t, plainMessage(bigBody(5<<20)), dkim.SignOptions{})
+	r := testResolver(t)
+	r.gate = make(chan struct{})
+	r.asked = make(chan string, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m := NewMessage(ctx, r, MessageOptions{})
+
+	split := bytes.Index(msg, []byte("\r\n\r\n")) + 4 + bodyQueueBytes
+	underBound := make(chan struct{})
+	resume := make(chan struct{})
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		write := func(b []byte) {
+			for len(b) > 0 {
+				n := min(len(b), 4096)
+				m.Write(b[:n])
+				b = b[n:]
+			}
+		}
+		write(msg[:split])
+		close(underBound)
+		<-resume
+		write(msg[split:])
+		m.Close()
+	}()
+
+	select {
+	case name := <-r.asked:
+		if name != "ed._domainkey.example.test" {
+			t.Errorf("asked for %q", name)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the key lookup did not start")
+	}
+	select {
+	case <-underBound:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Write blocked on a pending key lookup with less than the queue bound written")
+	}
+	close(resume)
+	close(r.gate) // the key arrives
+	<-written
+	res := m.Wait(ctx)
+	checkDKIM(t, res.DKIM, want{result: Pass})
+	if peak := m.q.peak; peak != bodyQueueBytes {
+		t.Errorf("queue peak %d bytes, want the bound %d", peak, bodyQueueBytes)
+	}
+}
+
+// TestDKIMMessageLookupFailures maps key lookup outcomes to results.
+func TestDKIMMessageLookupFailures(t *testing.T) {
+	checkNoPanics(t)
+	msg := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
+	for _, tc := range []struct {
+		name   string
+		txt    []string
+		fail   error
+		want   Result
+		reason string
+	}{
+		{"no record", nil, nil, PermError, "no key for signature"},
+		{"revoked", []string{"v=DKIM1; k=ed25519; p="}, nil, PermError, "key revoked"},
+		{"two records", []string{testKeys.edTXT, testKeys.edTXT}, nil, PermError, "multiple TXT records"},
+		{"wrong key type", []string{testKeys.rsaTXT}, nil, PermError, "inappropriate key algorithm"},
+		{"garbled", []string{"v=DKIM1; k=ed25519; p=!!!"}, nil, PermError, "key syntax error"},
+		{"server failure", nil, errors.New("SERVFAIL"), TempError, "key unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &memResolver{txt: map[string][]string{}, fail: map[string]error{"ed._domainkey.example.test": tc.fail}}
+			if tc.txt != nil {
+				r.txt["ed._domainkey.example.test"] = tc.txt
+			}
+			res := verifyMessage(t, r, MessageOptions{}, msg)
+			checkDKIM(t, res.DKIM, want{result: tc.want, reason: tc.reason})
+			if len(res.DKIM[0].Lookups) != 1 {
+				t.Errorf("Lookups = %+v", res.DKIM[0].Lookups)
+			}
+		})
+	}
+}
+
+// TestDKIMMessageSignatureSyntax: a tag list go-msgauth would accept but RFC
+// 6376 §3.2 does not is permerror, and names that make no DNS name are
+// not asked.
+func TestDKIMMessageSignatureSyntax(t *testing.T) {
+	checkNoPanics(t)
+	msg := goSign(t, plainMessage("Hi.\r\n"), dkim.SignOptions{})
+	for _, tc := range []struct{ from, to, reason string }{
+		{"s=ed;", "s=ed; x\x01=1;", "signature syntax error"},
+		{"d=example.test;", "d=exa mple..test;", "no key for signature"},
+	} {
+		m := bytes.Replace(msg, []byte(tc.from), []byte(tc.to), 1)
+		r := testResolver(t)
+		res := verifyMessage(t, r, MessageOptions{}, m)
+		checkDKIM(t, res.DKIM, want{result: PermError, reason: tc.reason})
+	}
+}
+
+// waitGoroutines waits (bounded) until no more than n goroutines run.
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, want at most %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDKIMMessageGoroutinesEnd: every goroutine a Message starts ends after
+// Close, or after its ctx is cancelled, or after Wait gives up — also
+// with a key lookup that never answers on its own and a writer blocked
+// on a full queue.
+func TestDKIMMessageGoroutinesEnd(t *testing.T) {
+	checkNoPanics(t)
+	loadTestKeys(t)
+	one := goSign(t, plainMessage(bigBody(3<<20)), dkim.SignOptions{})
+	three := goSign(t, goSign(t, one, dkim.SignOptions{Selector: "rsa", Signer: testKeys.rsa}), dkim.SignOptions{})
+	before := runtime.NumGoroutine()
+
+	for _, msg := range [][]byte{one, three} {
+		// Complete, Closed, Waited.
+		verifyMessage(t, testResolver(t), MessageOptions{}, msg)
+
+		// Cancelled while the writer is blocked on the full queue and the
+		// lookup hangs; never Closed.
+		r := testResolver(t)
+		r.gate = make(chan struct{})
+		r.asked = make(chan string, 3)
+		ctx, cancel := context.WithCancel(context.Background())
+		m := NewMessage(ctx, r, MessageOptions{})
+		done := make(chan struct{})
+		go func() { m.Write(msg); close(done) }()
+		<-r.asked
+		cancel()
+		<-done
+
+		// Closed, then Wait gives up on a lookup that hangs.
+		r = testResolver(t)
+		r.gate = make(chan struct{})
+		r.asked = make(chan string, 3)
+		m = NewMessage(context.Background(), r, MessageOptions{})
+		m.Write(msg[:bytes.Index(msg, []byte("\r\n\r\n"))+4])
+		<-r.asked
+		m.Close()
+		expired, cancel := context.WithCancel(context.Background())
+		cancel()
+		res := m.Wait(expired)
+		for _, d := range res.DKIM {
+			if d.Result != TempError {
+				t.Errorf("given-up Wait: %+v", d)
+			}
+		}
+
+		// Never written to beyond the header, then cancelled.
+		ctx, cancel = context.WithCancel(context.Background())
+		m = NewMessage(ctx, testResolver(t), MessageOptions{})
+		m.Write([]byte("From: a\r\n"))
+		cancel()
+	}
+	waitGoroutines(t, before)
+}
+
+// FuzzMessage feeds arbitrary messages, whole and in pieces, with keys
+// for the RFC 8463 and the test selectors and nothing else. Properties:
+// no panic; the same results however the bytes arrive; one result per
+// DKIM-Signature field, the same verdict go-msgauth gives reading the
+// whole message at once (unless moat's stricter tag parser refused the
+// signature), policy beyond the limit; Authentication-Results spans that
+// lie within the header section and hold the fields they name.
+func FuzzMessage(f *testing.F) {
+	loadTestKeys(f)
+	f.Add(readMessage(f, "rfc8463.eml"), uint16(0), uint8(0))
+	f.Add(readMessage(f, "dkimpy-rfc6376.signed.msg"), uint16(5), uint8(2))
+	f.Add(readMessage(f, "rfc6376.eml"), uint16(100), uint8(1))
+	f.Add(goSign(f, plainMessage("Hi.\r\n"), dkim.SignOptions{}), uint16(3), uint8(0))
+	f.Add(goSign(f, goSign(f, plainMessage("Hi.\r\n"), dkim.SignOptions{}), dkim.SignOptions{
+		HeaderCanonicalization: dkim.CanonicalizationRelaxed}), uint16(7), uint8(6))
+	f.Add([]byte("Authentication-Results: a; dkim=pass\r\n folded\r\nDKIM-Signature: v=1; d=x; s=y\r\nFrom: a\r\n\r\nbody"), uint16(1), uint8(0))
+	f.Add([]byte("From: a\nDKIM-Signature\n"), uint16(2), uint8(1))
+	f.Add([]byte{}, uint16(0), uint8(0))
+	keys := readKeys(f, "rfc8463.keys")
+	keys["ed._domainkey.example.test"] = []string{testKeys.edTXT}
+	keys["rsa._domainkey.example.test"] = []string{testKeys.rsaTXT}
+
+	f.Fuzz(func(t *testing.T, msg []byte, split uint16, opt uint8) {
+		panics := messagePanics.Load()
+		var opts MessageOptions
+		if opt&1 != 0 {
+			opts.MaxHeaderBytes = 16 + int(split)%2048
+		}
+		if opt&2 != 0 {
+			opts.MaxSignatures = 1 + int(opt>>2)%3
+		}
+		full := opts.withDefaults()
+		r := &memResolver{txt: keys}
+		whole := verifyMessage(t, r, opts, msg)
+
+		var chunks [][]byte
+		for rest, n := msg, 1+int(split)%97; len(rest) > 0; n = n*7%97 + 1 {
+			k := min(n, len(rest))
+			chunks = append(chunks, rest[:k])
+			rest = rest[k:]
+		}
+		if got := verifyChunks(t, r, opts, chunks); !reflect.DeepEqual(got, whole) {
+			t.Fatalf("in %d pieces:\n%+v\nwhole:\n%+v", len(chunks), got, whole)
+		}
+		if n := messagePanics.Load() - panics; n > 0 {
+			t.Fatalf("%d panics recovered", n)
+		}
+
+		if whole.HeaderBytes < 0 || whole.HeaderBytes > int64(len(msg)) {
+			t.Fatalf("HeaderBytes %d, message %d bytes", whole.HeaderBytes, len(msg))
+		}
+		end := int64(0)
+		for _, s := range whole.AuthResults {
+			if s.Start < end || s.End <= s.Start || s.End > whole.HeaderBytes {
+				t.Fatalf("span %d-%d after %d, header %d bytes", s.Start, s.End, end, whole.HeaderBytes)
+			}
+			end = s.End
+			field := msg[s.Start:s.End]
+			if field[len(field)-1] != '\n' && s.End != int64(len(msg)) {
+				t.Fatalf("span %d-%d cuts a line: %q", s.Start, s.End, field)
+			}
+			name, value, _ := strings.Cut(normalizeLines(field), ":")
+			if !strings.EqualFold(strings.TrimSpace(name), "Authentication-Results") {
+				t.Fatalf("span %d-%d holds %q", s.Start, s.End, field)
+			}
+			if v := strings.Trim(strings.ReplaceAll(value, "\r\n", ""), " \t"); v != s.Value {
+				t.Fatalf("span %d-%d value %q, field says %q", s.Start, s.End, s.Value, v)
+			}
+		}
+
+		tooLong := whole.HeaderBytes > int64(full.MaxHeaderBytes)
+		for i, d := range whole.DKIM {
+			switch {
+			case i >= full.MaxSignatures:
+				if d.Result != Policy || d.Reason != "too many signatures" {
+					t.Fatalf("DKIM[%d] beyond the limit: %+v", i, d)
+				}
+			case tooLong:
+				if d.Result != PermError {
+					t.Fatalf("DKIM[%d] of a header too long: %+v", i, d)
+				}
+			case d.Result == TempError || d.Result == Policy:
+				t.Fatalf("DKIM[%d]: %+v", i, d)
+			}
+		}
+		if tooLong {
+			return
+		}
+
+		// go-msgauth on the whole message, as a reference. A message
+		// without the empty line gets one (and an empty body), as
+		// Message gives it.
+		ref := msg
+		if !hasHeaderEnd(msg) {
+			ref = append(bytes.Clone(msg), "\r\n\r\n"...)
+		}
+		keyc := &keyCache{ctx: context.Background(), r: r, m: map[string]*keyEntry{}}
+		verifs, err := dkim.VerifyWithOptions(bytes.NewReader(ref), &dkim.VerifyOptions{LookupTXT: keyc.lookup})
+		if err != nil {
+			return // a reader failure: not comparable
+		}
+		if len(verifs) != len(whole.DKIM) {
+			t.Fatalf("%d DKIM results, go-msgauth finds %d signatures", len(whole.DKIM), len(verifs))
+		}
+		for i, v := range verifs[:min(len(verifs), full.MaxSignatures)] {
+			want, _ := dkimResult(v.Err)
+			got := whole.DKIM[i]
+			if got.Result != want && !(got.Result == PermError && strings.HasPrefix(got.Reason, "signature syntax error")) {
+				t.Fatalf("DKIM[%d] = %+v; go-msgauth: %s (%v)", i, got, want, v.Err)
+			}
+		}
+	})
+}
+
+// hasHeaderEnd reports whether msg has the empty line that ends a header
+// section, read as net/textproto reads lines.
+func hasHeaderEnd(msg []byte) bool {
+	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg)))
+	for {
+		l, err := tr.ReadLine()
+		if err != nil {
+			return false
+		}
+		if l == "" {
+			return true
+		}
+	}
+}
