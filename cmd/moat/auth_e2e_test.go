@@ -108,7 +108,8 @@ func TestSenderAuthEndToEnd(t *testing.T) {
 	}
 	dir := t.TempDir()
 	keyFile, pub := dkimKeyPair(t, dir)
-	dnsSrv := nsdtest.Start(t, authZones(pub))
+	// On port 53, where moat analyze finds the DNS answers in a capture.
+	dnsSrv := nsdtest.StartPort53(t, authZones(pub))
 	pf := postfixtest.Start(t, postfixtest.Options{})
 	cfg := configFor(t, pf.Addr, fmt.Sprintf("dnsbl:\n  resolver: %q\nauth:\n  enabled: true\n  authserv_id: mx.moat.test\n", dnsSrv.Addr))
 	m := startMoat(t, "--config", cfg)
