@@ -53,9 +53,9 @@ const (
 
 // authState is the engine's sender-authentication work for one session.
 type authState struct {
-	helo    *pendingSPF
-	mail    *pendingSPF
-	msg     *auth.Message // the message of the current transaction, nil before it
+	helo *pendingSPF
+	mail *pendingSPF
+	msg  *auth.Message // the message of the current transaction, nil before it
 }
 
 type pendingSPF struct {

@@ -108,9 +108,9 @@ func (c *conn) received(sink *sink) sequencer.Received {
 type sink struct {
 	spool  *spool
 	auth   io.Writer // the engine's sender-authentication checks, nil when off
-	room   int64 // bytes the size limit still allows
-	over   bool  // the message exceeded the size limit
-	err    error // the spool failed
+	room   int64     // bytes the size limit still allows
+	over   bool      // the message exceeded the size limit
+	err    error     // the spool failed
 	header headerScan
 	ends   smtp.LineEndings
 }
