@@ -556,7 +556,7 @@ type readmeCmd struct {
 }
 
 func (c readmeCmd) key() string {
-	if len(c.args) >= 2 && slices.Contains([]string{"config", "rules", "dnsbl"}, c.args[0]) {
+	if len(c.args) >= 2 && slices.Contains([]string{"config", "rules", "dnsbl", "auth"}, c.args[0]) {
 		return c.args[0] + " " + c.args[1]
 	}
 	if len(c.args) == 0 {
