@@ -3,10 +3,12 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/emersion/go-msgauth/dkim"
 )
@@ -35,6 +37,7 @@ type dkimSig struct {
 	base    DKIMResult // Domain, Selector, Algorithm, Identifier from the tags
 	tagErr  error      // the tag list does not parse (RFC 6376 §3.2)
 	keyName string     // selector._domainkey.domain, lower case
+	signed  int        // the number of names in h=
 }
 
 // isDKIMSignature reports whether a header field (its text, lines joined
@@ -67,6 +70,9 @@ func parseDKIMSig(text string) dkimSig {
 	if s.base.Identifier == "" && s.base.Domain != "" {
 		s.base.Identifier = "@" + s.base.Domain
 	}
+	if h := get("h"); h != "" {
+		s.signed = strings.Count(h, ":") + 1
+	}
 	if s.base.Domain != "" && s.base.Selector != "" {
 		s.keyName = strings.ToLower(s.base.Selector + "._domainkey." + s.base.Domain)
 	}
@@ -80,7 +86,14 @@ type dkimVerifier struct {
 	sigs []dkimSig
 	max  int // signatures verified; the rest are reported as policy
 	keys *keyCache
-	pw   *io.PipeWriter
+	pw   *io.PipeWriter // nil when go-msgauth is not run
+
+	// refused says why go-msgauth is not run on this header.
+	refused string
+	// run watches the body for runs of line ends; cut is set when one
+	// grew too long and go-msgauth was given no more of the body.
+	run lineEndRun
+	cut atomic.Bool
 
 	done chan struct{} // closed when go-msgauth has returned
 	// Set before done is closed.
@@ -88,24 +101,88 @@ type dkimVerifier struct {
 	err    error
 }
 
+// go-msgauth does some of its work in time that grows with the square of
+// what the message holds; these bounds keep every message linear, far
+// above what any real signer or message needs. Beyond them the
+// signatures are reported with result policy (RFC 8601 §2.7.1: not
+// acceptable to the ADMD) and the reason.
+const (
+	// maxFoldCost bounds the sum, over the header fields, of lines times
+	// bytes: go-msgauth's readHeader appends each continuation line to
+	// its field's string, copying the field every time (a field folded
+	// over 200,000 lines took 25 s). A 2,000-recipient To: field folded
+	// one address a line costs about 160 MB.
+	maxFoldCost = 256 << 20
+	// maxPickCost bounds, per signature, the names in h= times the
+	// fields in the header: go-msgauth looks for each name from the
+	// bottom of the header (50,000 names in a header of 50,000 fields
+	// took 16 s). 500 names in a header of 2,000 fields fit.
+	maxPickCost = 1 << 20
+	// maxLineEndRun bounds a run of CR and LF bytes in the body:
+	// go-msgauth's simple body canonicalization copies the whole pending
+	// run of empty lines on every 4 KiB it reads, and its relaxed one
+	// keeps the run in memory (8 MiB of CRLF took 19 s and 18 GB of
+	// allocations).
+	maxLineEndRun = 64 << 10
+)
+
+// lineEndRun counts consecutive CR and LF bytes across writes.
+type lineEndRun struct{ n int }
+
+// exceeds reports whether b makes the run longer than maxLineEndRun.
+func (r *lineEndRun) exceeds(b []byte) bool {
+	for _, c := range b {
+		if c != '\r' && c != '\n' {
+			r.n = 0
+		} else if r.n++; r.n > maxLineEndRun {
+			return true
+		}
+	}
+	return false
+}
+
+// tooCostly says why a header would cost go-msgauth too much, or "".
+// fields are the header fields as go-msgauth gets them.
+func tooCostly(fields []string, sigs []dkimSig, max int) string {
+	fold := 0
+	for _, f := range fields {
+		fold += strings.Count(f, "\n") * len(f)
+		if fold > maxFoldCost {
+			return "header fields folded over too many lines: not verified"
+		}
+	}
+	for i, s := range sigs[:min(len(sigs), max)] {
+		if s.signed*len(fields) > maxPickCost {
+			return fmt.Sprintf("signature %d names %d fields in a header of %d: not verified", i+1, s.signed, len(fields))
+		}
+	}
+	return ""
+}
+
 // errVerifierPanic stands for a recovered panic in the verifier.
 var errVerifierPanic = errors.New("internal error in DKIM verification")
 
 // startDKIM starts verifying sigs (every DKIM-Signature field, in header
-// order) of the message whose bytes will be written to the returned
-// verifier's pipe. It returns nil when there is no signature to verify.
-func startDKIM(ctx context.Context, r Resolver, sigs []dkimSig, max int) *dkimVerifier {
+// order) of the message whose header fields are fields (each with its
+// CRLFs) and whose bytes will be written to the returned verifier's pipe.
+// It returns nil when there is no signature to verify.
+func startDKIM(ctx context.Context, r Resolver, fields []string, sigs []dkimSig, max int) *dkimVerifier {
 	if len(sigs) == 0 {
 		return nil
 	}
-	pr, pw := io.Pipe()
 	d := &dkimVerifier{
-		sigs: sigs,
-		max:  max,
-		keys: &keyCache{ctx: ctx, r: r, m: map[string]*keyEntry{}},
-		pw:   pw,
-		done: make(chan struct{}),
+		sigs:    sigs,
+		max:     max,
+		keys:    &keyCache{ctx: ctx, r: r, m: map[string]*keyEntry{}},
+		refused: tooCostly(fields, sigs, max),
+		done:    make(chan struct{}),
 	}
+	if d.refused != "" {
+		close(d.done)
+		return d
+	}
+	pr, pw := io.Pipe()
+	d.pw = pw
 	go func() {
 		defer close(d.done)
 		// Whatever go-msgauth has not read is refused from now on, so
@@ -154,6 +231,8 @@ func (d *dkimVerifier) results(finished, complete bool) []DKIMResult {
 			// RFC 6376 §3.2, §6.1.1: a tag list that does not parse makes
 			// the signature PERMFAIL, whatever a laxer parser made of it.
 			res.Result, res.Reason = PermError, "signature syntax error: "+s.tagErr.Error()
+		case d.refused != "":
+			res.Result, res.Reason = Policy, d.refused
 		case !finished:
 			res.Result, res.Reason = TempError, "verification did not finish"
 		case !usable:
@@ -171,7 +250,10 @@ func (d *dkimVerifier) results(finished, complete bool) []DKIMResult {
 			if v.Identifier != "" {
 				res.Identifier = v.Identifier
 			}
-			if !complete && res.Result != PermError {
+			if d.cut.Load() && (res.Result == Pass || res.Result == Fail) {
+				// The body was cut short at a run of line ends.
+				res.Result, res.Reason = Policy, fmt.Sprintf("body has a run of more than %d line-end bytes: not verified", maxLineEndRun)
+			} else if !complete && res.Result != PermError {
 				// The body was cut short by cancellation: a fail (or a
 				// pass) would be about bytes the signer never signed.
 				res.Result, res.Reason = TempError, "message not read to its end"

@@ -331,11 +331,11 @@ func (m *Message) start(fields []headerField) {
 	header = append(header, "\r\n"...)
 	m.hdr = nil
 
-	m.dkim = startDKIM(m.ctx, m.r, m.sigs, m.opts.MaxSignatures)
+	m.dkim = startDKIM(m.ctx, m.r, texts, m.sigs, m.opts.MaxSignatures)
 	m.arc = newARCVerifier(m.ctx, m.r, texts)
 	m.q = newSpool(bodyQueueBytes)
 	var pw *io.PipeWriter
-	if m.dkim != nil {
+	if m.dkim != nil && m.dkim.pw != nil {
 		pw = m.dkim.pw
 	}
 	m.phase = phaseBody
@@ -375,6 +375,11 @@ func (m *Message) feed(header []byte, pw *io.PipeWriter) {
 		c, ok := m.q.next(m.ctx.Done())
 		if !ok {
 			break
+		}
+		if dk && m.dkim.run.exceeds(c) {
+			m.dkim.cut.Store(true)
+			pw.Close()
+			dk = false
 		}
 		if dk {
 			if _, err := pw.Write(c); err != nil {

@@ -859,3 +859,63 @@ func hasHeaderEnd(msg []byte) bool {
 		}
 	}
 }
+
+// TestDKIMMessageCostBounds: headers and bodies that would make
+// go-msgauth's work grow with the square of their size are not verified
+// (policy, with the reason), and the largest real shapes still are.
+func TestDKIMMessageCostBounds(t *testing.T) {
+	checkNoPanics(t)
+	loadTestKeys(t)
+	var recipients []string
+	for i := 0; i < 2000; i++ {
+		recipients = append(recipients, fmt.Sprintf("Recipient %d <r%d@example.net>", i, i))
+	}
+	bigTo := "To: " + strings.Join(recipients, ",\r\n ") + "\r\n"
+	manyFields := strings.Repeat("Received: from a by b; Mon, 1 Jan 2024 12:00:00 +0000\r\n", 2000)
+	names := func(n int) []string {
+		keys := []string{"From"}
+		for len(keys) < n {
+			keys = append(keys, "Received")
+		}
+		return keys
+	}
+	run := func(n int) string { return "a" + strings.Repeat("\r\n", n/2) + "b\r\n" } // a run of n line-end bytes
+
+	for _, tc := range []struct {
+		name   string
+		msg    []byte
+		want   Result
+		reason string
+	}{
+		{"2,000 recipients folded one a line",
+			goSign(t, append([]byte(bigTo), plainMessage("Hi.\r\n")...), dkim.SignOptions{}), Pass, ""},
+		{"a field folded over 20,000 lines",
+			goSign(t, append([]byte("X-Fold: a\r\n"+strings.Repeat(" a\r\n", 20000)), plainMessage("Hi.\r\n")...), dkim.SignOptions{}),
+			Policy, "folded over too many lines"},
+		{"500 names in h=, 2,000 fields",
+			goSign(t, append([]byte(manyFields), plainMessage("Hi.\r\n")...), dkim.SignOptions{HeaderKeys: names(500)}), Pass, ""},
+		{"1,000 names in h=, 2,000 fields",
+			goSign(t, append([]byte(manyFields), plainMessage("Hi.\r\n")...), dkim.SignOptions{HeaderKeys: names(1000)}),
+			Policy, "signature 1 names 1000 fields in a header of 2006"},
+		{"64 KiB of empty lines, simple",
+			goSign(t, plainMessage(run(maxLineEndRun)), dkim.SignOptions{}), Pass, ""},
+		{"1 MiB of empty lines, simple",
+			goSign(t, plainMessage(run(1<<20)), dkim.SignOptions{}), Policy, "run of more than 65536 line-end bytes"},
+		{"1 MiB of empty lines, relaxed",
+			goSign(t, plainMessage(run(1<<20)), dkim.SignOptions{BodyCanonicalization: dkim.CanonicalizationRelaxed}),
+			Policy, "run of more than 65536 line-end bytes"},
+		{"1 MiB of bare LF, simple",
+			goSign(t, plainMessage("a\n"+strings.Repeat("\n", 1<<20)+"b\n"), dkim.SignOptions{}), Policy, "run of more than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := verifyIn(t, testResolver(t), tc.msg, 32<<10)
+			checkDKIM(t, res.DKIM, want{result: tc.want, reason: tc.reason})
+		})
+	}
+
+	// A signature whose key is missing stays permerror when the body is
+	// cut: that verdict did not depend on the body.
+	msg := goSign(t, goSign(t, plainMessage(run(1<<20)), dkim.SignOptions{Selector: "missing"}), dkim.SignOptions{})
+	res := verifyIn(t, testResolver(t), msg, 32<<10)
+	checkDKIM(t, res.DKIM, want{result: Policy, reason: "run of more than"}, want{result: PermError, reason: "no key"})
+}
