@@ -34,6 +34,32 @@ func dataAuth(f *inspect.Facts) (*auth.Results, error) {
 	return f.Auth, nil
 }
 
+// dataResult is a fact whose value is one result of the message's
+// sender authentication.
+func dataResult(get func(*auth.Results) auth.Result) func(*inspect.Facts) ([]string, error) {
+	return func(f *inspect.Facts) ([]string, error) {
+		a, err := dataAuth(f)
+		if err != nil {
+			return nil, err
+		}
+		return authResult(get(a))
+	}
+}
+
+// dmarcFact is a fact derived from the DMARC result, unknown with it.
+func dmarcFact(get func(*inspect.Facts, *auth.Results) string) func(*inspect.Facts) ([]string, error) {
+	return func(f *inspect.Facts) ([]string, error) {
+		a, err := dataAuth(f)
+		if err != nil {
+			return nil, err
+		}
+		if a.DMARC.Result == auth.Unknown {
+			return nil, errAuthUnknown
+		}
+		return one(get(f, a))
+	}
+}
+
 func init() {
 	for name, fc := range authFacts {
 		facts[name] = fc
@@ -81,43 +107,13 @@ var authFacts = map[string]fact{
 			return out, nil
 		}},
 	"dmarc": {stage: inspect.StageData, kind: kString, doc: "DMARC result of the From: domain (RFC 7489): none, pass, fail, temperror, permerror",
-		strs: func(f *inspect.Facts) ([]string, error) {
-			a, err := dataAuth(f)
-			if err != nil {
-				return nil, err
-			}
-			return authResult(a.DMARC.Result)
-		}},
+		strs: dataResult(func(a *auth.Results) auth.Result { return a.DMARC.Result })},
 	"dmarc_policy": {stage: inspect.StageData, kind: kString, doc: "the DMARC policy that applies to the From: domain after pct= sampling: none, quarantine, reject; \"\" without a record",
-		strs: func(f *inspect.Facts) ([]string, error) {
-			a, err := dataAuth(f)
-			if err != nil {
-				return nil, err
-			}
-			if a.DMARC.Result == auth.Unknown {
-				return nil, errAuthUnknown
-			}
-			return one(a.DMARC.Policy)
-		}},
+		strs: dmarcFact(func(f *inspect.Facts, a *auth.Results) string { return a.DMARC.Policy })},
 	"dmarc_action": {stage: inspect.StageData, kind: kString, doc: "what the configuration (auth.dmarc) says to do with this message: reject, quarantine or none",
-		strs: func(f *inspect.Facts) ([]string, error) {
-			a, err := dataAuth(f)
-			if err != nil {
-				return nil, err
-			}
-			if a.DMARC.Result == auth.Unknown {
-				return nil, errAuthUnknown
-			}
-			return one(f.DMARCAction())
-		}},
+		strs: dmarcFact(func(f *inspect.Facts, _ *auth.Results) string { return f.DMARCAction() })},
 	"arc": {stage: inspect.StageData, kind: kString, doc: "ARC chain validation (RFC 8617): none, pass, fail",
-		strs: func(f *inspect.Facts) ([]string, error) {
-			a, err := dataAuth(f)
-			if err != nil {
-				return nil, err
-			}
-			return authResult(a.ARC.Result)
-		}},
+		strs: dataResult(func(a *auth.Results) auth.Result { return a.ARC.Result })},
 	"arc_sealer": {stage: inspect.StageData, kind: kString, doc: "the d= of the newest ARC-Seal (the forwarder that vouches for the chain)",
 		strs: func(f *inspect.Facts) ([]string, error) {
 			a, err := dataAuth(f)

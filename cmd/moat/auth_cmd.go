@@ -54,25 +54,9 @@ func cmdAuth(args []string, stdout, stderr io.Writer) int {
 	helo := fs.String("helo", "", "the client's HELO/EHLO `NAME`")
 	mailFrom := fs.String("mail-from", "", "the envelope sender `ADDR` (\"\" or <> for the null sender)")
 	format := fs.String("format", "table", "output: table or json")
-	if len(args) == 0 || args[0] != "check" {
-		if len(args) > 0 && isHelp(args[0]) {
-			printUsage(fs, stdout)
-			return 0
-		}
-		fs.Usage()
-		return exitUsage
-	}
-	var files []string
-	rest := args[1:]
-	for {
-		if ok, code := parseFlags(fs, rest, stdout); !ok {
-			return code
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		files = append(files, fs.Arg(0))
-		rest = fs.Args()[1:]
+	files, ok, code := parseSubcommand(fs, args, "check", stdout)
+	if !ok {
+		return code
 	}
 	usageErr := func(msg string) int {
 		fmt.Fprintln(stderr, "moat auth check: "+msg)
