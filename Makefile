@@ -34,6 +34,7 @@ bench:
 	@case "$(BENCH_E2E_FLAGS)" in *-haraka=false*) ;; *) test -d bench/haraka/node_modules/Haraka || (cd bench/haraka && npm ci --no-audit --no-fund --loglevel=error) ;; esac
 	$(GO) test -tags e2ebench -count=1 -v -run '^TestEndToEnd$$' -timeout 4h ./bench/e2e -args $(BENCH_E2E_FLAGS)
 	$(GO) test -tags e2ebench -count=1 -v -run '^TestAnalyzer$$' -timeout 30m ./bench/e2e
+	$(GO) test -tags e2ebench -count=1 -v -run '^TestAuthEndToEnd$$' -timeout 1h ./bench/e2e -args $(BENCH_E2E_FLAGS)
 
 # Runs every fuzz target for FUZZTIME each, one after the other.
 fuzz:

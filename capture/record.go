@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
+
+	"moat/inspect/auth"
 )
 
 // Record is one line of moat's offline report: one mail transaction, or
@@ -66,6 +68,10 @@ type Record struct {
 	// seen earlier than the strict one; EOD says where each saw it.
 	Smuggling bool `json:"smuggling"`
 	EOD       *EOD `json:"eod,omitempty"`
+
+	// The sender authentication of the message (moat's Authentication-
+	// Results in brief), when the data stage ran with it configured.
+	*auth.Summary
 
 	// Moat's view of the session and the message.
 	Size          int64    `json:"size,omitempty"`

@@ -399,6 +399,7 @@ func registered(t *testing.T) metricSet {
 	if _, err := dnsbl.New(dnsbl.Config{}, dnsbl.Deps{Registerer: rec}); err != nil {
 		t.Fatal(err)
 	}
+	inspect.NewAuthMetrics(rec)
 	engine, err := inspect.New(inspect.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -640,7 +641,8 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 	want := []string{"MoatUpstreamUnreachable", "MoatDNSBLListUnhealthy", "MoatDNSBLListErrors",
-		"MoatRejectRateJump", "MoatConfigReloadFailed", "MoatTLSHandshakeFailures", "MoatSessionPanics"}
+		"MoatRejectRateJump", "MoatConfigReloadFailed", "MoatTLSHandshakeFailures", "MoatSessionPanics",
+		"MoatAuthTempErrors"}
 	var have []string
 	for _, r := range alertRules(t) {
 		have = append(have, r.Alert)

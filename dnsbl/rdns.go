@@ -2,6 +2,7 @@ package dnsbl
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -10,14 +11,16 @@ import (
 	"github.com/miekg/dns"
 )
 
-// ReverseResolver answers the reverse-DNS questions behind moat's rDNS
-// facts (the client's PTR name and whether it is forward-confirmed) with
-// the same resolvers, transport and answer checks as the lists. It
-// implements inspect.Resolver.
-type ReverseResolver struct{ c *Checker }
+// DNS answers every other DNS question moat asks with the same
+// resolvers, transport, answer checks and cache as the lists: the
+// reverse DNS behind the rDNS facts (the client's PTR name and whether it
+// is forward-confirmed) and the TXT, MX and address records of sender
+// authentication (SPF, DKIM keys, DMARC and ARC). It implements
+// inspect.Resolver and auth.Resolver.
+type DNS struct{ c *Checker }
 
-// Resolver returns c's reverse resolver.
-func (c *Checker) Resolver() ReverseResolver { return ReverseResolver{c} }
+// DNS returns c's general-purpose DNS client.
+func (c *Checker) DNS() DNS { return DNS{c} }
 
 // notFound is the answer "no such name or no such record": not a failure,
 // an answer the rules see as "no rDNS".
@@ -26,7 +29,7 @@ type notFound struct{ name string }
 func (e notFound) Error() string    { return e.name + ": no such record" }
 func (e notFound) IsNotFound() bool { return true }
 
-// rdnsCache keeps PTR and address answers for their TTL (RFC 2308's
+// rdnsCache keeps PTR, address, TXT and MX answers for their TTL (RFC 2308's
 // negative TTL for "no such name"), so a client that connects again does
 // not cost another round of queries. Failures are not cached.
 type rdnsCache struct {
@@ -47,7 +50,7 @@ type rdnsEntry struct {
 const rdnsCacheMax = 10000
 
 // ask is Checker.ask through the cache.
-func (r ReverseResolver) ask(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+func (r DNS) ask(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	c := &r.c.rdns
 	k := rdnsKey{name, qtype}
 	now := r.c.now()
@@ -74,7 +77,7 @@ func (r ReverseResolver) ask(ctx context.Context, name string, qtype uint16) (*d
 }
 
 // LookupPTR returns the PTR names of ip (RFC 1035 §3.5).
-func (r ReverseResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+func (r DNS) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
 	if ip.Unmap().IsLoopback() {
 		// 127.in-addr.arpa and ::1's reverse zone are served by every
 		// resolver itself (RFC 6303 §4.2, §4.3): no query needed.
@@ -100,7 +103,7 @@ func (r ReverseResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string
 }
 
 // LookupAddr returns the A and AAAA addresses of host.
-func (r ReverseResolver) LookupAddr(ctx context.Context, host string) ([]netip.Addr, error) {
+func (r DNS) LookupAddr(ctx context.Context, host string) ([]netip.Addr, error) {
 	name := dns.Fqdn(host)
 	if strings.EqualFold(name, "localhost.") {
 		// RFC 6761 §6.3: localhost is the loopback address, never asked.
@@ -134,6 +137,59 @@ func (r ReverseResolver) LookupAddr(ctx context.Context, host string) ([]netip.A
 		if firstErr != nil {
 			return nil, firstErr
 		}
+		return nil, notFound{name}
+	}
+	return out, nil
+}
+
+// LookupIP returns the A and AAAA addresses of host (auth.DNS's
+// name for LookupAddr).
+func (r DNS) LookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
+	return r.LookupAddr(ctx, host)
+}
+
+// maxTXTRecords bounds the TXT records of one name that are returned: SPF,
+// DKIM and DMARC each want one, and a name with hundreds is an attack on
+// the parser, not a policy.
+const maxTXTRecords = 50
+
+// LookupTXT returns the TXT records of name, the character-strings of
+// each record joined into one string (RFC 7208 §3.3, RFC 6376 §3.6.2.2:
+// a record split into several strings is read as their concatenation).
+func (r DNS) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	name = dns.Fqdn(name)
+	m, err := r.ask(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	rrs, _ := answerRecords(m, name, dns.TypeTXT)
+	out := make([]string, 0, min(len(rrs), maxTXTRecords))
+	for _, rr := range rrs {
+		if len(out) == maxTXTRecords {
+			break
+		}
+		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+	}
+	if len(out) == 0 {
+		return nil, notFound{name}
+	}
+	return out, nil
+}
+
+// LookupMX returns the MX records of name.
+func (r DNS) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	name = dns.Fqdn(name)
+	m, err := r.ask(ctx, name, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	rrs, _ := answerRecords(m, name, dns.TypeMX)
+	out := make([]*net.MX, 0, len(rrs))
+	for _, rr := range rrs {
+		mx := rr.(*dns.MX)
+		out = append(out, &net.MX{Host: mx.Mx, Pref: mx.Preference})
+	}
+	if len(out) == 0 {
 		return nil, notFound{name}
 	}
 	return out, nil

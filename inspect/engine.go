@@ -53,7 +53,8 @@ type Engine struct {
 	limits   ContentLimits
 	log      *slog.Logger
 	now      func() time.Time
-	needRDNS bool // some rule looks at the client's reverse DNS
+	needRDNS bool        // some rule looks at the client's reverse DNS
+	auth     *AuthConfig // nil: no sender authentication
 }
 
 // Config wires an Engine.
@@ -66,13 +67,26 @@ type Config struct {
 	Blocklists Blocklists
 	// ContentLimits bound message parsing; zero means the defaults.
 	ContentLimits ContentLimits
-	Logger        *slog.Logger
+	// Auth turns on sender authentication (SPF, DKIM, ARC, DMARC); nil
+	// leaves it off and its facts unknown.
+	Auth   *AuthConfig
+	Logger *slog.Logger
 }
 
 // New builds an Engine from cfg.
 func New(cfg Config) (*Engine, error) {
 	e := &Engine{judge: cfg.Judge, resolver: cfg.Resolver, blocks: cfg.Blocklists,
 		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now}
+	if cfg.Auth != nil && cfg.Auth.Resolver != nil {
+		a := *cfg.Auth
+		if a.AuthservID == "" {
+			a.AuthservID = "localhost"
+		}
+		if a.DMARC == "" {
+			a.DMARC = DMARCReject
+		}
+		e.auth = &a
+	}
 	if e.limits == (ContentLimits{}) {
 		e.limits = DefaultContentLimits()
 	}
@@ -95,6 +109,7 @@ type sessionState struct {
 	begun  bool // Begin ran
 	rdns   *rdnsLookup
 	lists  map[listKey]*pendingList
+	auth   *authState
 }
 
 func (e *Engine) state(s *Session) *sessionState {
@@ -132,12 +147,15 @@ func (e *Engine) Connect(ctx context.Context, s *Session) Verdict {
 // Helo judges the HELO/EHLO greeting: s.HeloVerb and s.Helo are set.
 func (e *Engine) Helo(ctx context.Context, s *Session) Verdict {
 	e.startKeys(s, KindDomain, listKeys(s, nil, nil, SourceHelo))
+	e.startHeloSPF(s)
 	return e.evaluate(ctx, StageHelo, &Facts{Session: s})
 }
 
 // Mail judges the envelope sender of a new transaction.
 func (e *Engine) Mail(ctx context.Context, s *Session, t *Transaction) Verdict {
 	e.startKeys(s, KindDomain, listKeys(s, t, nil, SourceMailFrom))
+	e.newAuthTransaction(s)
+	e.startMailSPF(s, t)
 	return e.evaluate(ctx, StageMail, &Facts{Session: s, Tx: t})
 }
 
@@ -181,13 +199,22 @@ func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction
 		e.startKeys(s, KindDomain, listKeys(s, t, c, SourceFrom))
 		e.startKeys(s, KindURI, listKeys(s, t, c, SourceURL))
 	}
-	return e.evaluate(ctx, StageData, f)
+	f.Auth = e.authenticate(ctx, s, t, m)
+	v := e.evaluate(ctx, StageData, f)
+	if f.Auth != nil {
+		h, drop := e.authHeaders(s, f.Auth)
+		v.Headers = append([]HeaderField{h}, v.Headers...)
+		v.DropHeaders = drop
+		v.Auth = f.Auth
+	}
+	return v
 }
 
 // End releases what the engine holds for session s: lookups still in
 // flight are cancelled.
 func (e *Engine) End(s *Session) {
 	if s.engine != nil {
+		s.engine.auth.end()
 		s.engine.cancel()
 	}
 }

@@ -3,6 +3,8 @@ package inspect
 import (
 	"context"
 	"time"
+
+	"moat/inspect/auth"
 )
 
 // Facts is everything known at one stage, handed to the Judge. Fields of
@@ -15,6 +17,9 @@ type Facts struct {
 	Message *Message     // at data
 	Content *Content     // at data, parsed as deep as the rules need
 	Now     time.Time
+	// Auth is the sender authentication of the message, at data (nil
+	// when it is not configured).
+	Auth *auth.Results
 
 	ctx    context.Context
 	engine *Engine

@@ -3,6 +3,7 @@ package inspect
 import (
 	"fmt"
 
+	"moat/inspect/auth"
 	"moat/inspect/smtp"
 )
 
@@ -75,6 +76,13 @@ type Verdict struct {
 	// Headers are added to the message on its way upstream: the
 	// X-Spam-* headers of a Tag, or "X-Spam-Status: No" when configured.
 	Headers []HeaderField
+	// DropHeaders are header fields of the message to leave out on its
+	// way upstream: Authentication-Results fields forged with moat's
+	// authserv-id (RFC 8601 §5). Byte ranges of the message as received.
+	DropHeaders []Span
+	// Auth is the sender authentication of the message (data stage, when
+	// configured), for logs, records and metrics.
+	Auth *auth.Results
 	// SubjectPrefix, when set, is put in front of the Subject of a
 	// tagged message.
 	SubjectPrefix string

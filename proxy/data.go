@@ -107,15 +107,16 @@ func (c *conn) received(sink *sink) sequencer.Received {
 // measured and line endings watched on the way.
 type sink struct {
 	spool  *spool
-	room   int64 // bytes the size limit still allows
-	over   bool  // the message exceeded the size limit
-	err    error // the spool failed
+	auth   io.Writer // the engine's sender-authentication checks, nil when off
+	room   int64     // bytes the size limit still allows
+	over   bool      // the message exceeded the size limit
+	err    error     // the spool failed
 	header headerScan
 	ends   smtp.LineEndings
 }
 
 func (c *conn) newSink() *sink {
-	return &sink{spool: &c.spool, room: int64(c.cfg.Limits.MaxMessageSize),
+	return &sink{spool: &c.spool, auth: c.q.MessageWriter(), room: int64(c.cfg.Limits.MaxMessageSize),
 		header: headerScan{limit: int64(c.cfg.Limits.MaxHeaderSize), lineStart: true}}
 }
 
@@ -132,6 +133,10 @@ func (s *sink) Write(p []byte) (int, error) {
 	s.ends.Write(p)
 	if _, err := s.spool.Write(p); err != nil {
 		s.err = err
+	}
+	if s.auth != nil {
+		// DKIM and ARC hash the body as it arrives: no second pass.
+		s.auth.Write(p)
 	}
 	return len(p), nil
 }
@@ -248,7 +253,11 @@ func addressLiteral(a netip.Addr) string {
 // finishTx writes the one log line per transaction and counts it.
 func (c *conn) finishTx(e *sequencer.Ended) {
 	v := e.Judgement.Verdict
-	c.log.Info("transaction",
+	var authAttr []any
+	if v.Auth != nil {
+		authAttr = []any{"auth", v.Auth.Summary()}
+	}
+	c.log.Info("transaction", append([]any{
 		"client_ip", c.q.Session.Client.Addr().String(),
 		"client_port", c.q.Session.Client.Port(),
 		"helo", c.q.Session.Helo,
@@ -264,7 +273,7 @@ func (c *conn) finishTx(e *sequencer.Ended) {
 		"would_be", v.WouldBe.String(),
 		"score", v.Score,
 		"rules", v.Rules,
-	)
+	}, authAttr...)...)
 	c.srv.metrics.transaction(e.Outcome)
 }
 

@@ -14,15 +14,37 @@ import (
 // Subject. Everything else passes byte for byte.
 func writeMessage(w io.Writer, s *spool, v *inspect.Verdict) error {
 	for _, h := range v.Headers {
-		if _, err := io.WriteString(w, h.Name+": "+sanitizeHeaderValue(h.Value)+"\r\n"); err != nil {
+		if _, err := io.WriteString(w, h.Name+": "+foldAtSemicolons(len(h.Name)+2, sanitizeHeaderValue(h.Value))+"\r\n"); err != nil {
 			return err
 		}
 	}
-	if v.SubjectPrefix == "" {
+	if v.SubjectPrefix == "" && len(v.DropHeaders) == 0 {
 		_, err := s.WriteTo(w)
 		return err
 	}
-	return prefixSubject(w, io.NewSectionReader(s, 0, s.size), v.SubjectPrefix)
+	r := without(s, s.size, v.DropHeaders)
+	if v.SubjectPrefix == "" {
+		_, err := io.Copy(w, r)
+		return err
+	}
+	return prefixSubject(w, r, v.SubjectPrefix)
+}
+
+// without reads the message in s, size bytes, leaving out the spans
+// (header fields the engine found forged: RFC 8601 §5), which are in
+// message order and do not overlap.
+func without(s io.ReaderAt, size int64, drop []inspect.Span) io.Reader {
+	var parts []io.Reader
+	at := int64(0)
+	for _, sp := range drop {
+		if sp.Start < at || sp.End > size || sp.End <= sp.Start {
+			continue // not a span of this message: keep the bytes
+		}
+		parts = append(parts, io.NewSectionReader(s, at, sp.Start-at))
+		at = sp.End
+	}
+	parts = append(parts, io.NewSectionReader(s, at, size-at))
+	return io.MultiReader(parts...)
 }
 
 // prefixSubject copies a message, putting prefix in front of the first
@@ -90,6 +112,36 @@ func prefixSubject(w io.Writer, r io.Reader, prefix string) error {
 }
 
 // sanitizeHeaderValue keeps a value on one header line.
+// foldAtSemicolons folds a structured value — Authentication-Results'
+// "; "-separated results — so that lines stay near 78 characters and
+// always under RFC 5322 §2.1.1's 998: a line break and a tab before any
+// result that would go past 78 (FWS, §3.2.2). used is the length of the
+// line before the value ("Name: ").
+func foldAtSemicolons(used int, v string) string {
+	if used+len(v) <= 78 || !strings.Contains(v, "; ") {
+		return v
+	}
+	var b strings.Builder
+	b.Grow(len(v) + 16)
+	line := used
+	for i, part := range strings.Split(v, "; ") {
+		if i > 0 {
+			b.WriteByte(';')
+			line++
+			if line+1+len(part) > 78 {
+				b.WriteString("\r\n\t")
+				line = 1
+			} else {
+				b.WriteByte(' ')
+				line++
+			}
+		}
+		b.WriteString(part)
+		line += len(part)
+	}
+	return b.String()
+}
+
 func sanitizeHeaderValue(s string) string {
 	if !strings.ContainsAny(s, "\r\n") {
 		return s

@@ -507,6 +507,8 @@ func (c *compiler) term(k, v *yaml.Node) cond {
 		return c.dnsbl(v)
 	case "header":
 		return c.header(v)
+	case "dkim":
+		return c.dkim(v)
 	}
 	f, ok := lookupFact(k.Value)
 	if !ok {

@@ -41,14 +41,18 @@ set -euo pipefail
 # - opendkim-tools (opendkim-testmsg, opendkim-genkey) and python3-dkim
 #   (dkimpy's dkimsign and arcsign, run by /usr/bin/python3, which needs
 #   its dkim and nacl modules for ed25519): the signers whose messages
-#   moat must verify (inspect/auth).
+#   moat must verify (inspect/auth). arcsign also needs python3-authres
+#   (dkimpy's ARC signer parses the Authentication-Results it seals and
+#   fails without it); python3-nacl is the nacl module, a Recommends of
+#   python3-dkim that --no-install-recommends leaves out.
 TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  libnet-ssleay-perl:perl=Net::SSLeay libio-socket-ssl-perl:perl=IO::Socket::SSL
  python3:python3 python3:python3=smtplib,ssl,email.message
  ca-certificates rbldnsd:rbldnsd tshark:tshark wireshark-common:dumpcap
  prometheus:prometheus prometheus:promtool
  nsd:nsd opendkim-tools:opendkim-testmsg opendkim-tools:opendkim-genkey
- python3-dkim:dkimsign python3-dkim:arcsign python3-dkim:sys-python3=dkim,nacl"
+ python3-dkim:dkimsign python3-dkim:arcsign python3-dkim:sys-python3=dkim,nacl
+ python3-nacl:sys-python3=nacl python3-authres:sys-python3=authres"
 TEST_PACKAGES="${MOAT_TEST_PACKAGES:-$TEST_PACKAGES}"
 
 # postfix lives in /usr/sbin, which a non-root PATH often lacks.

@@ -47,7 +47,9 @@ type analyzeFlags struct {
 func (f *analyzeFlags) register(fs *flag.FlagSet, format string) {
 	fs.StringVar(&f.config, "config", "", "configuration `FILE` for the rules and DNS lists (default: built-in)")
 	fs.StringVar(&f.rules, "rules", "", "rules `FILE` instead of the configuration's")
-	fs.StringVar(&f.dnsblMode, "dnsbl", "off", "DNS lists: off (reported as not queried), live (ask them now) or recorded (answers found in the capture)")
+	dnsUsage := "every DNS lookup (lists, rDNS, SPF, DKIM, DMARC, ARC): off (not asked: their facts are unknown), live (asked now) or recorded (answered from the DNS responses in the capture; an unrecorded answer is unknown, never a failure)"
+	fs.StringVar(&f.dnsblMode, "dns", "off", dnsUsage)
+	fs.StringVar(&f.dnsblMode, "dnsbl", "off", "the older name of --dns")
 	fs.StringVar(&f.format, "format", format, "output format: jsonl or table")
 	fs.StringVar(&f.out, "out", "", "write records to `FILE` instead of standard output")
 	fs.StringVar(&f.extract, "extract", "", "write every message to `DIR` as an .eml file")
@@ -108,7 +110,7 @@ func (f *analyzeFlags) check() error {
 	switch f.dnsblMode {
 	case "off", "live", "recorded":
 	default:
-		return fmt.Errorf("--dnsbl %q is not off, live or recorded", f.dnsblMode)
+		return fmt.Errorf("--dns %q is not off, live or recorded", f.dnsblMode)
 	}
 	if f.format != "jsonl" && f.format != "table" {
 		return fmt.Errorf("--format %q is not jsonl or table", f.format)
@@ -166,7 +168,7 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 	if err != nil {
 		return err
 	}
-	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, files, ruleMetrics, log)
+	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, files, engineDeps{Rules: ruleMetrics, Log: log})
 	if err != nil {
 		return err
 	}
@@ -268,7 +270,8 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 // analyzeEngine builds the inspection engine for mode: the configured
 // rules, and the DNS lists not queried (off), queried now (live), or
 // answered from the DNS responses in the captures (recorded).
-func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string, m *rules.Metrics, log *slog.Logger) (*inspect.Engine, string, func(), error) {
+func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string, d engineDeps) (*inspect.Engine, string, func(), error) {
+	m, log := d.Rules, d.Log
 	nothing := func() {}
 	switch mode {
 	case "live":
@@ -276,7 +279,7 @@ func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string
 		if err != nil {
 			return nil, "", nil, err
 		}
-		e, _, err := buildEngine(cfg, lists, m, log)
+		e, _, err := buildEngine(cfg, lists, d)
 		return e, "queried live, now (not as they were at capture time)", nothing, err
 	case "recorded":
 		answers := capture.NewDNSAnswers()
@@ -299,7 +302,7 @@ func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string
 			stop()
 			return nil, "", nil, err
 		}
-		e, _, err := buildEngine(&c, lists, m, log)
+		e, _, err := buildEngine(&c, lists, engineDeps{Rules: m, Auth: d.Auth, Recorded: true, Log: log})
 		if err != nil {
 			stop()
 			return nil, "", nil, err

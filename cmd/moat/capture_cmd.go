@@ -41,7 +41,7 @@ func cmdCapture(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if f.dnsblMode == "recorded" {
-		fmt.Fprintln(stderr, "moat capture: --dnsbl recorded needs a file; use off or live")
+		fmt.Fprintln(stderr, "moat capture: --dns recorded needs a file; use off or live")
 		return exitUsage
 	}
 	if *filter != "" {
@@ -86,7 +86,7 @@ func runCapture(ctx context.Context, f *analyzeFlags, iface string, stdout, stde
 	if err != nil {
 		return err
 	}
-	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, nil, ruleMetrics, log)
+	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, nil, engineDeps{Rules: ruleMetrics, Log: log})
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ type Config struct {
 	proxy.Config `yaml:",inline"`
 
 	DNSBL dnsbl.Config `yaml:"dnsbl"`
+	Auth  AuthConfig   `yaml:"auth"`
 	Rules rules.Config `yaml:"rules"`
 	HTTP  HTTPConfig   `yaml:"http"`
 	Log   LogConfig    `yaml:"log"`
@@ -54,6 +55,7 @@ func (c *Config) defaults() {
 	c.Config.Defaults()
 	c.Rules.Defaults()
 	c.DNSBL.Defaults()
+	c.Auth.defaults(c.Config.Hostname)
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9325"
 	}
@@ -79,6 +81,9 @@ func (c *Config) validate(file string) error {
 		return bad("%v", err)
 	}
 	if err := c.DNSBL.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Auth.validate(); err != nil {
 		return bad("%v", err)
 	}
 	if c.HTTP.Listen != "off" {

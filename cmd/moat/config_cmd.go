@@ -40,7 +40,7 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exitCode(stderr, err)
 	}
-	_, set, err := buildEngine(cfg, lists, nil, nil)
+	_, set, err := buildEngine(cfg, lists, engineDeps{})
 	if err != nil {
 		return exitCode(stderr, err)
 	}

@@ -48,7 +48,7 @@ func FuzzConfig(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		engine, _, err := buildEngine(cfg, lists, m, log)
+		engine, _, err := buildEngine(cfg, lists, engineDeps{Rules: m, Log: log})
 		if err != nil {
 			return
 		}

@@ -29,26 +29,9 @@ func cmdDnsbl(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("moat dnsbl check", dnsblUsage, stderr)
 	configPath := fs.String("config", "", "configuration `FILE` (default: built-in defaults, which have no lists)")
 	health := fs.Bool("health", false, "probe every list with its RFC 5782 test entries first")
-	if len(args) == 0 || args[0] != "check" {
-		if len(args) > 0 && isHelp(args[0]) {
-			printUsage(fs, stdout)
-			return 0
-		}
-		fs.Usage()
-		return exitUsage
-	}
-	// Flags may come before or after the key.
-	var keys []string
-	rest := args[1:]
-	for {
-		if ok, code := parseFlags(fs, rest, stdout); !ok {
-			return code
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		keys = append(keys, fs.Arg(0))
-		rest = fs.Args()[1:]
+	keys, ok, code := parseSubcommand(fs, args, "check", stdout)
+	if !ok {
+		return code
 	}
 	if len(keys) != 1 {
 		fmt.Fprintln(stderr, "moat dnsbl check: want one IP address or domain")

@@ -9,10 +9,21 @@ import (
 	"moat/rules"
 )
 
+// engineDeps are what an engine is built with besides the configuration:
+// metrics that outlive reloads, and how the DNS answers.
+type engineDeps struct {
+	Rules *rules.Metrics
+	Auth  *inspect.AuthMetrics
+	// Recorded: the DNS knows only the answers recorded in a capture.
+	Recorded bool
+	Log      *slog.Logger
+}
+
 // buildEngine compiles the configured rules and wires the inspection
-// engine to them and to the DNS lists. Called at startup and on every
-// reload; an error leaves whatever runs untouched.
-func buildEngine(cfg *Config, lists *dnsbl.Checker, m *rules.Metrics, log *slog.Logger) (*inspect.Engine, *rules.Set, error) {
+// engine to them, to the DNS lists and to sender authentication. Called
+// at startup and on every reload; an error leaves whatever runs untouched.
+func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engine, *rules.Set, error) {
+	m, log := d.Rules, d.Log
 	var ad listsAdapter
 	if lists != nil {
 		ad.c = lists
@@ -24,8 +35,9 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, m *rules.Metrics, log *slog.
 	ec := inspect.Config{Judge: set, Logger: log}
 	if lists != nil {
 		ec.Blocklists = ad
-		ec.Resolver = lists.Resolver()
+		ec.Resolver = lists.DNS()
 	}
+	ec.Auth = engineAuth(cfg, lists, d.Auth, d.Recorded)
 	e, err := inspect.New(ec)
 	if err != nil {
 		return nil, nil, err

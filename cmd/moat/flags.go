@@ -52,6 +52,32 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (ok bool, cod
 	}
 }
 
+// parseSubcommand parses "SUB [flags and arguments in any order]", the
+// shape of moat dnsbl check and moat auth check: args must start with
+// sub (or ask for help); flags may come before, between or after the
+// positional arguments, which it returns. ok and code are parseFlags'.
+func parseSubcommand(fs *flag.FlagSet, args []string, sub string, stdout io.Writer) (positional []string, ok bool, code int) {
+	if len(args) == 0 || args[0] != sub {
+		if len(args) > 0 && isHelp(args[0]) {
+			printUsage(fs, stdout)
+			return nil, false, 0
+		}
+		fs.Usage()
+		return nil, false, exitUsage
+	}
+	rest := args[1:]
+	for {
+		if ok, code := parseFlags(fs, rest, stdout); !ok {
+			return nil, false, code
+		}
+		if fs.NArg() == 0 {
+			return positional, true, 0
+		}
+		positional = append(positional, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+}
+
 // printUsage prints fs's usage to w instead of the set's output.
 func printUsage(fs *flag.FlagSet, w io.Writer) {
 	out := fs.Output()

@@ -764,6 +764,13 @@ type dumpcapProc struct {
 // its file open, which it reports after the capture filter is in place.
 func startDumpcap(t *testing.T, dir, port string) *dumpcapProc {
 	t.Helper()
+	return startDumpcapFilter(t, dir, "tcp port "+port)
+}
+
+// startDumpcapFilter is startDumpcap for the packets a capture filter
+// (pcap-filter(7)) selects.
+func startDumpcapFilter(t *testing.T, dir, what string) *dumpcapProc {
+	t.Helper()
 	sc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -771,7 +778,7 @@ func startDumpcap(t *testing.T, dir, port string) *dumpcapProc {
 	t.Cleanup(func() { sc.Close() })
 	d := &dumpcapProc{file: filepath.Join(dir, "live.pcapng"), out: &lockedBuffer{},
 		notify: make(chan struct{}, 1), exited: make(chan struct{}), sentinel: sc}
-	filter := fmt.Sprintf("tcp port %s or udp port %d", port, sc.LocalAddr().(*net.UDPAddr).Port)
+	filter := fmt.Sprintf("(%s) or udp port %d", what, sc.LocalAddr().(*net.UDPAddr).Port)
 	d.cmd = exec.Command("dumpcap", "-i", "lo", "-f", filter, "-B", "16", "-s", "0", "-w", d.file)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {

@@ -26,6 +26,7 @@ Usage:
   moat serve [--config FILE]   run the proxy (built-in defaults without --config)
   moat config check FILE       validate a configuration file and exit
   moat dnsbl check IP|DOMAIN   look an address or domain up on every list and say why
+  moat auth check ... MSG.eml  check a message's SPF, DKIM, ARC and DMARC and say why
   moat rules test|compare ...  run rules over messages (see moat rules --help)
   moat analyze CAPTURE...      judge the SMTP sessions of pcap/pcapng files offline
   moat capture --iface NAME    judge the SMTP sessions seen live on an interface
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdConfig(args[1:], stdout, stderr)
 	case "dnsbl":
 		return cmdDnsbl(args[1:], stdout, stderr)
+	case "auth":
+		return cmdAuth(args[1:], stdout, stderr)
 	case "rules":
 		return cmdRules(args[1:], stdout, stderr)
 	case "analyze":

@@ -518,6 +518,7 @@ var readmeCommands = map[string]cmdCheck{
 	"rules compare": runs,
 	"analyze":       runs,
 	"dnsbl check":   runs,
+	"auth check":    runs,
 	"replay":        flagsOnly,
 	"capture":       flagsOnly,
 	"version":       runs,
@@ -530,7 +531,10 @@ var readmeRunChecks = map[string]func(stdout, stderr string) error{
 	"rules compare": func(o, e string) error { return wantIn(o+e, "CHEAP_WATCHES", "change action") },
 	"analyze":       func(o, e string) error { return wantIn(o+e, `"verdict":`, `"helo":"GP"`, "moat analyze summary") },
 	"dnsbl check":   func(o, _ string) error { return wantIn(o, "LISTED") },
-	"version":       func(o, _ string) error { return wantIn(o, "moat ") },
+	"auth check": func(o, _ string) error {
+		return wantIn(o, "SPF (MAIL FROM)", "DKIM", "DMARC", "Authentication-Results: mx.example.org;", "moat would: ")
+	},
+	"version": func(o, _ string) error { return wantIn(o, "moat ") },
 }
 
 func wantIn(s string, subs ...string) error {
@@ -552,7 +556,7 @@ type readmeCmd struct {
 }
 
 func (c readmeCmd) key() string {
-	if len(c.args) >= 2 && slices.Contains([]string{"config", "rules", "dnsbl"}, c.args[0]) {
+	if len(c.args) >= 2 && slices.Contains([]string{"config", "rules", "dnsbl", "auth"}, c.args[0]) {
 		return c.args[0] + " " + c.args[1]
 	}
 	if len(c.args) == 0 {
@@ -679,6 +683,7 @@ func readmeFiles(t *testing.T, dir string, dnsblAddr string) {
 		write(n, newer)
 	}
 	write("home/Maildir/.Junk/new/1", msg("j1", "cheap watches"))
+	write("message.eml", msg("a1", "why was this refused?"))
 	write("home/Maildir/.Junk/cur/2:2,S", msg("j2", "minutes"))
 	os.MkdirAll(filepath.Join(dir, "home/Maildir/.Junk/tmp"), 0o755)
 	write("archive.mbox", "From ana@client.test Mon Jan  5 10:00:00 2026\n"+msg("m1", "hello")+"\n"+

@@ -84,6 +84,8 @@ dnsbl:
     - {name: bl, zone: bl.test, kind: ip, codes: {"127.0.0.2": {reason: sbl, weight: 6}, "127.0.0.4": {reason: xbl, weight: 10}}}
     - {name: dbl, zone: dbl.test, kind: domain, health_check: false}
     - {name: broken, zone: broken.test, kind: ip, health_check: false}
+auth:
+  enabled: true   # its lookups fail (rbldnsd refuses): the temperror panels get data
 `, rulesPath, bl.Addr))
 	m := startMoat(t, "--config", cfg)
 	prom := startPrometheus(t, m.http)

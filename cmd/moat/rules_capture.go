@@ -123,7 +123,7 @@ func judgeCaptures(ctx context.Context, cfg *Config, rulesFile string, files []s
 	}
 	c.Rules.Mode = "enforce" // what the rules would do, as for messages
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	engine, _, closeEngine, err := analyzeEngine(ctx, &c, "off", files, nil, log)
+	engine, _, closeEngine, err := analyzeEngine(ctx, &c, "off", files, engineDeps{Log: log})
 	if err != nil {
 		return err
 	}

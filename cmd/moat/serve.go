@@ -134,7 +134,8 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 	if err != nil {
 		return err
 	}
-	engine, set, err := buildEngine(cfg, lists, ruleMetrics, log)
+	deps := engineDeps{Rules: ruleMetrics, Auth: inspect.NewAuthMetrics(reg), Log: log}
+	engine, set, err := buildEngine(cfg, lists, deps)
 	if err != nil {
 		return err
 	}
@@ -211,7 +212,7 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-hup:
-			reload(log, path, ov, srv, reloads, ruleMetrics, lists)
+			reload(log, path, ov, srv, reloads, deps, lists)
 		case err := <-errc:
 			if err != nil {
 				runErr = err
@@ -238,7 +239,7 @@ loop:
 // reload re-reads the configuration on SIGHUP. A file that does not load
 // or validate is refused whole, logged, and the running configuration
 // stays; a good one takes effect for every session that starts after it.
-func reload(log *slog.Logger, path string, ov serveOverrides, srv *proxy.Server, reloads reloadMetrics, m *rules.Metrics, lists *dnsbl.Checker) {
+func reload(log *slog.Logger, path string, ov serveOverrides, srv *proxy.Server, reloads reloadMetrics, d engineDeps, lists *dnsbl.Checker) {
 	if path == "" {
 		log.Info("SIGHUP: running on the built-in default config, nothing to reload")
 		return
@@ -251,7 +252,7 @@ func reload(log *slog.Logger, path string, ov serveOverrides, srv *proxy.Server,
 		// running keep the engine they started with.
 		// DNS lists keep their cache and metrics: changing lists needs a
 		// restart, and rules are checked against the running ones.
-		engine, set, err = buildEngine(cfg, lists, m, log)
+		engine, set, err = buildEngine(cfg, lists, d)
 	}
 	if err == nil {
 		err = srv.Reload(cfg.Config, engine)

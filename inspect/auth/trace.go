@@ -58,7 +58,9 @@ func (t *Tracer) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
 	mx, err := t.r.LookupMX(ctx, name)
 	var ans []string
 	for _, m := range mx {
-		ans = append(ans, strconv.Itoa(int(m.Pref))+" "+m.Host)
+		if m != nil {
+			ans = append(ans, strconv.Itoa(int(m.Pref))+" "+m.Host)
+		}
 	}
 	t.note("MX", name, ans, err)
 	return mx, err

@@ -19,6 +19,7 @@ package sequencer
 
 import (
 	"context"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -768,6 +769,14 @@ func (q *Sequencer) Message(m Received) Step {
 		return s
 	}
 	return Step{Op: OpRelay, Judged: j}
+}
+
+// MessageWriter is where the front end writes the message of the
+// transaction in progress as it reads it, after DATA or chunk by chunk,
+// so that the checks that hash it (DKIM, ARC) finish with the data; nil
+// when no check needs the bytes.
+func (q *Sequencer) MessageWriter() io.Writer {
+	return q.engine.MessageWriter(&q.Session, &q.Tx)
 }
 
 // Verdict is the data stage's verdict of the message in progress: its

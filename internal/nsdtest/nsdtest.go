@@ -8,6 +8,7 @@ package nsdtest
 
 import (
 	"bytes"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -44,6 +45,24 @@ type Server struct {
 // it) and stops the server in t.Cleanup.
 func Start(t testing.TB, zones map[string][]string) *Server {
 	t.Helper()
+	return start(t, zones, freePort)
+}
+
+// StartPort53 is Start on port 53 — the DNS port, where a capture of the
+// traffic shows the queries as DNS (moat analyze --dns recorded reads
+// port 53) — of a random address in 127.53.0.0/16, so that tests in
+// parallel and a resolver on 127.0.0.1:53 do not collide.
+func StartPort53(t testing.TB, zones map[string][]string) *Server {
+	t.Helper()
+	return start(t, zones, func() (string, error) {
+		var b [2]byte
+		rand.Read(b[:])
+		return fmt.Sprintf("127.53.%d.%d:53", b[0], max(b[1], 1)), nil
+	})
+}
+
+func start(t testing.TB, zones map[string][]string, pick func() (string, error)) *Server {
+	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		t.Fatalf("nsd not installed (%v): run scripts/install-test-deps.sh (make test does)", err)
 	}
@@ -67,7 +86,7 @@ func Start(t testing.TB, zones map[string][]string) *Server {
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		addr, err := freePort()
+		addr, err := pick()
 		if err != nil {
 			t.Fatal(err)
 		}
