@@ -290,15 +290,15 @@ func (f *Facts) HeloSPF() (auth.SPFResult, error) {
 }
 
 func (f *Facts) spf(helo bool) (auth.SPFResult, error) {
-	if f.engine == nil || f.engine.auth == nil {
-		return auth.SPFResult{}, errAuthOff
-	}
-	if f.Auth != nil {
+	if f.Auth != nil { // at data: the results are in
 		r := f.Auth.SPF
 		if helo {
 			r = f.Auth.HELO
 		}
 		return r, unknownErr(r.Result)
+	}
+	if f.engine == nil || f.engine.auth == nil {
+		return auth.SPFResult{}, errAuthOff
 	}
 	a := f.engine.authState(f.Session)
 	var p *pendingSPF

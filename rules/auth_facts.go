@@ -135,14 +135,17 @@ var authFacts = map[string]fact{
 		}},
 }
 
-// dkimCond is {dkim: RESULT} or {dkim: {result: RESULT, domain: D, all:
-// true}}: a DKIM signature (any by default; every one with all) of the
-// message, optionally only those with d=D, has the result. A message
-// without signatures has the single result "none".
+// dkimCond is {dkim: RESULT} or {dkim: {result: RESULT, domain: D,
+// selector: S, algorithm: A, all: true}}: a DKIM signature (any by
+// default; every one with all) of the message, optionally only those
+// with d=D, s=S and a=A, has the result. A message without signatures has
+// the single result "none".
 type dkimCond struct {
-	result string
-	domain string
-	all    bool
+	result    string
+	domain    string
+	selector  string
+	algorithm string
+	all       bool
 }
 
 func (d dkimCond) eval(c *evalCtx) tri {
@@ -156,7 +159,9 @@ func (d dkimCond) eval(c *evalCtx) tri {
 	}
 	matched, considered, unknown := 0, 0, false
 	for _, s := range sigs {
-		if d.domain != "" && !strings.EqualFold(strings.TrimSuffix(s.Domain, "."), d.domain) {
+		if d.domain != "" && !strings.EqualFold(strings.TrimSuffix(s.Domain, "."), d.domain) ||
+			d.selector != "" && !strings.EqualFold(s.Selector, d.selector) ||
+			d.algorithm != "" && !strings.EqualFold(s.Algorithm, d.algorithm) {
 			continue
 		}
 		considered++
@@ -180,7 +185,7 @@ func (d dkimCond) eval(c *evalCtx) tri {
 
 var dkimResults = []string{"none", "pass", "fail", "policy", "neutral", "temperror", "permerror"}
 
-// dkim: RESULT, or {result: RESULT, domain: D, all: true}.
+// dkim: RESULT, or {result: RESULT, domain: D, selector: S, algorithm: A, all: true}.
 func (c *compiler) dkim(v *yaml.Node) cond {
 	if c.stage < inspect.StageData {
 		c.p.errf(v, "dkim conditions need the data stage, and this rule runs at %s", c.stage)
@@ -191,12 +196,16 @@ func (c *compiler) dkim(v *yaml.Node) cond {
 	if v.Kind == yaml.ScalarNode {
 		d.result, resNode = v.Value, v
 	} else {
-		c.p.mapping(v, "dkim", []string{"result", "domain", "all"}, func(k, val *yaml.Node) {
+		c.p.mapping(v, "dkim", []string{"result", "domain", "selector", "algorithm", "all"}, func(k, val *yaml.Node) {
 			switch k.Value {
 			case "result":
 				d.result, resNode = val.Value, val
 			case "domain":
 				d.domain = strings.TrimSuffix(c.p.str(val, "dkim domain"), ".")
+			case "selector":
+				d.selector = c.p.str(val, "dkim selector")
+			case "algorithm":
+				d.algorithm = c.p.str(val, "dkim algorithm")
 			case "all":
 				if val.Value != "true" && val.Value != "false" {
 					c.p.errf(val, "dkim all is true or false")
