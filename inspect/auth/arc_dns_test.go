@@ -9,10 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,66 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"moat/internal/nsdtest"
 )
-
-// arcDNSResolver is a test Resolver that asks one DNS server over miekg/dns:
-// UDP with EDNS0 (4096 bytes, room for a 2048-bit key), TCP when the
-// answer comes back truncated. NXDOMAIN, and NOERROR without a TXT answer
-// (NODATA), are NotFound; anything else is a temporary failure.
-type arcDNSResolver struct{ addr string }
-
-func (r arcDNSResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), dns.TypeTXT)
-	m.SetEdns0(4096, false)
-	in, err := r.exchange(ctx, m, "udp")
-	if err == nil && in.Truncated {
-		in, err = r.exchange(ctx, m, "tcp")
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch in.Rcode {
-	case dns.RcodeSuccess:
-	case dns.RcodeNameError:
-		return nil, NotFound{Name: name}
-	default:
-		return nil, fmt.Errorf("%s: %s", name, dns.RcodeToString[in.Rcode])
-	}
-	var out []string
-	for _, rr := range in.Answer {
-		if txt, ok := rr.(*dns.TXT); ok {
-			// The character-strings of one record make one string
-			// (RFC 6376 §3.6.2.2), as net.LookupTXT gives them.
-			out = append(out, strings.Join(txt.Txt, ""))
-		}
-	}
-	if len(out) == 0 {
-		return nil, NotFound{Name: name}
-	}
-	return out, nil
-}
-
-func (r arcDNSResolver) exchange(ctx context.Context, m *dns.Msg, network string) (*dns.Msg, error) {
-	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
-	in, _, err := c.ExchangeContext(ctx, m, r.addr)
-	return in, err
-}
-
-func (arcDNSResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
-	return nil, errors.New("arcDNSResolver: MX not supported")
-}
-
-func (arcDNSResolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
-	return nil, errors.New("arcDNSResolver: A/AAAA not supported")
-}
-
-func (arcDNSResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
-	return nil, errors.New("arcDNSResolver: PTR not supported")
-}
 
 // arcSealer is dkimpy, the signer the tests seal messages with.
 const (
@@ -222,7 +161,7 @@ func TestARCRealSealerDNS(t *testing.T) {
 			"ed._domainkey TXT " + nsdtest.TXT("v=DKIM1; k=ed25519; p="+base64.StdEncoding.EncodeToString(edPub)),
 		},
 	})
-	r := arcDNSResolver{addr: srv.Addr}
+	r := wireDNS{addr: srv.Addr}
 
 	// Hop 1, a mailing list, i=1 cv=none; hop 2, a forwarder, i=2 cv=pass.
 	hop1 := arcSign(t, "arc", "example.test", key1, "list.example.test",
@@ -358,30 +297,4 @@ func arcDropSet(t *testing.T, msg string, i int) string {
 		msg = arcDropField(t, msg, fmt.Sprintf("%s: i=%d;", name, i))
 	}
 	return msg
-}
-
-// The test resolver itself: a TXT record too large for 512 bytes comes
-// whole over EDNS0 or TCP; NXDOMAIN and NODATA are NotFound.
-func TestARCDNSResolver(t *testing.T) {
-	long := strings.Repeat("k", 3000)
-	srv := nsdtest.Start(t, map[string][]string{
-		"resolver.test": {
-			"long TXT " + nsdtest.TXT(long),
-			"huge TXT " + nsdtest.TXT(strings.Repeat("h", 5000)),
-			"onlya A 127.0.0.1",
-		},
-	})
-	r := arcDNSResolver{addr: srv.Addr}
-	ctx := context.Background()
-	for name, want := range map[string]int{"long.resolver.test": 3000, "huge.resolver.test": 5000} {
-		txt, err := r.LookupTXT(ctx, name)
-		if err != nil || len(txt) != 1 || len(txt[0]) != want {
-			t.Errorf("%s: %d records, err %v", name, len(txt), err)
-		}
-	}
-	for _, name := range []string{"nx.resolver.test", "onlya.resolver.test"} {
-		if _, err := r.LookupTXT(ctx, name); !IsNotFound(err) {
-			t.Errorf("%s: %v, want not found", name, err)
-		}
-	}
 }

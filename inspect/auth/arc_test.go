@@ -5,50 +5,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
 )
-
-// arcMemResolver answers TXT questions from a map (name, lowercased and
-// without the final dot → records); a name not in it does not exist.
-type arcMemResolver struct {
-	txt map[string][]string
-	err error // when set, every lookup fails with it
-}
-
-func (m arcMemResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	if m.err != nil {
-		return nil, m.err
-	}
-	if txt, ok := m.txt[strings.TrimSuffix(strings.ToLower(name), ".")]; ok {
-		return txt, nil
-	}
-	return nil, NotFound{Name: name}
-}
-
-func (arcMemResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
-	return nil, NotFound{Name: name}
-}
-
-func (arcMemResolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
-	return nil, NotFound{Name: host}
-}
-
-func (arcMemResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
-	return nil, NotFound{Name: ip.String()}
-}
 
 // arcSuiteCase is one validation case of the ValiMail suite.
 type arcSuiteCase struct {
@@ -171,7 +138,7 @@ func TestARCSuite(t *testing.T) {
 	pass := 0
 	var failures []string
 	for _, c := range cases {
-		res := verifyARCAt(context.Background(), arcMemResolver{txt: c.txt}, strings.NewReader(c.message), arcSuiteNow)
+		res := verifyARCAt(context.Background(), &memDNS{txt: c.txt}, strings.NewReader(c.message), arcSuiteNow)
 		got := string(res.Result)
 		if got == c.cv {
 			pass++
@@ -217,7 +184,7 @@ func TestARCStreamingOneByte(t *testing.T) {
 	c := arcSuiteCaseByName(t, "cv_pass_i3_1")
 	header, body := arcSplit(t, c.message)
 	for _, chunk := range []int{1, 2, 3, 7, 64, len(body) + 1} {
-		v := newARCVerifierAt(context.Background(), arcMemResolver{txt: c.txt}, header, arcSuiteNow)
+		v := newARCVerifierAt(context.Background(), &memDNS{txt: c.txt}, header, arcSuiteNow)
 		for b := []byte(body); len(b) > 0; {
 			n := min(chunk, len(b))
 			v.Write(b[:n])
@@ -252,7 +219,7 @@ func arcSplit(t testing.TB, msg string) ([]string, string) {
 // signed, so only AMS(2) still verifies.
 func TestARCOldestPass(t *testing.T) {
 	c := arcSuiteCaseByName(t, "cv_pass_i2_1_ams1_invalid")
-	res := verifyARCAt(context.Background(), arcMemResolver{txt: c.txt}, strings.NewReader(c.message), arcSuiteNow)
+	res := verifyARCAt(context.Background(), &memDNS{txt: c.txt}, strings.NewReader(c.message), arcSuiteNow)
 	if res.Result != Pass || res.OldestPass != 2 || res.Instances != 2 {
 		t.Fatalf("%+v, want pass with oldest-pass 2", res)
 	}
@@ -262,44 +229,17 @@ func TestARCOldestPass(t *testing.T) {
 // temporary DNS failure differs from a missing key in the reason.
 func TestARCKeyLookupFailure(t *testing.T) {
 	c := arcSuiteCaseByName(t, "cv_pass_i1_1")
-	res := verifyARCAt(context.Background(), arcMemResolver{err: errors.New("SERVFAIL")}, strings.NewReader(c.message), arcSuiteNow)
+	res := verifyARCAt(context.Background(), &memDNS{err: errServFail}, strings.NewReader(c.message), arcSuiteNow)
 	if res.Result != Fail || !strings.Contains(res.Reason, "temporary DNS failure") {
 		t.Errorf("temporary failure: %+v", res)
 	}
-	res = verifyARCAt(context.Background(), arcMemResolver{}, strings.NewReader(c.message), arcSuiteNow)
+	res = verifyARCAt(context.Background(), &memDNS{}, strings.NewReader(c.message), arcSuiteNow)
 	if res.Result != Fail || !strings.Contains(res.Reason, "no key at dummy._domainkey.example.org") {
 		t.Errorf("no key: %+v", res)
 	}
 	if len(res.Lookups) != 1 || res.Lookups[0].Err != "not found" {
 		t.Errorf("lookups %+v", res.Lookups)
 	}
-}
-
-// arcBlockingResolver answers nothing until its context ends; it counts
-// the lookups in flight.
-type arcBlockingResolver struct {
-	arcMemResolver
-	mu       sync.Mutex
-	inflight int
-	started  chan struct{}
-}
-
-func (b *arcBlockingResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	b.mu.Lock()
-	b.inflight++
-	b.mu.Unlock()
-	b.started <- struct{}{}
-	<-ctx.Done()
-	b.mu.Lock()
-	b.inflight--
-	b.mu.Unlock()
-	return nil, ctx.Err()
-}
-
-func (b *arcBlockingResolver) count() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.inflight
 }
 
 // Lookups start with the header, before any body, and end when the
@@ -309,11 +249,11 @@ func TestARCLookupsStartEarlyAndEnd(t *testing.T) {
 	header, body := arcSplit(t, c.message)
 
 	t.Run("ctx cancel", func(t *testing.T) {
-		r := &arcBlockingResolver{started: make(chan struct{}, 8)}
+		r := &memDNS{gate: make(chan struct{}), asked: make(chan string, 8)}
 		ctx, cancel := context.WithCancel(context.Background())
 		v := newARCVerifierAt(ctx, r, header, arcSuiteNow)
-		<-r.started // a lookup runs though no body was written
-		<-r.started
+		<-r.asked // a lookup runs though no body was written
+		<-r.asked
 		cancel()
 		arcWaitZero(t, r)
 		v.Close()
@@ -322,10 +262,10 @@ func TestARCLookupsStartEarlyAndEnd(t *testing.T) {
 		}
 	})
 	t.Run("result deadline", func(t *testing.T) {
-		r := &arcBlockingResolver{started: make(chan struct{}, 8)}
+		r := &memDNS{gate: make(chan struct{}), asked: make(chan string, 8)}
 		v := newARCVerifierAt(context.Background(), r, header, arcSuiteNow)
-		<-r.started
-		<-r.started
+		<-r.asked
+		<-r.asked
 		v.Write([]byte(body))
 		v.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -338,12 +278,12 @@ func TestARCLookupsStartEarlyAndEnd(t *testing.T) {
 	})
 }
 
-func arcWaitZero(t *testing.T, r *arcBlockingResolver) {
+func arcWaitZero(t *testing.T, r *memDNS) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for r.count() != 0 {
+	for r.running() != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d lookups still running", r.count())
+			t.Fatalf("%d lookups still running", r.running())
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -352,7 +292,7 @@ func arcWaitZero(t *testing.T, r *arcBlockingResolver) {
 // No ARC header fields: none, without a lookup; a broken structure: fail,
 // without a lookup either.
 func TestARCNoneAndStructure(t *testing.T) {
-	r := &arcBlockingResolver{started: make(chan struct{}, 1)}
+	r := &memDNS{gate: make(chan struct{}), asked: make(chan string, 1)}
 	for _, tc := range []struct {
 		name   string
 		header []string
@@ -392,7 +332,7 @@ func TestARCNoneAndStructure(t *testing.T) {
 	if res := v.Result(context.Background()); res.Result != Fail || len(res.Lookups) != 0 {
 		t.Errorf("51 sets: %+v", res)
 	}
-	if r.count() != 0 {
+	if r.running() != 0 {
 		t.Errorf("lookups were made")
 	}
 }
@@ -659,11 +599,11 @@ func TestARCRFC8463Vector(t *testing.T) {
 func TestARCFutureTimestamp(t *testing.T) {
 	c := arcSuiteCaseByName(t, "cv_pass_i1_1")
 	early := time.Unix(12345, 0).Add(-25 * time.Hour)
-	res := verifyARCAt(context.Background(), arcMemResolver{txt: c.txt}, strings.NewReader(c.message), early)
+	res := verifyARCAt(context.Background(), &memDNS{txt: c.txt}, strings.NewReader(c.message), early)
 	if res.Result != Fail || !strings.Contains(res.Reason, "future") {
 		t.Errorf("%+v", res)
 	}
-	res = verifyARCAt(context.Background(), arcMemResolver{txt: c.txt}, strings.NewReader(c.message), time.Unix(12345, 0).Add(-23*time.Hour))
+	res = verifyARCAt(context.Background(), &memDNS{txt: c.txt}, strings.NewReader(c.message), time.Unix(12345, 0).Add(-23*time.Hour))
 	if res.Result != Pass {
 		t.Errorf("%+v", res)
 	}
@@ -674,7 +614,7 @@ func TestARCLineEnds(t *testing.T) {
 	c := arcSuiteCaseByName(t, "cv_pass_i2_2")
 	lf := strings.ReplaceAll(c.message, "\r\n", "\n")
 	for name, m := range map[string]string{"crlf": c.message, "lf": lf} {
-		res := verifyARCAt(context.Background(), arcMemResolver{txt: c.txt}, strings.NewReader(m), arcSuiteNow)
+		res := verifyARCAt(context.Background(), &memDNS{txt: c.txt}, strings.NewReader(m), arcSuiteNow)
 		if res.Result != Pass {
 			t.Errorf("%s: %+v", name, res)
 		}
@@ -683,7 +623,7 @@ func TestARCLineEnds(t *testing.T) {
 	// fuzzer found the quadratic joining of an earlier version).
 	folded := "X-Folded: a" + strings.Repeat("\r\n b", 200000) + "\r\n\r\nbody\r\n"
 	start := time.Now()
-	if res := VerifyARC(context.Background(), arcMemResolver{}, strings.NewReader(folded)); res.Result != None {
+	if res := VerifyARC(context.Background(), &memDNS{}, strings.NewReader(folded)); res.Result != None {
 		t.Errorf("folded: %+v", res)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -691,7 +631,7 @@ func TestARCLineEnds(t *testing.T) {
 	}
 	// A header larger than the bound fails without reading on.
 	huge := "X-Big: " + strings.Repeat("a", arcMaxHeader) + "\r\n\r\n"
-	if res := VerifyARC(context.Background(), arcMemResolver{}, strings.NewReader(huge)); res.Result != Fail {
+	if res := VerifyARC(context.Background(), &memDNS{}, strings.NewReader(huge)); res.Result != Fail {
 		t.Errorf("huge header: %+v", res)
 	}
 }
@@ -713,7 +653,7 @@ func FuzzARCHeaders(f *testing.F) {
 	for _, c := range cases {
 		f.Add([]byte(c.message))
 	}
-	r := arcMemResolver{txt: txt}
+	r := &memDNS{txt: txt}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		ctx := context.Background()
 		start := time.Now()

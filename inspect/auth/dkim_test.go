@@ -165,7 +165,7 @@ func newDKIMSignerKeys(t *testing.T) *dkimSignerKeys {
 		"revoked._domainkey TXT " + nsdtest.TXT("v=DKIM1; k=rsa; p="),
 	}
 	k.nsd = nsdtest.Start(t, map[string][]string{"example.test": k.zone})
-	k.r = dnsResolver{addr: k.nsd.Addr}
+	k.r = wireDNS{addr: k.nsd.Addr}
 	return k
 }
 
@@ -439,7 +439,7 @@ func TestDKIMDNSFaults(t *testing.T) {
 		{"no answer", -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := dnsResolver{addr: faultServer(t, tc.rcode), timeout: 300 * time.Millisecond}
+			r := wireDNS{addr: faultServer(t, tc.rcode), timeout: 300 * time.Millisecond}
 			res := dkimVerifyMessage(t, r, MessageOptions{}, msg)
 			checkDKIM(t, res.DKIM, dkimWant{result: TempError, reason: "key unavailable"})
 			if l := res.DKIM[0].Lookups; len(l) != 1 || l[0].Err == "" || l[0].Err == "not found" {
@@ -450,7 +450,7 @@ func TestDKIMDNSFaults(t *testing.T) {
 	// A Message whose ctx ends while the lookup is pending is temperror
 	// too.
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &dkimMemResolver{gate: make(chan struct{}), asked: make(chan string, 1)}
+	r := &memDNS{gate: make(chan struct{}), asked: make(chan string, 1)}
 	m := NewMessage(ctx, r, MessageOptions{})
 	m.Write(msg)
 	m.Close()

@@ -2,49 +2,12 @@ package auth
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-msgauth/dmarc"
 )
-
-// dmarcTestDNS is an in-memory Resolver for the DMARC tables: TXT
-// records by name (fully qualified, lower case), and names whose lookup
-// fails as a SERVFAIL would.
-type dmarcTestDNS struct {
-	txt  map[string][]string
-	fail map[string]bool
-}
-
-func (z dmarcTestDNS) LookupTXT(_ context.Context, name string) ([]string, error) {
-	name = strings.ToLower(name)
-	if !strings.HasSuffix(name, ".") {
-		name += "."
-	}
-	if z.fail[name] {
-		return nil, errors.New("SERVFAIL")
-	}
-	if recs, ok := z.txt[name]; ok {
-		return recs, nil
-	}
-	return nil, NotFound{Name: name}
-}
-
-func (z dmarcTestDNS) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
-	return nil, NotFound{Name: name}
-}
-
-func (z dmarcTestDNS) LookupIP(_ context.Context, name string) ([]netip.Addr, error) {
-	return nil, NotFound{Name: name}
-}
-
-func (z dmarcTestDNS) LookupPTR(_ context.Context, ip netip.Addr) ([]string, error) {
-	return nil, NotFound{Name: ip.String()}
-}
 
 func dmarcSPF(r Result, domain string) SPFResult {
 	return SPFResult{Identity: "mailfrom", Domain: domain, Result: r}
@@ -74,37 +37,37 @@ func dmarcKeys(t *testing.T, pct int) (in, out string) {
 func TestDMARCCheck(t *testing.T) {
 	in50, out50 := dmarcKeys(t, 50)
 	zone := map[string][]string{
-		"_dmarc.example.com.":           {"v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.com"},
-		"_dmarc.own.example.com.":       {"v=DMARC1; p=none; sp=reject"},
-		"_dmarc.strict.example.":        {"v=DMARC1; p=reject; adkim=s; aspf=s"},
-		"_dmarc.nosp.example.":          {"v=DMARC1; p=quarantine"},
-		"_dmarc.pct0.example.":          {"v=DMARC1; p=reject; pct=0"},
-		"_dmarc.pct50.example.":         {"v=DMARC1; p=reject; pct=50"},
-		"_dmarc.pct100.example.":        {"v=DMARC1; p=reject; pct=100"},
-		"_dmarc.q50.example.":           {"v=DMARC1; p=quarantine; pct=50"},
-		"_dmarc.two.example.":           {"v=DMARC1; p=reject", "v=DMARC1; p=none"},
-		"_dmarc.mixed.example.":         {"v=spf1 -all", "some verification token", "v=DMARC1; p=reject"},
-		"_dmarc.other.example.":         {"v=DMARC1; p=reject"},
-		"_dmarc.none.example.":          {"v=DMARC1; p=none"},
-		"_dmarc.nov.example.":           {"p=reject; v=DMARC1"},
-		"_dmarc.v2.example.":            {"v=DMARC2; p=reject"},
-		"_dmarc.lowerv.example.":        {"v=dmarc1; p=reject"},
-		"_dmarc.caps.example.":          {"V = DMARC1 ; P = Reject ; ADKIM = S"},
-		"_dmarc.nop.example.":           {"v=DMARC1"},
-		"_dmarc.badp.example.":          {"v=DMARC1; p=bogus"},
-		"_dmarc.badprua.example.":       {"v=DMARC1; p=bogus; rua=mailto:r@badprua.example"},
-		"_dmarc.badsp.example.":         {"v=DMARC1; p=reject; sp=bogus"},
-		"_dmarc.badpct.example.":        {"v=DMARC1; p=reject; pct=150; adkim=x; junk; zz=1"},
-		"_dmarc.dup.example.":           {"v=DMARC1; p=reject; p=none"},
-		"_dmarc.xn--bcher-kva.example.": {"v=DMARC1; p=reject"},
-		"_dmarc.sub.orgfail.example.":   {"v=DMARC1; p=reject"},
-		"_dmarc.plain.test.":            {"v=DMARC1; p=reject"},
+		"_dmarc.example.com":           {"v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.com"},
+		"_dmarc.own.example.com":       {"v=DMARC1; p=none; sp=reject"},
+		"_dmarc.strict.example":        {"v=DMARC1; p=reject; adkim=s; aspf=s"},
+		"_dmarc.nosp.example":          {"v=DMARC1; p=quarantine"},
+		"_dmarc.pct0.example":          {"v=DMARC1; p=reject; pct=0"},
+		"_dmarc.pct50.example":         {"v=DMARC1; p=reject; pct=50"},
+		"_dmarc.pct100.example":        {"v=DMARC1; p=reject; pct=100"},
+		"_dmarc.q50.example":           {"v=DMARC1; p=quarantine; pct=50"},
+		"_dmarc.two.example":           {"v=DMARC1; p=reject", "v=DMARC1; p=none"},
+		"_dmarc.mixed.example":         {"v=spf1 -all", "some verification token", "v=DMARC1; p=reject"},
+		"_dmarc.other.example":         {"v=DMARC1; p=reject"},
+		"_dmarc.none.example":          {"v=DMARC1; p=none"},
+		"_dmarc.nov.example":           {"p=reject; v=DMARC1"},
+		"_dmarc.v2.example":            {"v=DMARC2; p=reject"},
+		"_dmarc.lowerv.example":        {"v=dmarc1; p=reject"},
+		"_dmarc.caps.example":          {"V = DMARC1 ; P = Reject ; ADKIM = S"},
+		"_dmarc.nop.example":           {"v=DMARC1"},
+		"_dmarc.badp.example":          {"v=DMARC1; p=bogus"},
+		"_dmarc.badprua.example":       {"v=DMARC1; p=bogus; rua=mailto:r@badprua.example"},
+		"_dmarc.badsp.example":         {"v=DMARC1; p=reject; sp=bogus"},
+		"_dmarc.badpct.example":        {"v=DMARC1; p=reject; pct=150; adkim=x; junk; zz=1"},
+		"_dmarc.dup.example":           {"v=DMARC1; p=reject; p=none"},
+		"_dmarc.xn--bcher-kva.example": {"v=DMARC1; p=reject"},
+		"_dmarc.sub.orgfail.example":   {"v=DMARC1; p=reject"},
+		"_dmarc.plain.test":            {"v=DMARC1; p=reject"},
 	}
 	tests := []struct {
 		name string
 		in   DMARCInput
 		opts DMARCOptions
-		dns  map[string]bool // names that SERVFAIL
+		fail map[string]error // names whose lookups fail
 
 		result      Result
 		domain, org string
@@ -197,13 +160,13 @@ func TestDMARCCheck(t *testing.T) {
 		{name: "tag names and keywords are case-insensitive", in: DMARCInput{From: []string{"a@caps.example"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "x.caps.example")}},
 			result: Fail, domain: "caps.example", org: "caps.example", policy: "reject", published: "reject", reason: "adkim=s"},
 		{name: "temperror on SERVFAIL", in: DMARCInput{From: []string{"a@example.com"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "example.com")}},
-			dns:    map[string]bool{"_dmarc.example.com.": true},
+			fail:   map[string]error{"_dmarc.example.com": errServFail},
 			result: TempError, domain: "example.com", org: "example.com", reason: "SERVFAIL"},
 		{name: "temperror on SERVFAIL at the org domain", in: DMARCInput{From: []string{"a@news.example.com"}},
-			dns:    map[string]bool{"_dmarc.example.com.": true},
+			fail:   map[string]error{"_dmarc.example.com": errServFail},
 			result: TempError, domain: "news.example.com", org: "example.com"},
 		{name: "SERVFAIL at the From domain does not fall back", in: DMARCInput{From: []string{"a@news.example.com"}},
-			dns:    map[string]bool{"_dmarc.news.example.com.": true},
+			fail:   map[string]error{"_dmarc.news.example.com": errServFail},
 			result: TempError, domain: "news.example.com", org: "example.com", lookups: []string{"_dmarc.news.example.com."}},
 		{name: "custom organizational domain", in: DMARCInput{From: []string{"a@news.example.com"}, DKIM: []DKIMResult{dmarcDKIM(Pass, "news.example.com")}},
 			opts:   DMARCOptions{OrgDomain: func(d string) string { return "plain.test" }},
@@ -288,7 +251,7 @@ func TestDMARCCheck(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := dmarcTestDNS{txt: zone, fail: tc.dns}
+			r := &memDNS{txt: zone, fail: tc.fail}
 			got := CheckDMARC(context.Background(), r, tc.in, tc.opts)
 			if got.Result != tc.result || got.Domain != tc.domain || got.OrgDomain != tc.org ||
 				got.Policy != tc.policy || got.Published != tc.published ||
@@ -317,7 +280,7 @@ func TestDMARCCheck(t *testing.T) {
 // TestDMARCSampling: pct= sampling depends on the key alone, and splits
 // keys in the published proportion.
 func TestDMARCSampling(t *testing.T) {
-	r := dmarcTestDNS{txt: map[string][]string{"_dmarc.example.com.": {"v=DMARC1; p=reject; pct=30"}}}
+	r := &memDNS{txt: map[string][]string{"_dmarc.example.com": {"v=DMARC1; p=reject; pct=30"}}}
 	in := DMARCInput{From: []string{"a@example.com"}}
 	rejected := 0
 	const n = 2000
@@ -404,7 +367,7 @@ func FuzzDMARCRecord(f *testing.F) {
 		f.Add(s, "<id@example.com>", uint8(0))
 	}
 	f.Fuzz(func(t *testing.T, record, key string, which uint8) {
-		r := dmarcTestDNS{txt: map[string][]string{"_dmarc.example.com.": {record}}}
+		r := &memDNS{txt: map[string][]string{"_dmarc.example.com": {record}}}
 		// The SPF domain is the From: domain itself, aligned in both
 		// modes, so the result follows from the SPF result alone.
 		spf := []Result{Pass, Fail, TempError, Unknown}[which%4]

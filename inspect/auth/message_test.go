@@ -14,8 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand"
-	"net"
-	"net/netip"
 	"net/textproto"
 	"os"
 	"path/filepath"
@@ -28,65 +26,6 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 )
-
-// dkimMemResolver answers TXT questions from a map: names (lower case, no
-// trailing dot) to records; a name not in it does not exist. fail makes
-// a name's lookup fail temporarily. If gate is set, every lookup first
-// reports its name on asked (when set) and waits for gate to close.
-type dkimMemResolver struct {
-	txt   map[string][]string
-	fail  map[string]error
-	gate  chan struct{}
-	asked chan string
-	mu    sync.Mutex
-	count int
-}
-
-func (r *dkimMemResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	r.mu.Lock()
-	r.count++
-	r.mu.Unlock()
-	if r.asked != nil {
-		select {
-		case r.asked <- name:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	if r.gate != nil {
-		select {
-		case <-r.gate:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	if err := r.fail[name]; err != nil {
-		return nil, err
-	}
-	if txt, ok := r.txt[name]; ok {
-		return txt, nil
-	}
-	return nil, NotFound{Name: name}
-}
-
-func (r *dkimMemResolver) lookups() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.count
-}
-
-func (r *dkimMemResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
-	return nil, NotFound{Name: name}
-}
-
-func (r *dkimMemResolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
-	return nil, NotFound{Name: host}
-}
-
-func (r *dkimMemResolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
-	return nil, NotFound{Name: ip.String()}
-}
 
 // readDKIMKeys reads a testdata key file: one record a line, "name record".
 func readDKIMKeys(t testing.TB, file string) map[string][]string {
@@ -179,7 +118,7 @@ func checkDKIM(t testing.TB, got []DKIMResult, wants ...dkimWant) {
 // selector test), with the keys of Appendix A.2.
 func TestDKIMRFC8463(t *testing.T) {
 	checkNoMessagePanics(t)
-	r := &dkimMemResolver{txt: readDKIMKeys(t, "rfc8463.keys")}
+	r := &memDNS{txt: readDKIMKeys(t, "rfc8463.keys")}
 	res := dkimVerifyMessage(t, r, MessageOptions{}, readDKIMMessage(t, "rfc8463.eml"))
 	checkDKIM(t, res.DKIM,
 		dkimWant{result: Pass, domain: "football.example.com", selector: "brisbane", algorithm: "ed25519-sha256"},
@@ -206,7 +145,7 @@ func TestDKIMRFC8463(t *testing.T) {
 // (as dkimpy's test data is): the verifier takes them as CRLF.
 func TestDKIMDkimpyVectors(t *testing.T) {
 	checkNoMessagePanics(t)
-	r := &dkimMemResolver{txt: readDKIMKeys(t, "rfc8463.keys")}
+	r := &memDNS{txt: readDKIMKeys(t, "rfc8463.keys")}
 	msg := readDKIMMessage(t, "dkimpy-rfc6376.signed.msg")
 	if bytes.Contains(msg, []byte("\r")) {
 		t.Fatal("expected bare LF line ends in the dkimpy vector")
@@ -236,7 +175,7 @@ func TestDKIMRFC6376(t *testing.T) {
 	keys := readDKIMKeys(t, "rfc6376.keys")
 	msg := readDKIMMessage(t, "rfc6376.eml")
 
-	res := dkimVerifyMessage(t, &dkimMemResolver{txt: keys}, MessageOptions{}, msg)
+	res := dkimVerifyMessage(t, &memDNS{txt: keys}, MessageOptions{}, msg)
 	checkDKIM(t, res.DKIM, dkimWant{result: PermError, domain: "example.com", selector: "brisbane", algorithm: "rsa-sha256", reason: "no key"})
 	if l := res.DKIM[0].Lookups; len(l) != 1 || l[0].Name != "brisbane._domainkey.example.com" || l[0].Err != "not found" {
 		t.Errorf("Lookups = %+v", l)
@@ -246,13 +185,13 @@ func TestDKIMRFC6376(t *testing.T) {
 	}
 
 	keys["brisbane._domainkey.example.com"] = keys["brisbane._domainkey.example.org"]
-	res = dkimVerifyMessage(t, &dkimMemResolver{txt: keys}, MessageOptions{}, msg)
+	res = dkimVerifyMessage(t, &memDNS{txt: keys}, MessageOptions{}, msg)
 	checkDKIM(t, res.DKIM, dkimWant{result: Pass, domain: "example.com", selector: "brisbane", algorithm: "rsa-sha256"})
 
 	// The body as RFC 6376 Appendix A.1 has it differs from the RFC 8463
 	// one by a space: the body hash must then fail.
 	tampered := bytes.Replace(msg, []byte("game. Are"), []byte("game.  Are"), 1)
-	res = dkimVerifyMessage(t, &dkimMemResolver{txt: keys}, MessageOptions{}, tampered)
+	res = dkimVerifyMessage(t, &memDNS{txt: keys}, MessageOptions{}, tampered)
 	checkDKIM(t, res.DKIM, dkimWant{result: Fail, reason: "body hash"})
 }
 
@@ -313,10 +252,10 @@ func goSign(t testing.TB, msg []byte, o dkim.SignOptions) []byte {
 
 // dkimTestResolver serves the test keys: ed._domainkey.example.test and
 // rsa._domainkey.example.test.
-func dkimTestResolver(t testing.TB) *dkimMemResolver {
+func dkimTestResolver(t testing.TB) *memDNS {
 	t.Helper()
 	loadDKIMTestKeys(t)
-	return &dkimMemResolver{txt: map[string][]string{
+	return &memDNS{txt: map[string][]string{
 		"ed._domainkey.example.test":  {dkimTestKeys.edTXT},
 		"rsa._domainkey.example.test": {dkimTestKeys.rsaTXT},
 	}}
@@ -634,7 +573,7 @@ func TestDKIMMessageLookupFailures(t *testing.T) {
 		{"server failure", nil, errors.New("SERVFAIL"), TempError, "key unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &dkimMemResolver{txt: map[string][]string{}, fail: map[string]error{"ed._domainkey.example.test": tc.fail}}
+			r := &memDNS{txt: map[string][]string{}, fail: map[string]error{"ed._domainkey.example.test": tc.fail}}
 			if tc.txt != nil {
 				r.txt["ed._domainkey.example.test"] = tc.txt
 			}
@@ -765,7 +704,7 @@ func FuzzMessage(f *testing.F) {
 			opts.MaxSignatures = 1 + int(opt>>2)%3
 		}
 		full := opts.withDefaults()
-		r := &dkimMemResolver{txt: keys}
+		r := &memDNS{txt: keys}
 		whole := dkimVerifyMessage(t, r, opts, msg)
 
 		var chunks [][]byte

@@ -16,117 +16,6 @@ import (
 	"moat/internal/nsdtest"
 )
 
-// testDNS is a Resolver that asks one DNS server directly, as a stub
-// resolver asks a recursive one: EDNS0 with a 4096-byte buffer, TCP when
-// the answer comes back truncated. NXDOMAIN, and NOERROR without an
-// answer of the type, are NotFound. Names under a zone listed in others
-// go to that zone's server instead. (moat's production Resolver is
-// package dnsbl's client; this one is for tests only.)
-type testDNS struct {
-	addr   string
-	others map[string]string // zone → server address
-}
-
-func (d testDNS) server(name string) string {
-	for zone, addr := range d.others {
-		if dns.IsSubDomain(dns.Fqdn(zone), dns.Fqdn(name)) {
-			return addr
-		}
-	}
-	return d.addr
-}
-
-func (d testDNS) query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	m.SetEdns0(4096, false)
-	c := &dns.Client{Net: "udp"}
-	addr := d.server(name)
-	r, _, err := c.ExchangeContext(ctx, m, addr)
-	if err == nil && r.Truncated {
-		c.Net = "tcp"
-		r, _, err = c.ExchangeContext(ctx, m, addr)
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch r.Rcode {
-	case dns.RcodeSuccess:
-	case dns.RcodeNameError:
-		return nil, NotFound{Name: name}
-	default:
-		return nil, fmt.Errorf("%s %s: %s", name, dns.TypeToString[qtype], dns.RcodeToString[r.Rcode])
-	}
-	var out []dns.RR
-	for _, rr := range r.Answer {
-		if rr.Header().Rrtype == qtype {
-			out = append(out, rr)
-		}
-	}
-	if len(out) == 0 {
-		return nil, NotFound{Name: name}
-	}
-	return out, nil
-}
-
-func (d testDNS) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	rrs, err := d.query(ctx, name, dns.TypeTXT)
-	var out []string
-	for _, rr := range rrs {
-		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
-	}
-	return out, err
-}
-
-func (d testDNS) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
-	rrs, err := d.query(ctx, name, dns.TypeMX)
-	var out []*net.MX
-	for _, rr := range rrs {
-		mx := rr.(*dns.MX)
-		out = append(out, &net.MX{Host: mx.Mx, Pref: mx.Preference})
-	}
-	return out, err
-}
-
-func (d testDNS) LookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
-	var out []netip.Addr
-	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		rrs, err := d.query(ctx, host, qtype)
-		if err != nil && !IsNotFound(err) {
-			return nil, err
-		}
-		for _, rr := range rrs {
-			var ip net.IP
-			switch rr := rr.(type) {
-			case *dns.A:
-				ip = rr.A
-			case *dns.AAAA:
-				ip = rr.AAAA
-			}
-			if a, ok := netip.AddrFromSlice(ip); ok {
-				out = append(out, a.Unmap())
-			}
-		}
-	}
-	if len(out) == 0 {
-		return nil, NotFound{Name: host}
-	}
-	return out, nil
-}
-
-func (d testDNS) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
-	name, err := dns.ReverseAddr(ip.String())
-	if err != nil {
-		return nil, err
-	}
-	rrs, err := d.query(ctx, name, dns.TypePTR)
-	var out []string
-	for _, rr := range rrs {
-		out = append(out, rr.(*dns.PTR).Ptr)
-	}
-	return out, err
-}
-
 // spfZone is the SPF world of the tests against NSD: example.test and the
 // reverse zone of 127.0.0.1.
 func spfZone() map[string][]string {
@@ -181,31 +70,9 @@ func spfZone() map[string][]string {
 	}
 }
 
-// servfail starts a DNS server on loopback that answers every question
-// with SERVFAIL: the fault of a broken authoritative server, which a real
-// one is not made to produce on purpose.
-func servfail(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetRcode(r, dns.RcodeServerFailure)
-		w.WriteMsg(m)
-	})
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(started) }}
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
-
 func TestSPFAgainstNSD(t *testing.T) {
 	ns := nsdtest.Start(t, spfZone())
-	r := testDNS{addr: ns.Addr, others: map[string]string{"broken.test": servfail(t)}}
+	r := wireDNS{addr: ns.Addr, zones: map[string]string{"broken.test": faultServer(t, dns.RcodeServerFailure)}}
 	lo, lo2, lo6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("::1")
 	for _, c := range []struct {
 		name     string
@@ -287,12 +154,7 @@ func TestSPFAgainstNSD(t *testing.T) {
 // TestSPFTimeout: a server that never answers; the check ends by the
 // caller's deadline with temperror (RFC 7208 §4.6.4).
 func TestSPFTimeout(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() }) // questions are queued, never read
-	r := testDNS{addr: pc.LocalAddr().String()}
+	r := wireDNS{addr: faultServer(t, -1)}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -318,20 +180,20 @@ func TestSPFTimeout(t *testing.T) {
 
 // deadlineDNS records the deadline of the contexts it is asked with.
 type deadlineDNS struct {
-	mapDNS
+	*memDNS
 	deadlines []time.Time
 }
 
 func (d *deadlineDNS) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	dl, _ := ctx.Deadline()
 	d.deadlines = append(d.deadlines, dl)
-	return d.mapDNS.LookupTXT(ctx, name)
+	return d.memDNS.LookupTXT(ctx, name)
 }
 
 // TestSPFDefaultDeadline: without a deadline from the caller, a check gets
 // one of 20 s (RFC 7208 §4.6.4: at least 20 s); with one, it keeps it.
 func TestSPFDefaultDeadline(t *testing.T) {
-	r := &deadlineDNS{mapDNS: mapDNS{"example.test": {"v=spf1 -all"}}}
+	r := &deadlineDNS{memDNS: &memDNS{txt: map[string][]string{"example.test": {"v=spf1 -all"}}}}
 	start := time.Now()
 	CheckSPFMailFrom(context.Background(), r, netip.MustParseAddr("192.0.2.1"), "h.test", "a@example.test")
 	if len(r.deadlines) != 1 {
@@ -349,75 +211,37 @@ func TestSPFDefaultDeadline(t *testing.T) {
 	}
 }
 
-// mapDNS is a Resolver from a map: TXT records by name, and A/AAAA
-// records under "A "+name. Everything else does not exist; a name mapped
-// to nil fails temporarily.
-type mapDNS map[string][]string
-
-var errMapDNS = errors.New("server failure")
-
-func (m mapDNS) get(key, name string) ([]string, error) {
-	v, ok := m[key]
-	if ok && v == nil {
-		return nil, errMapDNS
-	}
-	if len(v) == 0 {
-		return nil, NotFound{Name: name}
-	}
-	return v, nil
-}
-
-func (m mapDNS) LookupTXT(_ context.Context, name string) ([]string, error) {
-	return m.get(strings.TrimSuffix(name, "."), name)
-}
-
-func (m mapDNS) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
-	return nil, NotFound{Name: name}
-}
-
-func (m mapDNS) LookupIP(_ context.Context, name string) ([]netip.Addr, error) {
-	v, err := m.get("A "+strings.TrimSuffix(name, "."), name)
-	var out []netip.Addr
-	for _, s := range v {
-		out = append(out, netip.MustParseAddr(s))
-	}
-	return out, err
-}
-
-func (m mapDNS) LookupPTR(_ context.Context, ip netip.Addr) ([]string, error) {
-	return nil, NotFound{Name: ip.String()}
-}
-
 // TestSPFReason: the Reason names the deciding term, and the include: or
 // redirect= that led to it — not a term of an include: that did not
 // decide.
 func TestSPFReason(t *testing.T) {
-	r := mapDNS{
-		"ip.test":       {"v=spf1 ip4:192.0.2.1 -all"},
-		"inc.test":      {"v=spf1 -include:ip.test ~all"},
-		"stale.test":    {"v=spf1 include:failing.test ip4:192.0.2.9 ~all"},
-		"failing.test":  {"v=spf1 -all"},
-		"redirect.test": {"v=spf1 redirect=ip.test"},
-		"none.test":     {"not spf"},
-		"fallback.test": {"v=spf1 ip4:10.0.0.1"},
-		"incnx.test":    {"v=spf1 include:nx.test -all"},
-		"two.test":      {"v=spf1 -all", "v=spf1 +all"},
-		"unknown.test":  {"v=spf1 frob -all"},
-		"temp.test":     {"v=spf1 a:down.test -all"},
-		"A down.test":   nil,
-		"down.test":     nil,
-		"ctl.test":      {"v=spf1 include:\x01\x02.test -all"},
-		"bad.test":      {"v=spf1 ip4:192.0.2.1/032 -all"},
-		"incbad.test":   {"v=spf1 include:bad.test -all"},
-		"redirbad.test": {"v=spf1 redirect=bad.test"},
-		"late.test":     {"v=spf1 ip4:192.0.2.1 -all moo"},
-		"other.test":    {"v=spf1x moo", "\x96 %", "v=spf1 ip4:192.0.2.1 -all", "V=SPF10 moo"},
-		"twobad.test":   {"v=spf1 -all moo", "v=spf1 +all"},
-		"early.test":    {"v=spf1 ip4:192.0.2.1 include:bad.test -all"},
+	r := &memDNS{
+		txt: map[string][]string{
+			"ip.test":       {"v=spf1 ip4:192.0.2.1 -all"},
+			"inc.test":      {"v=spf1 -include:ip.test ~all"},
+			"stale.test":    {"v=spf1 include:failing.test ip4:192.0.2.9 ~all"},
+			"failing.test":  {"v=spf1 -all"},
+			"redirect.test": {"v=spf1 redirect=ip.test"},
+			"none.test":     {"not spf"},
+			"fallback.test": {"v=spf1 ip4:10.0.0.1"},
+			"incnx.test":    {"v=spf1 include:nx.test -all"},
+			"two.test":      {"v=spf1 -all", "v=spf1 +all"},
+			"unknown.test":  {"v=spf1 frob -all"},
+			"temp.test":     {"v=spf1 a:down.test -all"},
+			"ctl.test":      {"v=spf1 include:\x01\x02.test -all"},
+			"bad.test":      {"v=spf1 ip4:192.0.2.1/032 -all"},
+			"incbad.test":   {"v=spf1 include:bad.test -all"},
+			"redirbad.test": {"v=spf1 redirect=bad.test"},
+			"late.test":     {"v=spf1 ip4:192.0.2.1 -all moo"},
+			"other.test":    {"v=spf1x moo", "\x96 %", "v=spf1 ip4:192.0.2.1 -all", "V=SPF10 moo"},
+			"twobad.test":   {"v=spf1 -all moo", "v=spf1 +all"},
+			"early.test":    {"v=spf1 ip4:192.0.2.1 include:bad.test -all"},
+		},
+		fail: map[string]error{"down.test": errors.New("server failure")},
 	}
 	// Eleven nested includes: the last one is refused.
 	for i := 0; i <= 10; i++ {
-		r[fmt.Sprintf("l%d.test", i)] = []string{fmt.Sprintf("v=spf1 include:l%d.test", i+1)}
+		r.txt[fmt.Sprintf("l%d.test", i)] = []string{fmt.Sprintf("v=spf1 include:l%d.test", i+1)}
 	}
 	ip, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	for _, c := range []struct {
@@ -472,7 +296,7 @@ func TestSPFReason(t *testing.T) {
 // answers, the checks return a result and never panic; names that are not
 // domain names are not looked up.
 func TestSPFHostileInput(t *testing.T) {
-	r := &countingDNS{r: mapDNS{"example.test": {"v=spf1 a mx ptr exists:%{l}.%{h}.x.test include:%{o} -all"}}}
+	r := &countingDNS{r: &memDNS{txt: map[string][]string{"example.test": {"v=spf1 a mx ptr exists:%{l}.%{h}.x.test include:%{o} -all"}}}}
 	ips := []netip.Addr{
 		{},
 		netip.MustParseAddr("192.0.2.1"),
