@@ -3,6 +3,8 @@ package inspect
 import (
 	"context"
 	"sync"
+
+	"moat/inspect/smtp"
 )
 
 // ListKind is what a DNS list is queried with.
@@ -147,7 +149,7 @@ func domainKey(d string) string {
 	for len(d) > 0 && d[len(d)-1] == '.' {
 		d = d[:len(d)-1]
 	}
-	return lowerASCII(d)
+	return smtp.LowerASCII(d)
 }
 
 func containsString(list []string, s string) bool {

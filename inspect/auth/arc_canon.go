@@ -4,6 +4,8 @@ import (
 	"errors"
 	"hash"
 	"strings"
+
+	"moat/inspect/smtp"
 )
 
 // Canonicalization of header fields and body (RFC 6376 §3.4), as the
@@ -76,7 +78,7 @@ func arcCanonHeader(field string, c arcCanon) string {
 	}
 	var b strings.Builder
 	b.Grow(len(field))
-	b.WriteString(arcASCIILower(strings.TrimRight(name, " \t")))
+	b.WriteString(smtp.LowerASCII(strings.TrimRight(name, " \t")))
 	b.WriteByte(':')
 	wsp, started := false, false
 	for i := 0; i < len(value); i++ {
@@ -96,24 +98,6 @@ func arcCanonHeader(field string, c arcCanon) string {
 	}
 	b.WriteString("\r\n")
 	return b.String()
-}
-
-// arcASCIILower lowercases ASCII letters only: a header field name is
-// printable ASCII (RFC 5322 §2.2), and a Unicode-aware lowercasing would
-// rewrite invalid UTF-8 in a hostile name and so change the bytes hashed.
-func arcASCIILower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if 'A' <= b[j] && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
 }
 
 // arcStripB returns a signature header field without its final CRLF and

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"moat/inspect/smtp"
 )
 
 // The three header fields of an ARC set (RFC 8617 §4.1) and how each is
@@ -34,7 +36,7 @@ func arcFieldName(raw string) string {
 	if !ok {
 		return ""
 	}
-	return arcASCIILower(strings.TrimRight(name, " \t"))
+	return smtp.LowerASCII(strings.TrimRight(name, " \t"))
 }
 
 // arcFieldValue returns what follows the colon, folding and all.
@@ -154,12 +156,12 @@ func (s *arcSig) parseCommon(now time.Time) error {
 	if !ok || !arcValidName(d, true) {
 		return errors.New("d= missing or not a domain name")
 	}
-	s.domain = arcASCIILower(d)
+	s.domain = smtp.LowerASCII(d)
 	sel, ok := s.tags.Get("s")
 	if !ok || !arcValidName(sel, false) {
 		return errors.New("s= missing or not a selector")
 	}
-	s.sel = arcASCIILower(sel)
+	s.sel = smtp.LowerASCII(sel)
 	if t, ok := s.tags.Get("t"); ok {
 		if len(t) > 12 || !arcAllDigits(t) {
 			return errors.New("t= is not a timestamp")
@@ -217,7 +219,7 @@ func (s *arcSig) parseAMS(now time.Time) error {
 	}
 	if h = StripFWS(h); h != "" {
 		for _, name := range strings.Split(h, ":") {
-			name = arcASCIILower(name)
+			name = smtp.LowerASCII(name)
 			// RFC 8617 §4.1.2: the ARC-Seal MUST NOT be signed by
 			// the AMS (the seal of the same set comes after it).
 			if name == arcNameAS {
