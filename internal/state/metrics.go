@@ -35,13 +35,13 @@ func newMetrics(reg prometheus.Registerer, backend Backend) (*metrics, error) {
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}, []string{"backend", "op"}),
 		roundTrips: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "moat_state_round_trips_total",
-			Help: "Requests sent to Redis (one per command or pipeline), or transactions of the embedded store.",
+			Name:        "moat_state_round_trips_total",
+			Help:        "Requests sent to Redis (one per command or pipeline), or transactions of the embedded store.",
 			ConstLabels: prometheus.Labels{"backend": string(backend)},
 		}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "moat_state_expired_deleted_total",
-			Help: "Expired entries the embedded store deleted, on read or by its periodic sweep (Redis expires its own).",
+			Name:        "moat_state_expired_deleted_total",
+			Help:        "Expired entries the embedded store deleted, on read or by its periodic sweep (Redis expires its own).",
 			ConstLabels: prometheus.Labels{"backend": string(backend)},
 		}),
 	}
