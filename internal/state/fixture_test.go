@@ -124,3 +124,11 @@ func eventually(t *testing.T, bound time.Duration, what string, cond func() bool
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func redistestStart(tb testing.TB) *redistest.Server { return redistest.Start(tb) }
+
+func benchCtx(b *testing.B) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	b.Cleanup(cancel)
+	return c
+}

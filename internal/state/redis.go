@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -419,3 +420,16 @@ func (s *redisStore) Ping(ctx context.Context) error {
 }
 
 func (s *redisStore) Close() error { return s.c.Close() }
+
+// RedisLogger sends go-redis's own log lines — a dial failure per attempt
+// while Redis is down, among others — to l at debug level: the store's
+// errors and metrics already report an outage, once per operation.
+// go-redis has one logger per process, so cmd/moat sets it once, at
+// start; without it go-redis writes to standard error.
+func RedisLogger(l *slog.Logger) { redis.SetLogger(redisLog{l}) }
+
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.l.DebugContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
+}
