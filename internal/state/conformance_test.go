@@ -36,6 +36,14 @@ func TestSetNX(t *testing.T) {
 		if _, _, found, err := f.s.Get(ctx(t), NewKey("grey", "other")); err != nil || found {
 			t.Errorf("Get of an absent key: found %v, %v", found, err)
 		}
+		// Values are bytes, any bytes.
+		bin := []byte{0, 1, 0xff, '\r', '\n', '"', '\\'}
+		if set, err := f.s.SetNX(ctx(t), NewKey("grey", "bin"), bin, time.Hour); err != nil || !set {
+			t.Fatalf("SetNX binary = %v, %v", set, err)
+		}
+		if v, _, _, err := f.s.Get(ctx(t), NewKey("grey", "bin")); err != nil || string(v) != string(bin) {
+			t.Fatalf("Get binary = %q, %v", v, err)
+		}
 		// An empty value is a value.
 		e := NewKey("grey", "empty")
 		if set, err := f.s.SetNX(ctx(t), e, nil, time.Hour); err != nil || !set {
@@ -422,6 +430,7 @@ func TestInvalid(t *testing.T) {
 		_, checks["zero key"] = f.s.SetNX(ctx(t), Key{}, nil, time.Hour)
 		_, checks["bad namespace"] = f.s.SetNX(ctx(t), NewKey("Grey:", "a"), nil, time.Hour)
 		_, checks["no TTL"] = f.s.SetNX(ctx(t), k, nil, 0)
+		_, checks["TTL of 100 years"] = f.s.SetNX(ctx(t), k, nil, 100*365*24*time.Hour)
 		checks["negative TTL"] = f.s.Set(ctx(t), k, nil, -time.Second)
 		_, checks["no window"] = f.s.Add(ctx(t), k, 1, 0)
 		_, checks["negative n"] = f.s.Add(ctx(t), k, -1, time.Hour)

@@ -83,11 +83,15 @@ func checkKey(k Key) error {
 	return nil
 }
 
+// maxTTL bounds every time to live and window: far beyond any greylist
+// lifetime or reputation window, and far from overflowing a clock.
+const maxTTL = 400 * 24 * time.Hour
+
 // checkTTL: every entry expires by itself, so a TTL is required, and
 // Redis counts it in milliseconds.
 func checkTTL(what string, ttl time.Duration) error {
-	if ttl < time.Millisecond {
-		return invalid("%s %v: must be at least 1ms", what, ttl)
+	if ttl < time.Millisecond || ttl > maxTTL {
+		return invalid("%s %v: must be from 1ms to 400 days", what, ttl)
 	}
 	return nil
 }
@@ -104,7 +108,7 @@ func (c *checked) Allow(ctx context.Context, key Key, rate Rate, burst, n int) (
 		return false, 0, invalid("burst %d: must be positive", burst)
 	case n < 0:
 		return false, 0, invalid("n %d: must not be negative", n)
-	case float64(burst)*rate.interval() > float64(400*24*time.Hour):
+	case float64(burst)*rate.interval() > float64(maxTTL):
 		// The key would live longer than any sensible limit; also keeps
 		// TTLs far from overflowing.
 		return false, 0, invalid("rate %v with burst %d: the limit spans more than 400 days", rate, burst)

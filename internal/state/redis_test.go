@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,7 +46,8 @@ func failsFast(t *testing.T, s Store, bound time.Duration) {
 }
 
 // TestRedisKilled: with Redis gone every operation fails quickly with
-// ErrUnavailable, and operations resume once it is back.
+// ErrUnavailable, and operations resume once it is back — also for a load
+// running across the kill and the restart.
 func TestRedisKilled(t *testing.T) {
 	f := newRedis(t)
 	for op, err := range everyOp(t, f.s) {
@@ -53,6 +55,54 @@ func TestRedisKilled(t *testing.T) {
 			t.Fatalf("%s with Redis up: %v", op, err)
 		}
 	}
+	var (
+		stop    = make(chan struct{})
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		slowest time.Duration
+		okOps   int
+		failed  int
+	)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := NewKey("rate", "load", strconv.Itoa(w))
+			for i := 0; i < 100000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				_, _, err := f.s.Allow(ctx(t), k, Rate{Events: 1000, Period: time.Second}, 1000, 1)
+				took := time.Since(start)
+				mu.Lock()
+				slowest = max(slowest, took)
+				if err == nil {
+					okOps++
+				} else if errors.Is(err, ErrUnavailable) {
+					failed++
+				} else {
+					t.Errorf("under load: %v", err)
+				}
+				mu.Unlock()
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+		t.Logf("load: %d ok, %d failed with ErrUnavailable, slowest %v", okOps, failed, slowest)
+		if slowest > time.Second {
+			t.Errorf("an operation took %v", slowest)
+		}
+		if failed == 0 {
+			t.Error("no operation failed while Redis was down")
+		}
+	}()
+	time.Sleep(50 * time.Millisecond) // some load before the kill
 	f.redis.Kill()
 	failsFast(t, f.s, time.Second)
 	if got := testutil.ToFloat64(f.s.(*checked).m.ops.WithLabelValues("redis", "allow", "error")); got < 1 {
