@@ -62,3 +62,23 @@ func BenchmarkSetNX(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAllowParallel: 8 goroutines per core on one key, as concurrent
+// sessions would be. bbolt serialises its writers (one fsync each); Redis
+// runs them over the connection pool.
+func BenchmarkAllowParallel(b *testing.B) {
+	benchStores(b, func(b *testing.B, s Store) {
+		k := NewKey("rate", "bench")
+		rate := Rate{Events: 1_000_000, Period: time.Second}
+		c := benchCtx(b)
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, _, err := s.Allow(c, k, rate, 1000, 1); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,6 +46,8 @@ type boltStore struct {
 	sweepMu   sync.Mutex
 	sweepFrom []byte // where the next sweep batch starts; nil: the start
 
+	writers atomic.Int32 // write calls in flight: above 1, writes batch
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -61,6 +64,9 @@ func openBolt(cfg Config, now func() time.Time, m *metrics) (*boltStore, error) 
 	if err != nil {
 		return nil, fmt.Errorf("state: opening %s: %w", path, err)
 	}
+	// A write that joins a batch waits at most this long for others to
+	// join it (bbolt's default, 10ms, is for bulk loads, not sessions).
+	db.MaxBatchDelay = time.Millisecond
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketName)
 		return err
@@ -96,7 +102,13 @@ func (s *boltStore) sweep(limit int) (examined, deleted int, err error) {
 	s.sweepMu.Lock()
 	defer s.sweepMu.Unlock()
 	now := s.now().UnixNano()
-	err = s.update(func(b *bolt.Bucket) error {
+	// Not s.update: this body moves sweepFrom, so it must run once.
+	s.m.roundTrips.Inc()
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName)
+		if b == nil {
+			return errClosed
+		}
 		var dead [][]byte
 		c := b.Cursor()
 		k, v := c.First()
@@ -166,9 +178,20 @@ func wrongKind(key []byte, have, want Kind) error {
 // error; this one says it the same way on both paths.
 var errClosed = errors.New("store closed")
 
+// update runs fn in a write transaction. Alone, it commits at once; when
+// other writes are in flight (concurrent sessions), it joins bbolt's
+// Batch, which commits many in one transaction and one fsync instead of
+// one each, so the file's writes scale with concurrency. fn may then run
+// more than once (Batch reruns the others when one fails); every fn here
+// only sets its results, so that is harmless.
 func (s *boltStore) update(fn func(b *bolt.Bucket) error) error {
 	s.m.roundTrips.Inc()
-	return s.db.Update(func(tx *bolt.Tx) error {
+	run := s.db.Update
+	if s.writers.Add(1) > 1 {
+		run = s.db.Batch
+	}
+	defer s.writers.Add(-1)
+	return run(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
 		if b == nil {
 			return errClosed
@@ -195,6 +218,7 @@ func (s *boltStore) Allow(ctx context.Context, key Key, rate Rate, burst, n int)
 	k := []byte(key.String())
 	t := rate.interval()
 	err = s.update(func(b *bolt.Bucket) error {
+		ok, retryAfter = false, 0 // a batch may run this twice
 		now := s.now().UnixNano()
 		kind, f, exists := record(b, k, now)
 		if exists && kind != KindRate {
@@ -280,6 +304,7 @@ func (s *boltStore) SetNX(ctx context.Context, key Key, value []byte, ttl time.D
 	}
 	k := []byte(key.String())
 	err = s.update(func(b *bolt.Bucket) error {
+		set = false // a batch may run this twice
 		now := s.now().UnixNano()
 		if kind, _, exists := record(b, k, now); exists {
 			if kind != KindValue {
@@ -346,8 +371,9 @@ func (s *boltStore) Get(ctx context.Context, key Key) (value []byte, age time.Du
 func (s *boltStore) deleteExpired(k []byte) {
 	deleted := 0
 	s.update(func(b *bolt.Bucket) error {
+		deleted = 0
 		if v := b.Get(k); v != nil && expired(v, s.now().UnixNano()) {
-			deleted++
+			deleted = 1
 			return b.Delete(k)
 		}
 		return nil

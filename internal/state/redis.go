@@ -279,9 +279,12 @@ func (s *redisStore) Get(ctx context.Context, key Key) ([]byte, time.Duration, b
 	if err != nil {
 		return nil, 0, false, redisErr("get", err)
 	}
+	if len(r) != 2 {
+		return nil, 0, false, unavailable("get", fmt.Errorf("script returned %d values", len(r)))
+	}
 	v, ok1 := r[0].(string)
 	age, ok2 := r[1].(int64)
-	if len(r) != 2 || !ok1 || !ok2 {
+	if !ok1 || !ok2 {
 		return nil, 0, false, unavailable("get", fmt.Errorf("script returned %T %T", r[0], r[1]))
 	}
 	return []byte(v), time.Duration(age) * time.Microsecond, true, nil
