@@ -361,6 +361,32 @@ func TestConcurrency(t *testing.T) {
 		if got := admitted.Load(); got != 50 {
 			t.Errorf("admitted %d of %d, want exactly the burst, 50", got, workers*each)
 		}
+
+		// SetNX races: for each key exactly one goroutine sets it.
+		const keys = 20
+		var won [keys]atomic.Int32
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range keys {
+					set, err := f.s.SetNX(ctx(t), NewKey("grey", "race", fmt.Sprint(i)), nil, time.Hour)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if set {
+						won[i].Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		for i := range won {
+			if n := won[i].Load(); n != 1 {
+				t.Errorf("key %d set by %d goroutines, want 1", i, n)
+			}
+		}
 	})
 }
 
