@@ -105,13 +105,14 @@ type Store interface {
 	// Scan returns up to max entries whose keys match pattern, a glob in
 	// Redis's syntax (*, ?, [abc], [^a], [a-z], \ to quote) matched against
 	// the key without Prefix, e.g. "grey:*". It stops at max entries or
-	// when ctx is done, whichever comes first; more is true when it
-	// stopped before the end. The order is unspecified.
+	// when ctx is done, whichever comes first, and returns what it has
+	// then; more is true when it stopped so, and there may be more
+	// (Redis's SCAN cannot tell). The order is unspecified.
 	Scan(ctx context.Context, pattern string, max int) (entries []Entry, more bool, err error)
 
 	// Delete deletes up to max entries whose keys match pattern (as in
 	// Scan) and returns how many it deleted; more is true when it stopped
-	// (at max or ctx's deadline) before the end.
+	// at max or at ctx's deadline, and there may be more.
 	Delete(ctx context.Context, pattern string, max int) (deleted int, more bool, err error)
 
 	// Ping checks that the store answers.
