@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # install-test-deps.sh — install the Debian packages moat's integration tests
 # run against (a real Postfix as the upstream MTA, swaks as an SMTP client,
-# python3 for helper scripts, rbldnsd, tshark, prometheus) and the modules
-# those programs load for what the tests ask of them (swaks --tls needs
-# Perl's Net::SSLeay; python3's smtplib/ssl), which a --no-install-recommends
-# install leaves out.
+# python3 for helper scripts, rbldnsd, tshark, prometheus, redis-server) and
+# the modules those programs load for what the tests ask of them (swaks --tls
+# needs Perl's Net::SSLeay; python3's smtplib/ssl), which a
+# --no-install-recommends install leaves out.
 #
 # Does nothing when everything is present. Otherwise, as root, installs the
 # missing packages non-interactively (no stdin needed; fine under CI=true);
@@ -45,6 +45,11 @@ set -euo pipefail
 #   (dkimpy's ARC signer parses the Authentication-Results it seals and
 #   fails without it); python3-nacl is the nacl module, a Recommends of
 #   python3-dkim that --no-install-recommends leaves out.
+# - redis-server (internal/redistest): the Redis that the state store's
+#   tests (internal/state) start on loopback, kill and restart; the
+#   redis-server command is what redistest runs. The package's systemd
+#   unit starts a system instance on 127.0.0.1:6379; the tests never use
+#   it (each starts its own on a free port), so it is left alone.
 TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  libnet-ssleay-perl:perl=Net::SSLeay libio-socket-ssl-perl:perl=IO::Socket::SSL
  python3:python3 python3:python3=smtplib,ssl,email.message
@@ -52,7 +57,8 @@ TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  prometheus:prometheus prometheus:promtool
  nsd:nsd opendkim-tools:opendkim-testmsg opendkim-tools:opendkim-genkey
  python3-dkim:dkimsign python3-dkim:arcsign python3-dkim:sys-python3=dkim,nacl
- python3-nacl:sys-python3=nacl python3-authres:sys-python3=authres"
+ python3-nacl:sys-python3=nacl python3-authres:sys-python3=authres
+ redis-server:redis-server"
 TEST_PACKAGES="${MOAT_TEST_PACKAGES:-$TEST_PACKAGES}"
 
 # postfix lives in /usr/sbin, which a non-root PATH often lacks.
