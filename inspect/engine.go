@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"time"
+
+	"moat/inspect/greylist"
 )
 
 // Judge turns the facts of a stage into a verdict. The rules package
@@ -55,6 +57,7 @@ type Engine struct {
 	now      func() time.Time
 	needRDNS bool        // some rule looks at the client's reverse DNS
 	auth     *AuthConfig // nil: no sender authentication
+	grey     *greylist.Greylister
 }
 
 // Config wires an Engine.
@@ -69,14 +72,18 @@ type Config struct {
 	ContentLimits ContentLimits
 	// Auth turns on sender authentication (SPF, DKIM, ARC, DMARC); nil
 	// leaves it off and its facts unknown.
-	Auth   *AuthConfig
-	Logger *slog.Logger
+	Auth *AuthConfig
+	// Greylist decides the greylisting the rules ask for (action
+	// greylist) on the state store; nil (offline, or no store
+	// configured) leaves it unknown and the mail goes on.
+	Greylist *greylist.Greylister
+	Logger   *slog.Logger
 }
 
 // New builds an Engine from cfg.
 func New(cfg Config) (*Engine, error) {
 	e := &Engine{judge: cfg.Judge, resolver: cfg.Resolver, blocks: cfg.Blocklists,
-		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now}
+		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist}
 	if cfg.Auth != nil && cfg.Auth.Resolver != nil {
 		a := *cfg.Auth
 		if a.AuthservID == "" {
@@ -230,7 +237,11 @@ func (e *Engine) evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
 	if f.Session.Clock != nil {
 		f.Now = f.Session.Clock()
 	}
-	return e.judge.Evaluate(stage, f)
+	v := e.judge.Evaluate(stage, f)
+	if v.Greylist {
+		e.greylist(ctx, stage, f, &v)
+	}
+	return v
 }
 
 // rdnsLookup is the client's reverse DNS, resolved in the background.

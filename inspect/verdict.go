@@ -94,6 +94,16 @@ type Verdict struct {
 	Trace []string
 	// Hits are the rules that matched at this stage, with their scores.
 	Hits []Hit
+	// Greylist: the rules ask for greylisting (action greylist, rcpt
+	// and data stages). The engine decides it with the state store and
+	// turns Action into a Tempfail when the mail is greylisted; in the
+	// verdict it returns, Greylist stays set and GreylistDecision says
+	// what was decided.
+	Greylist bool
+	// GreylistDecision is the engine's decision: "greylisted",
+	// "passed", "allowlisted", "store_error", or "unknown" without a
+	// store (offline).
+	GreylistDecision string
 	// Result is this stage's own contribution, for the front end to Keep
 	// in the session or transaction (Score and Rules above are totals).
 	Result StageResult

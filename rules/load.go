@@ -249,7 +249,7 @@ func (p *parser) parseRule(n *yaml.Node) *rule {
 	if !nameRe.MatchString(r.name) {
 		p.errf(n, "name must start with a letter and hold only letters, digits, _ . - (at most 100)")
 	}
-	var when, stageNode *yaml.Node
+	var when, stageNode, actionNode *yaml.Node
 	var optional bool
 	p.mapping(n, "a rule", ruleFields, func(k, v *yaml.Node) {
 		switch k.Value {
@@ -270,9 +270,10 @@ func (p *parser) parseRule(n *yaml.Node) *rule {
 		case "action":
 			a, ok := parseAction(v.Value)
 			if !ok {
-				p.errf(v, "action %q is not reject, tempfail, tag or accept", v.Value)
+				p.errf(v, "action %q is not reject, tempfail, greylist, tag or accept", v.Value)
 			}
 			r.action = a
+			actionNode = v
 		case "reply":
 			r.replyNode = v
 		case "shadow":
@@ -299,6 +300,10 @@ func (p *parser) parseRule(n *yaml.Node) *rule {
 	if when == nil {
 		p.errf(n, "a rule needs a condition (when)")
 		return nil
+	}
+	if r.action == actGreylist && r.stage != inspect.StageRcpt && r.stage != inspect.StageData && r.stage != 0 {
+		// A greylist key needs the sender and a recipient.
+		p.errf(actionNode, "action greylist needs stage rcpt or data, not %s", r.stage)
 	}
 	if r.replyNode != nil {
 		switch r.action {

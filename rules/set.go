@@ -17,6 +17,7 @@ type action uint8
 const (
 	actNone     action = iota
 	actTag             // tag the message
+	actGreylist        // greylist: the engine decides with the state store
 	actTempfail        // refuse with 4xx
 	actReject          // refuse with 5xx
 	actAccept          // allowlist: accept and stop judging
@@ -26,6 +27,8 @@ func parseAction(s string) (action, bool) {
 	switch s {
 	case "tag":
 		return actTag, true
+	case "greylist":
+		return actGreylist, true
 	case "tempfail":
 		return actTempfail, true
 	case "reject":
@@ -230,6 +233,14 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 			v.Reason = "rule"
 		}
 	}
+	if act == actGreylist && v.Action < inspect.Tempfail {
+		// The rules ask; the engine decides with the store whether this
+		// is a first attempt (and then makes the verdict a 451).
+		v.Greylist = true
+		if v.Reason == "" {
+			v.Reason = "rule:" + actRule.name
+		}
+	}
 	if v.Action >= inspect.Tempfail {
 		v.Reply = s.withRef(stage, v, f.Session.ID)
 	}
@@ -241,6 +252,7 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 		// Monitor mode: judged, logged, counted as would-have; the mail
 		// goes through untouched.
 		v.Action, v.Headers, v.SubjectPrefix = inspect.Accept, nil, ""
+		v.Greylist = false
 	}
 	return v
 }
