@@ -31,3 +31,8 @@ func (m *Metrics) count(d Decision) {
 	}
 	m.decisions.WithLabelValues(d.String()).Inc()
 }
+
+// Counter is the counter of decision d, for tests.
+func (m *Metrics) Counter(d Decision) prometheus.Counter {
+	return m.decisions.WithLabelValues(d.String())
+}
