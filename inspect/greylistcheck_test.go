@@ -272,4 +272,3 @@ func TestGreylistRedis(t *testing.T) {
 	srv.Restart()
 	wantGreylisted(t, h.rcpt(t, "192.0.9.1", "a@s.test", "b@r.test"), "redis back")
 }
-

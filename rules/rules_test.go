@@ -302,6 +302,7 @@ func TestValidation(t *testing.T) {
 		{"bool fact with operators", "rules:\n  - name: Q\n    stage: helo\n    when: {helo_is_ip: {equals: true}}\n    score: 1\n", "rule Q: helo_is_ip is true or false"},
 		{"yaml syntax", "rules: [\n", "test.yaml:"},
 		{"thresholds order", "thresholds: {tag: 10, reject: 5}\nrules: []\n", "tag (10) must be below reject (5)"},
+		{"greylist at mail", "rules:\n  - name: R\n    stage: mail\n    when: {size: 1}\n    action: greylist\n", "test.yaml:5:13: rule R: action greylist needs stage rcpt or data, not mail"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
