@@ -97,6 +97,19 @@ func newSet(file string, opts Options) *Set {
 // File names the file the set was loaded from.
 func (s *Set) File() string { return s.file }
 
+// Greylists reports whether some rule has action greylist: the engine
+// then needs a state store to decide it.
+func (s *Set) Greylists() bool {
+	for _, st := range s.stages {
+		for _, r := range st {
+			if r.action == actGreylist {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Len is the number of rules.
 func (s *Set) Len() int {
 	n := 0

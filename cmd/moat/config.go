@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"moat/dnsbl"
+	"moat/inspect/greylist"
+	"moat/internal/state"
 	"moat/internal/strictyaml"
 	"moat/proxy"
 	"moat/rules"
@@ -22,8 +24,14 @@ type Config struct {
 	DNSBL dnsbl.Config `yaml:"dnsbl"`
 	Auth  AuthConfig   `yaml:"auth"`
 	Rules rules.Config `yaml:"rules"`
-	HTTP  HTTPConfig   `yaml:"http"`
-	Log   LogConfig    `yaml:"log"`
+	// State is the store of greylisting entries. nil (no state section):
+	// no store, and rules with action greylist let mail through with a
+	// warning. A state section, even empty, opens the embedded store in
+	// its dir (default /var/lib/moat).
+	State    *state.Config   `yaml:"state"`
+	Greylist greylist.Config `yaml:"greylist"`
+	HTTP     HTTPConfig      `yaml:"http"`
+	Log      LogConfig       `yaml:"log"`
 
 	Profiling ProfilingConfig `yaml:"profiling"`
 }
@@ -56,6 +64,10 @@ func (c *Config) defaults() {
 	c.Rules.Defaults()
 	c.DNSBL.Defaults()
 	c.Auth.defaults(c.Config.Hostname)
+	if c.State != nil {
+		c.State.Defaults()
+	}
+	c.Greylist.Defaults()
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9325"
 	}
@@ -84,6 +96,14 @@ func (c *Config) validate(file string) error {
 		return bad("%v", err)
 	}
 	if err := c.Auth.validate(); err != nil {
+		return bad("%v", err)
+	}
+	if c.State != nil {
+		if err := c.State.Validate(); err != nil {
+			return bad("%v", err)
+		}
+	}
+	if err := c.Greylist.Validate(); err != nil {
 		return bad("%v", err)
 	}
 	if c.HTTP.Listen != "off" {

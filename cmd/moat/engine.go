@@ -6,6 +6,8 @@ import (
 
 	"moat/dnsbl"
 	"moat/inspect"
+	"moat/inspect/greylist"
+	"moat/internal/state"
 	"moat/rules"
 )
 
@@ -14,9 +16,15 @@ import (
 type engineDeps struct {
 	Rules *rules.Metrics
 	Auth  *inspect.AuthMetrics
+	// Store is the state store moat serve opened (nil: none, or
+	// offline, where greylisting never writes a store and is unknown).
+	Store    state.Store
+	Greylist *greylist.Metrics
 	// Recorded: the DNS knows only the answers recorded in a capture.
 	Recorded bool
-	Log      *slog.Logger
+	// Live: moat serve (warn about what cannot work live).
+	Live bool
+	Log  *slog.Logger
 }
 
 // buildEngine compiles the configured rules and wires the inspection
@@ -38,6 +46,15 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 		ec.Resolver = lists.DNS()
 	}
 	ec.Auth = engineAuth(cfg, lists, d.Auth, d.Recorded)
+	if d.Store != nil {
+		g, err := greylist.New(cfg.Greylist, d.Store, d.Greylist, log)
+		if err != nil {
+			return nil, nil, &configError{err}
+		}
+		ec.Greylist = g
+	} else if set.Greylists() && d.Live {
+		log.Warn("rules use action greylist but no state store is configured: greylisting is off, the mail goes on", "rules", set.File())
+	}
 	e, err := inspect.New(ec)
 	if err != nil {
 		return nil, nil, err

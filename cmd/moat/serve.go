@@ -21,6 +21,8 @@ import (
 
 	"moat/dnsbl"
 	"moat/inspect"
+	"moat/inspect/greylist"
+	"moat/internal/state"
 	"moat/proxy"
 	"moat/rules"
 )
@@ -134,7 +136,19 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 	if err != nil {
 		return err
 	}
-	deps := engineDeps{Rules: ruleMetrics, Auth: inspect.NewAuthMetrics(reg), Log: log}
+	deps := engineDeps{Rules: ruleMetrics, Auth: inspect.NewAuthMetrics(reg), Log: log, Live: true,
+		Greylist: greylist.NewMetrics(reg)}
+	if cfg.State != nil {
+		// Opened once; every engine a reload builds shares it. A change
+		// of the state section takes a restart.
+		store, err := state.New(*cfg.State, state.Deps{Registerer: reg})
+		if err != nil {
+			return fmt.Errorf("state: %w", err)
+		}
+		defer store.Close()
+		deps.Store = store
+		log.Info("state store opened", "backend", string(cfg.State.Backend))
+	}
 	engine, set, err := buildEngine(cfg, lists, deps)
 	if err != nil {
 		return err
