@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"moat/internal/postfixtest"
+)
+
+// Through the moat binary to a real Postfix, on the embedded store:
+// the first attempt is greylisted with 451 4.7.1; moat restarts on the
+// same state directory; the retry after the (1s) delay is delivered —
+// at the first attempt, so the entry survived the restart.
+func TestGreylistEndToEnd(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	const rulesSrc = "rules:\n  - {name: GREYLIST_ALL, stage: rcpt, when: {rcpt: {ends_with: \"@example.net\"}}, action: greylist}\n"
+	if err := os.WriteFile(rulesPath, []byte(rulesSrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const delay = time.Second
+	cfg := configFor(t, pf.Addr, fmt.Sprintf("rules:\n  file: %q\nstate:\n  dir: %q\ngreylist:\n  delay: %s\n",
+		rulesPath, filepath.Join(dir, "state"), delay))
+
+	m := startMoat(t, "--config", cfg)
+	first := time.Now()
+	out, err := swaks(t, m.smtp, "--to", "bo@example.net")
+	if err == nil || !strings.Contains(out, "<** 451 4.7.1 Greylisted, please try again later") {
+		t.Fatalf("first attempt: %v\n%s", err, out)
+	}
+	// A retry at once is refused again.
+	if out, err := swaks(t, m.smtp, "--to", "bo@example.net"); err == nil || !strings.Contains(out, "<** 451 4.7.1 Greylisted") {
+		t.Fatalf("early retry: %v\n%s", err, out)
+	}
+
+	// Restart on the same state directory (the store's file lock makes
+	// the first moat's exit a precondition).
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("moat did not stop")
+	}
+	m = startMoat(t, "--config", cfg)
+
+	// Wait out the configured delay (bounded), then one retry: a lost
+	// entry would make it a first attempt, greylisted again.
+	for time.Since(first) < delay+200*time.Millisecond {
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, err = swaks(t, m.smtp, "--to", "bo@example.net")
+	if err != nil || !strings.Contains(out, "<-  250") {
+		t.Fatalf("retry after the delay and a restart: %v\n%s", err, out)
+	}
+	if msgs := pf.WaitMessages(t, 1, 20*time.Second); len(msgs) != 1 {
+		t.Fatalf("%d messages delivered, want 1", len(msgs))
+	}
+	if !strings.Contains(m.log.String(), `"msg":"state store opened"`) {
+		t.Errorf("no store in the log:\n%s", m.log.String())
+	}
+}
