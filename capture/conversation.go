@@ -1021,6 +1021,7 @@ func (c *conversation) closeRecord() {
 			rec.WouldBe = v.WouldBe.String()
 		}
 		rec.Score, rec.Rules = v.Score, v.Rules
+		rec.Greylist = v.GreylistDecision
 		rec.Summary = v.Auth.Summary()
 		rec.Stage = j.Stage.String()
 		switch {

@@ -64,6 +64,11 @@ type Record struct {
 	// reason when the proxy itself would have refused the command
 	// (mail_syntax, rcpt_syntax, bad_sequence).
 	Reason string `json:"reason,omitempty"`
+	// Greylist is the greylisting decision when a rule asked for it
+	// (action greylist): offline there is no store to remember a first
+	// attempt, so it is "unknown" and the mail is judged as the other
+	// rules make it.
+	Greylist string `json:"greylist,omitempty"`
 	// Smuggling flags a DATA body whose end a lenient parser would have
 	// seen earlier than the strict one; EOD says where each saw it.
 	Smuggling bool `json:"smuggling"`

@@ -38,6 +38,31 @@ func TestAnalyzeSharedCapture(t *testing.T) {
 	}
 }
 
+// Offline, greylisting never touches a store, not even the configured
+// one: the decision is unknown and the mail is judged by the other rules.
+func TestAnalyzeGreylistUnknown(t *testing.T) {
+	dir := t.TempDir()
+	rulesFile := filepath.Join(dir, "rules.yaml")
+	os.WriteFile(rulesFile, []byte("rules:\n  - {name: GREY_DATA, stage: data, when: {size: {gt: 0}}, action: greylist}\n"), 0o644)
+	cfg := filepath.Join(dir, "moat.yaml")
+	stateDir := filepath.Join(dir, "state")
+	os.WriteFile(cfg, []byte("rules:\n  file: "+rulesFile+"\nstate:\n  dir: "+stateDir+"\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run([]string{"analyze", "--quiet", "--config", cfg, sharedSMTPCapture}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(strings.Split(out.String(), "\n")[0]), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec["greylist"] != "unknown" || rec["verdict"] != "accept" {
+		t.Errorf("greylist %v verdict %v, want unknown and accept: %v", rec["greylist"], rec["verdict"], rec)
+	}
+	if _, err := os.Stat(stateDir); err == nil {
+		t.Errorf("analyze created the state directory %s", stateDir)
+	}
+}
+
 func TestAnalyzeUsage(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"analyze"}, &out, &errb); code != exitUsage {
