@@ -25,6 +25,7 @@ import (
 
 	"moat/dnsbl"
 	"moat/inspect"
+	"moat/inspect/greylist"
 	"moat/proxy"
 	"moat/rules"
 )
@@ -400,6 +401,7 @@ func registered(t *testing.T) metricSet {
 		t.Fatal(err)
 	}
 	inspect.NewAuthMetrics(rec)
+	greylist.NewMetrics(rec)
 	engine, err := inspect.New(inspect.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -642,7 +644,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	want := []string{"MoatUpstreamUnreachable", "MoatDNSBLListUnhealthy", "MoatDNSBLListErrors",
 		"MoatRejectRateJump", "MoatConfigReloadFailed", "MoatTLSHandshakeFailures", "MoatSessionPanics",
-		"MoatAuthTempErrors"}
+		"MoatAuthTempErrors", "MoatGreylistStoreErrors"}
 	var have []string
 	for _, r := range alertRules(t) {
 		have = append(have, r.Alert)
