@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +49,10 @@ func TestGreylistEndToEnd(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("moat did not stop")
 	}
+	// Its log is complete now: one line per refusal, with the reason.
+	if n := strings.Count(m.log.String(), `"reason":"greylisted"`); n < 2 {
+		t.Errorf("%d log lines with reason greylisted, want 2:\n%s", n, m.log.String())
+	}
 	m = startMoat(t, "--config", cfg)
 
 	// Wait out the configured delay (bounded), then one retry: a lost
@@ -61,7 +67,26 @@ func TestGreylistEndToEnd(t *testing.T) {
 	if msgs := pf.WaitMessages(t, 1, 20*time.Second); len(msgs) != 1 {
 		t.Fatalf("%d messages delivered, want 1", len(msgs))
 	}
+	resp, err := http.Get("http://" + m.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `moat_greylist_decisions_total{decision="passed"} 1`) {
+		t.Errorf("metrics after the pass:\n%s", grepLines(string(body), "moat_greylist"))
+	}
 	if !strings.Contains(m.log.String(), `"msg":"state store opened"`) {
 		t.Errorf("no store in the log:\n%s", m.log.String())
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
