@@ -394,6 +394,41 @@ rules:
 	}
 }
 
+// Action greylist asks the engine (Verdict.Greylist) and leaves the
+// action to it; a reject or a threshold refusal wins over it; monitor
+// mode never asks.
+func TestGreylistAction(t *testing.T) {
+	src := `
+thresholds: {reject: 5}
+rules:
+  - {name: GREY, stage: data, when: {size: {gt: 0}}, action: greylist}
+  - {name: NO_EXE, stage: data, when: {attachment_name: {matches: '\.exe$'}}, action: reject}
+`
+	set := mustParse(t, src)
+	if !set.Greylists() {
+		t.Error("Greylists() is false")
+	}
+	if mustParse(t, "rules:\n  - {name: A, stage: data, when: {size: 1}, score: 1}\n").Greylists() {
+		t.Error("Greylists() without a greylist rule")
+	}
+	v := session{content: &inspect.Content{}, size: 10}.run(t, set)[inspect.StageData]
+	if !v.Greylist || v.Action != inspect.Accept || v.Reason != "rule:GREY" {
+		t.Fatalf("greylist: %+v", v)
+	}
+	exe := &inspect.Content{Parts: []inspect.Part{{Filename: "x.exe"}}}
+	v = session{content: exe, size: 10}.run(t, set)[inspect.StageData]
+	if v.Greylist || v.Action != inspect.Reject {
+		t.Fatalf("reject over greylist: %v greylist %v", v.Action, v.Greylist)
+	}
+	mon, err := Parse("test.yaml", []byte(src), Options{Lists: testLists, Mode: "monitor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := (session{content: &inspect.Content{}, size: 10}).run(t, mon)[inspect.StageData]; v.Greylist {
+		t.Fatal("monitor mode asked for greylisting")
+	}
+}
+
 // DNS list conditions: listed, reasons, weights as scores, and what a
 // failed lookup does under each on_error.
 func TestDNSBLConditions(t *testing.T) {

@@ -265,7 +265,12 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 		// Monitor mode: judged, logged, counted as would-have; the mail
 		// goes through untouched.
 		v.Action, v.Headers, v.SubjectPrefix = inspect.Accept, nil, ""
+	}
+	if s.mode == "monitor" && v.Greylist {
+		// Greylisting writes the store and refuses: monitor mode does
+		// neither, it only reports.
 		v.Greylist = false
+		v.Trace = append(v.Trace, "monitor: would greylist ("+v.Reason+")")
 	}
 	return v
 }
