@@ -90,3 +90,42 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// Greylisting by content: the rule needs the message, so the answer
+// comes at the end of data, for the whole transaction of two
+// recipients; the retry after the delay is delivered to both.
+func TestGreylistDataStageEndToEnd(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	const rulesSrc = "rules:\n  - {name: GREYLIST_OFFER, stage: data, when: {subject: {contains: offer}}, action: greylist}\n"
+	if err := os.WriteFile(rulesPath, []byte(rulesSrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const delay = time.Second
+	cfg := configFor(t, pf.Addr, fmt.Sprintf("rules:\n  file: %q\nstate:\n  dir: %q\ngreylist:\n  delay: %s\n",
+		rulesPath, filepath.Join(dir, "state"), delay))
+	m := startMoat(t, "--config", cfg)
+	send := func() (string, error) {
+		return swaks(t, m.smtp, "--to", "bo@example.net,cy@example.net", "--header", "Subject: a special offer")
+	}
+	first := time.Now()
+	out, err := send()
+	if err == nil || !strings.Contains(out, "<** 451 4.7.1 Greylisted") || !strings.Contains(out, "-> .") {
+		t.Fatalf("first attempt: %v\n%s", err, out)
+	}
+	// Other content is not greylisted.
+	if out, err := swaks(t, m.smtp, "--to", "bo@example.net", "--header", "Subject: minutes"); err != nil {
+		t.Fatalf("ordinary message: %v\n%s", err, out)
+	}
+	for time.Since(first) < delay+200*time.Millisecond { // waiting out the configured delay
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, err := send(); err != nil {
+		t.Fatalf("retry after the delay: %v\n%s", err, out)
+	}
+	// One file per mailbox: the ordinary message, and the retry to both.
+	if msgs := pf.WaitMessages(t, 3, 20*time.Second); len(msgs) != 3 {
+		t.Fatalf("%d messages delivered, want 3", len(msgs))
+	}
+}
