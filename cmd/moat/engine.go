@@ -18,8 +18,11 @@ type engineDeps struct {
 	Auth  *inspect.AuthMetrics
 	// Store is the state store moat serve opened (nil: none, or
 	// offline, where greylisting never writes a store and is unknown).
-	Store    state.Store
-	Greylist *greylist.Metrics
+	Store state.Store
+	// StateConfig is the state section Store was opened with (reload
+	// warns when the file's differs).
+	StateConfig *state.Config
+	Greylist    *greylist.Metrics
 	// Recorded: the DNS knows only the answers recorded in a capture.
 	Recorded bool
 	// Live: moat serve (warn about what cannot work live).

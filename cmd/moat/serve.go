@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -146,7 +147,7 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 			return fmt.Errorf("state: %w", err)
 		}
 		defer store.Close()
-		deps.Store = store
+		deps.Store, deps.StateConfig = store, cfg.State
 		log.Info("state store opened", "backend", string(cfg.State.Backend))
 	}
 	engine, set, err := buildEngine(cfg, lists, deps)
@@ -277,6 +278,9 @@ func reload(log *slog.Logger, path string, ov serveOverrides, srv *proxy.Server,
 		return
 	}
 	reloads.record(true)
+	if !reflect.DeepEqual(cfg.State, d.StateConfig) {
+		log.Warn("the state section changed: it takes a restart; the running store stays", "config", path)
+	}
 	log.Info("config reloaded", "config", path, "rules", set.File(), "rule_count", set.Len(), "mode", cfg.Rules.Mode)
 }
 
