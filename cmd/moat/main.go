@@ -27,6 +27,7 @@ Usage:
   moat config check FILE       validate a configuration file and exit
   moat dnsbl check IP|DOMAIN   look an address or domain up on every list and say why
   moat auth check ... MSG.eml  check a message's SPF, DKIM, ARC and DMARC and say why
+  moat state get|del PATTERN   show or delete entries of the running moat's state store
   moat rules test|compare ...  run rules over messages (see moat rules --help)
   moat analyze CAPTURE...      judge the SMTP sessions of pcap/pcapng files offline
   moat capture --iface NAME    judge the SMTP sessions seen live on an interface
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDnsbl(args[1:], stdout, stderr)
 	case "auth":
 		return cmdAuth(args[1:], stdout, stderr)
+	case "state":
+		return cmdState(args[1:], stdout, stderr)
 	case "rules":
 		return cmdRules(args[1:], stdout, stderr)
 	case "analyze":

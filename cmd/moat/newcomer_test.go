@@ -519,6 +519,8 @@ var readmeCommands = map[string]cmdCheck{
 	"analyze":       runs,
 	"dnsbl check":   runs,
 	"auth check":    runs,
+	"state get":     flagsOnly, // needs a running moat with a store: TestStateCommand
+	"state del":     flagsOnly,
 	"replay":        flagsOnly,
 	"capture":       flagsOnly,
 	"version":       runs,
@@ -556,7 +558,7 @@ type readmeCmd struct {
 }
 
 func (c readmeCmd) key() string {
-	if len(c.args) >= 2 && slices.Contains([]string{"config", "rules", "dnsbl", "auth"}, c.args[0]) {
+	if len(c.args) >= 2 && slices.Contains([]string{"config", "rules", "dnsbl", "auth", "state"}, c.args[0]) {
 		return c.args[0] + " " + c.args[1]
 	}
 	if len(c.args) == 0 {

@@ -183,7 +183,9 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 			}
 			return fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
 		}
-		httpSrv = &http.Server{Handler: httpMux(reg, srv, cfg.HTTP.PProf), ReadHeaderTimeout: 10 * time.Second}
+		mux := httpMux(reg, srv, cfg.HTTP.PProf)
+		handleState(mux, deps.Store)
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 
 	addrs := make([]string, 0, len(lns))
