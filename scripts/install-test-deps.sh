@@ -50,6 +50,9 @@ set -euo pipefail
 #   redis-server command is what redistest runs. The package's systemd
 #   unit starts a system instance on 127.0.0.1:6379; the tests never use
 #   it (each starts its own on a free port), so it is left alone.
+# - haproxy (internal/haproxytest): the load balancer in front of several
+#   moat instances in the scale-out tests (cmd/moat/scaleout_test.go),
+#   each started with its own config on free loopback ports.
 TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  libnet-ssleay-perl:perl=Net::SSLeay libio-socket-ssl-perl:perl=IO::Socket::SSL
  python3:python3 python3:python3=smtplib,ssl,email.message
@@ -58,7 +61,7 @@ TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  nsd:nsd opendkim-tools:opendkim-testmsg opendkim-tools:opendkim-genkey
  python3-dkim:dkimsign python3-dkim:arcsign python3-dkim:sys-python3=dkim,nacl
  python3-nacl:sys-python3=nacl python3-authres:sys-python3=authres
- redis-server:redis-server"
+ redis-server:redis-server haproxy:haproxy"
 TEST_PACKAGES="${MOAT_TEST_PACKAGES:-$TEST_PACKAGES}"
 
 # postfix lives in /usr/sbin, which a non-root PATH often lacks.
