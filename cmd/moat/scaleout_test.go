@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"net/smtp"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,5 +109,95 @@ func TestScaleOutGreylisting(t *testing.T) {
 	// Each moat saw the real client through the PROXY header.
 	if so.instanceWith(`"client_ip":"127.0.0.1"`) < 0 {
 		t.Errorf("no transaction line names the client's address")
+	}
+}
+
+// One moat killed during a bounded load (issue 15): HAProxy's health check
+// takes it out, the clients' retries land on the other two, and every
+// message a client saw acknowledged is in the mailbox — moat acknowledges
+// only what the upstream took.
+func TestScaleOutInstanceKilled(t *testing.T) {
+	so := startScaleOut(t, "rules:\n  - {name: NOTHING, stage: data, when: {subject: never-matches-anything}, score: 1}\n", "")
+	const clients, perClient = 4, 15
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	attempts, failures := 0, 0
+	send := func(subject string) error {
+		c, err := smtp.Dial(so.lb.Addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.Hello("load.client.test"); err != nil {
+			return err
+		}
+		if err := c.Mail("ana@client.test"); err != nil {
+			return err
+		}
+		if err := c.Rcpt("bo@example.net"); err != nil {
+			return err
+		}
+		w, err := c.Data()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "Subject: %s\r\nMessage-ID: <%s@client.test>\r\n\r\nload\r\n", subject, subject)
+		if err := w.Close(); err != nil { // the final reply: 250 or not
+			return err
+		}
+		c.Quit()
+		return nil
+	}
+	var killOnce sync.Once
+	var wg sync.WaitGroup
+	for cl := 0; cl < clients; cl++ {
+		wg.Go(func() {
+			for i := 0; i < perClient; i++ {
+				subject := fmt.Sprintf("load-%d-%d", cl, i)
+				// An MTA retries a message that was not acknowledged;
+				// bounded here.
+				for try := 0; try < 10; try++ {
+					err := send(subject)
+					mu.Lock()
+					attempts++
+					if err == nil {
+						acked[subject] = true
+					} else {
+						failures++
+					}
+					n := len(acked)
+					mu.Unlock()
+					if n >= clients*perClient/3 {
+						// A third of the load is through: kill one instance
+						// outright, no goodbye.
+						killOnce.Do(func() { so.moats[1].cmd.Process.Kill() })
+					}
+					if err == nil {
+						break
+					}
+					time.Sleep(100 * time.Millisecond) // a client's retry back-off, bounded
+				}
+			}
+		})
+	}
+	wg.Wait()
+	msgs := so.pf.WaitMessages(t, len(acked), 60*time.Second)
+	delivered := map[string]bool{}
+	for _, m := range msgs {
+		for _, line := range strings.Split(string(m), "\n") {
+			if s, ok := strings.CutPrefix(strings.TrimRight(line, "\r"), "Subject: "); ok {
+				delivered[s] = true
+			}
+		}
+	}
+	for s := range acked {
+		if !delivered[s] {
+			t.Errorf("%s was acknowledged but is not in the mailbox", s)
+		}
+	}
+	t.Logf("sent %d messages in %d attempts (%d failed and were retried); acknowledged %d; delivered %d (%d distinct); HAProxy sessions %v",
+		clients*perClient, attempts, failures, len(acked), len(msgs), len(delivered), so.lb.Sessions(t))
+	if len(acked) != clients*perClient {
+		t.Errorf("only %d of %d messages were acknowledged within 10 tries each", len(acked), clients*perClient)
 	}
 }
