@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"net/smtp"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -200,4 +203,68 @@ func TestScaleOutInstanceKilled(t *testing.T) {
 	if len(acked) != clients*perClient {
 		t.Errorf("only %d of %d messages were acknowledged within 10 tries each", len(acked), clients*perClient)
 	}
+}
+
+// Redis killed and restarted under the instances (issue 15): greylisting
+// fails open — mail goes through, nothing is refused for the store's
+// sake — the store errors are counted, and once Redis is back the
+// instances greylist again.
+func TestScaleOutRedisRestart(t *testing.T) {
+	so := startScaleOut(t, "rules:\n  - {name: GREYLIST_ALL, stage: rcpt, when: {rcpt: {ends_with: \"@example.net\"}}, action: greylist}\n",
+		"greylist:\n  delay: 1h\n")
+	try := func(from string) (string, error) {
+		return swaks(t, so.lb.Addr, "--to", "bo@example.net", "--from", from)
+	}
+	if out, err := try("before@client.test"); err == nil || !strings.Contains(out, "<** 451 4.7.1") {
+		t.Fatalf("with Redis up, a first attempt is greylisted: %v\n%s", err, out)
+	}
+	so.redis.Kill()
+	for i := 0; i < 3; i++ { // one per instance, round-robin
+		if out, err := try(fmt.Sprintf("during%d@client.test", i)); err != nil || !strings.Contains(out, "<-  250") {
+			t.Fatalf("with Redis down, mail must go through (fail open): %v\n%s", err, out)
+		}
+	}
+	so.pf.WaitMessages(t, 3, 20*time.Second)
+	errs := 0.0
+	for _, m := range so.moats {
+		errs += scrapeSum(t, m.http, `moat_greylist_decisions_total{decision="store_error"}`)
+	}
+	if errs < 3 {
+		t.Errorf("store errors counted: %v, want at least 3", errs)
+	}
+	so.redis.Restart()
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; ; i++ {
+		out, err := try(fmt.Sprintf("after%d@client.test", i))
+		if err != nil && strings.Contains(out, "<** 451 4.7.1") {
+			break // greylisting is back
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("greylisting did not resume within 20 s of Redis' restart:\n%s", out)
+		}
+	}
+}
+
+// scrapeSum adds up the samples of moat's /metrics whose line starts with
+// prefix (a metric name with some of its labels).
+func scrapeSum(t *testing.T, httpAddr, prefix string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	sum := 0.0
+	name, labels, _ := strings.Cut(strings.TrimSuffix(prefix, "}"), "{")
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, labels) {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
