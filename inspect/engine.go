@@ -60,6 +60,7 @@ type Engine struct {
 	auth     *AuthConfig // nil: no sender authentication
 	grey     *greylist.Greylister
 	rates    *ratelimit.Limiter // nil: no limits, or no store
+	rateMon  bool               // monitor: a limit's action is only WouldBe
 }
 
 // Config wires an Engine.
@@ -82,13 +83,16 @@ type Config struct {
 	// RateLimits counts the configured rate limits on the state store;
 	// nil (offline, or none) leaves {rate_limit: NAME} unknown.
 	RateLimits *ratelimit.Limiter
-	Logger     *slog.Logger
+	// RateLimitsMonitor (rules.mode monitor): an exceeded limit's action
+	// is logged as what would have happened (WouldBe), never taken.
+	RateLimitsMonitor bool
+	Logger            *slog.Logger
 }
 
 // New builds an Engine from cfg.
 func New(cfg Config) (*Engine, error) {
 	e := &Engine{judge: cfg.Judge, resolver: cfg.Resolver, blocks: cfg.Blocklists,
-		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist, rates: cfg.RateLimits}
+		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist, rates: cfg.RateLimits, rateMon: cfg.RateLimitsMonitor}
 	if cfg.Auth != nil && cfg.Auth.Resolver != nil {
 		a := *cfg.Auth
 		if a.AuthservID == "" {

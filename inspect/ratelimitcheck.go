@@ -135,6 +135,11 @@ func (e *Engine) rateVerdict(ctx context.Context, stage Stage, f *Facts, v *Verd
 		if v.Action == Tempfail && v.Reply.Code == 421 {
 			continue // already closing
 		}
+		if e.rateMon {
+			v.WouldBe = max(v.WouldBe, Tempfail)
+			v.Trace = append(v.Trace, "monitor: would refuse ("+r.Name+" exceeded)")
+			continue
+		}
 		v.Action, v.WouldBe, v.Reply, v.Reason = Tempfail, Tempfail, reply, "rate_limited"
 		v.Headers, v.SubjectPrefix = nil, ""
 	}

@@ -36,6 +36,11 @@ type rateHarness struct {
 // as offline). Every limit named in rateRules exists, so the rules load.
 func newRateHarness(t *testing.T, store state.Store, limits ratelimit.Config) *rateHarness {
 	t.Helper()
+	return newRateHarnessMode(t, store, limits, false)
+}
+
+func newRateHarnessMode(t *testing.T, store state.Store, limits ratelimit.Config, monitor bool) *rateHarness {
+	t.Helper()
 	have := map[string]bool{}
 	for _, l := range limits {
 		have[l.Name] = true
@@ -65,7 +70,7 @@ func newRateHarness(t *testing.T, store state.Store, limits ratelimit.Config) *r
 			t.Fatal(err)
 		}
 	}
-	if h.e, err = inspect.New(inspect.Config{Judge: set, RateLimits: lim}); err != nil {
+	if h.e, err = inspect.New(inspect.Config{Judge: set, RateLimits: lim, RateLimitsMonitor: monitor}); err != nil {
 		t.Fatal(err)
 	}
 	return h
@@ -314,5 +319,22 @@ func TestRateLimitRedisSharedByInstances(t *testing.T) {
 		if h.count("per-ip", ratelimit.Allowed) == 0 {
 			t.Logf("instance %d admitted nothing", i)
 		}
+	}
+}
+
+// In monitor mode (rules.mode: monitor) an exceeded limit's action is
+// what would have happened, never taken.
+func TestRateLimitMonitor(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	limit := perIP
+	limit.Burst = 1
+	h := newRateHarnessMode(t, embeddedStore(t, clock.Now), ratelimit.Config{limit}, true)
+	h.message(t, "192.0.2.1", "a@s.test", "b@r.test")
+	st, v := h.message(t, "192.0.2.1", "a@s.test", "b@r.test")
+	if st != inspect.StageData || v.Action != inspect.Accept || v.WouldBe != inspect.Tempfail {
+		t.Errorf("monitor: %s %v would be %v, want accept, would be tempfail", st, v.Action, v.WouldBe)
+	}
+	if h.count("per-ip", ratelimit.Limited) != 1 {
+		t.Errorf("limited %v, want 1", h.count("per-ip", ratelimit.Limited))
 	}
 }

@@ -62,7 +62,7 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 		if err != nil {
 			return nil, nil, &configError{err}
 		}
-		ec.RateLimits = l
+		ec.RateLimits, ec.RateLimitsMonitor = l, cfg.Rules.Mode == "monitor"
 	} else if len(cfg.RateLimits) > 0 && d.Live {
 		log.Warn("rate_limits are configured but no state store is: the limits are off, rate_limit conditions unknown")
 	}
