@@ -15,6 +15,9 @@ import (
 var (
 	RateLimitReply      = smtp.Replyf(451, "4.7.0", "Rate limit exceeded, try again later")
 	RateLimitCloseReply = smtp.Replyf(421, "4.7.0", "Rate limit exceeded, closing connection")
+	// RateLimitStoreErrorReply answers when the store failed and the
+	// limit says on_store_error: tempfail (RFC 3463 X.3.0).
+	RateLimitStoreErrorReply = smtp.Replyf(451, "4.3.0", "Temporary local problem, please try again later")
 )
 
 // errRateUnknown: no store (offline), or the store failed: a
@@ -121,7 +124,17 @@ func (e *Engine) rateVerdict(ctx context.Context, stage Stage, f *Facts, v *Verd
 		if r.Count != ratelimit.CountErrors && countStage(r.Count) != stage {
 			continue
 		}
-		if st.rates[r.Name] != ratelimit.Limited {
+		d := st.rates[r.Name]
+		if d == ratelimit.StoreError && r.Action != ratelimit.ActionNone && r.OnStoreError == ratelimit.OnErrorTempfail && v.Action < Tempfail {
+			v.Trace = append(v.Trace, "rate_limit: "+r.Name+" store error, on_store_error tempfail")
+			if !e.rateMon {
+				v.Action, v.WouldBe, v.Reason = Tempfail, Tempfail, "rate_limit_store_error"
+				v.Reply = RateLimitStoreErrorReply
+				v.Headers, v.SubjectPrefix = nil, ""
+			}
+			continue
+		}
+		if d != ratelimit.Limited {
 			continue
 		}
 		v.Trace = append(v.Trace, "rate_limit: "+r.Name+" exceeded")
@@ -143,7 +156,7 @@ func (e *Engine) rateVerdict(ctx context.Context, stage Stage, f *Facts, v *Verd
 		v.Action, v.WouldBe, v.Reply, v.Reason = Tempfail, Tempfail, reply, "rate_limited"
 		v.Headers, v.SubjectPrefix = nil, ""
 	}
-	if v.Action < Tempfail || v.Reason == "rate_limited" {
+	if v.Action < Tempfail || v.Reason == "rate_limited" || v.Reason == "rate_limit_store_error" {
 		return // a refusal by a limit is not counted as the client's error
 	}
 	subj := rateSubject(f)

@@ -338,3 +338,20 @@ func TestRateLimitMonitor(t *testing.T) {
 		t.Errorf("limited %v, want 1", h.count("per-ip", ratelimit.Limited))
 	}
 }
+
+// on_store_error: tempfail turns a store failure of a limit with an
+// action into 451 4.3.0, and the metric still counts store_error.
+func TestRateLimitStoreDownTempfail(t *testing.T) {
+	store := embeddedStore(t, nil)
+	limit := perIP
+	limit.OnStoreError = ratelimit.OnErrorTempfail
+	h := newRateHarness(t, store, ratelimit.Config{limit})
+	store.Close()
+	st, v := h.message(t, "192.0.2.1", "a@s.test", "b@r.test")
+	if st != inspect.StageData || v.Action != inspect.Tempfail || v.Reply.Code != 451 || v.Reply.Enhanced != "4.3.0" {
+		t.Errorf("store down, tempfail: %s %v %v", st, v.Action, v.Reply)
+	}
+	if h.count("per-ip", ratelimit.StoreError) != 1 {
+		t.Errorf("store_error %v, want 1", h.count("per-ip", ratelimit.StoreError))
+	}
+}

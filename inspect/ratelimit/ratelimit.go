@@ -81,7 +81,17 @@ type Limit struct {
 	// Action is what an exceeded limit does by itself: none (default:
 	// only rules act), tempfail or close.
 	Action string `yaml:"action"`
+	// OnStoreError is what a store failure does to a limit with an
+	// action: accept (default: fail open, the limit is unknown) or
+	// tempfail (451 4.3.0, the client retries).
+	OnStoreError string `yaml:"on_store_error"`
 }
+
+// The OnStoreError settings.
+const (
+	OnErrorAccept   = "accept"
+	OnErrorTempfail = "tempfail"
+)
 
 // Config is the rate_limits section: its limits, in order.
 type Config []Limit
@@ -92,6 +102,9 @@ func (c Config) Defaults() {
 		l := &c[i]
 		if l.Action == "" {
 			l.Action = ActionNone
+		}
+		if l.OnStoreError == "" {
+			l.OnStoreError = OnErrorAccept
 		}
 		if l.Burst == 0 {
 			if r, err := ParseRate(l.Rate); err == nil {
@@ -136,6 +149,9 @@ func (c Config) Validate() error {
 		}
 		if !contains(actions, l.Action) {
 			return fmt.Errorf("%s.action: %q is not one of %s", at, l.Action, strings.Join(actions, ", "))
+		}
+		if l.OnStoreError != OnErrorAccept && l.OnStoreError != OnErrorTempfail {
+			return fmt.Errorf("%s.on_store_error: %q is neither accept nor tempfail", at, l.OnStoreError)
 		}
 	}
 	return nil

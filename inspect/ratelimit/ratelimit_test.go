@@ -48,7 +48,7 @@ func TestParseRate(t *testing.T) {
 func TestConfig(t *testing.T) {
 	c := Config{{Name: "per-ip", Key: KeyClientIP, Count: CountMessages, Rate: "100/1h"}}
 	c.Defaults()
-	if c[0].Burst != 100 || c[0].Action != ActionNone {
+	if c[0].Burst != 100 || c[0].Action != ActionNone || c[0].OnStoreError != OnErrorAccept {
 		t.Errorf("defaults: %+v", c[0])
 	}
 	if err := c.Validate(); err != nil {
@@ -66,6 +66,7 @@ func TestConfig(t *testing.T) {
 		{func(l *Limit) { l.Rate = "100 per hour" }, "rate_limits.per-ip.rate"},
 		{func(l *Limit) { l.Burst = -1 }, "rate_limits.per-ip.burst"},
 		{func(l *Limit) { l.Action = "reject" }, "rate_limits.per-ip.action"},
+		{func(l *Limit) { l.OnStoreError = "reject" }, "rate_limits.per-ip.on_store_error"},
 	}
 	for _, b := range bad {
 		c := Config{{Name: "per-ip", Key: KeyClientIP, Count: CountMessages, Rate: "100/1h"}}
@@ -75,8 +76,8 @@ func TestConfig(t *testing.T) {
 			t.Errorf("%s: %v", b.want, err)
 		}
 	}
-	dup := Config{{Name: "a", Key: KeyClientIP, Count: CountMessages, Rate: "1/1h", Burst: 1, Action: ActionNone},
-		{Name: "a", Key: KeyRcpt, Count: CountRecipients, Rate: "1/1h", Burst: 1, Action: ActionNone}}
+	dup := Config{{Name: "a", Key: KeyClientIP, Count: CountMessages, Rate: "1/1h", Burst: 1, Action: ActionNone, OnStoreError: OnErrorAccept},
+		{Name: "a", Key: KeyRcpt, Count: CountRecipients, Rate: "1/1h", Burst: 1, Action: ActionNone, OnStoreError: OnErrorAccept}}
 	if err := dup.Validate(); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Errorf("duplicate name: %v", err)
 	}
