@@ -16,8 +16,8 @@ func TestRateLimitCondition(t *testing.T) {
 		t.Fatal(err)
 	}
 	for src, want := range map[string]string{
-		"rules:\n  - {name: A, stage: data, when: {rate_limit: nope}, score: 1}\n":  `unknown rate limit "nope"`,
-		"rules:\n  - {name: A, stage: rcpt, when: {rate_limit: msgs}, score: 1}\n":  "counted at the data stage",
+		"rules:\n  - {name: A, stage: data, when: {rate_limit: nope}, score: 1}\n":   `unknown rate limit "nope"`,
+		"rules:\n  - {name: A, stage: rcpt, when: {rate_limit: msgs}, score: 1}\n":   "counted at the data stage",
 		"rules:\n  - {name: A, stage: data, when: {rate_limit: [msgs]}, score: 1}\n": "rate_limit",
 	} {
 		if _, err := Parse("r.yaml", []byte(src), opts); err == nil || !strings.Contains(err.Error(), want) {
