@@ -26,6 +26,7 @@ import (
 	"moat/dnsbl"
 	"moat/inspect"
 	"moat/inspect/greylist"
+	"moat/inspect/ratelimit"
 	"moat/proxy"
 	"moat/rules"
 )
@@ -402,6 +403,7 @@ func registered(t *testing.T) metricSet {
 	}
 	inspect.NewAuthMetrics(rec)
 	greylist.NewMetrics(rec)
+	ratelimit.NewMetrics(rec)
 	engine, err := inspect.New(inspect.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -644,7 +646,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	want := []string{"MoatUpstreamUnreachable", "MoatDNSBLListUnhealthy", "MoatDNSBLListErrors",
 		"MoatRejectRateJump", "MoatConfigReloadFailed", "MoatTLSHandshakeFailures", "MoatSessionPanics",
-		"MoatAuthTempErrors", "MoatGreylistStoreErrors"}
+		"MoatAuthTempErrors", "MoatGreylistStoreErrors", "MoatRateLimitStoreErrors"}
 	var have []string
 	for _, r := range alertRules(t) {
 		have = append(have, r.Alert)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"moat/inspect/greylist"
+	"moat/inspect/ratelimit"
 )
 
 // Judge turns the facts of a stage into a verdict. The rules package
@@ -58,6 +59,8 @@ type Engine struct {
 	needRDNS bool        // some rule looks at the client's reverse DNS
 	auth     *AuthConfig // nil: no sender authentication
 	grey     *greylist.Greylister
+	rates    *ratelimit.Limiter // nil: no limits, or no store
+	rateMon  bool               // monitor: a limit's action is only WouldBe
 }
 
 // Config wires an Engine.
@@ -77,13 +80,19 @@ type Config struct {
 	// greylist) on the state store; nil (offline, or no store
 	// configured) leaves it unknown and the mail goes on.
 	Greylist *greylist.Greylister
-	Logger   *slog.Logger
+	// RateLimits counts the configured rate limits on the state store;
+	// nil (offline, or none) leaves {rate_limit: NAME} unknown.
+	RateLimits *ratelimit.Limiter
+	// RateLimitsMonitor (rules.mode monitor): an exceeded limit's action
+	// is logged as what would have happened (WouldBe), never taken.
+	RateLimitsMonitor bool
+	Logger            *slog.Logger
 }
 
 // New builds an Engine from cfg.
 func New(cfg Config) (*Engine, error) {
 	e := &Engine{judge: cfg.Judge, resolver: cfg.Resolver, blocks: cfg.Blocklists,
-		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist}
+		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist, rates: cfg.RateLimits, rateMon: cfg.RateLimitsMonitor}
 	if cfg.Auth != nil && cfg.Auth.Resolver != nil {
 		a := *cfg.Auth
 		if a.AuthservID == "" {
@@ -117,6 +126,7 @@ type sessionState struct {
 	rdns   *rdnsLookup
 	lists  map[listKey]*pendingList
 	auth   *authState
+	rates  map[string]ratelimit.Decision // latest decision per limit name
 }
 
 func (e *Engine) state(s *Session) *sessionState {
@@ -227,8 +237,11 @@ func (e *Engine) End(s *Session) {
 }
 
 func (e *Engine) evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
+	e.countRates(ctx, stage, f)
 	if e.judge == nil {
-		return Verdict{Action: Accept}
+		v := Verdict{Action: Accept}
+		e.rateVerdict(ctx, stage, f, &v)
+		return v
 	}
 	f.Stage = stage
 	f.ctx = ctx
@@ -241,6 +254,7 @@ func (e *Engine) evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
 	if v.Greylist {
 		e.greylist(ctx, stage, f, &v)
 	}
+	e.rateVerdict(ctx, stage, f, &v)
 	return v
 }
 

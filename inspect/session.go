@@ -32,6 +32,9 @@ type Session struct {
 
 	// TLS is set once the session runs over TLS.
 	TLS *TLSInfo
+	// AuthUser is the client's SMTP AUTH identity (RFC 4954), "" when it
+	// has not authenticated (rate limits keyed by auth_user skip it).
+	AuthUser string
 
 	// EarlyTalker records a client that sent before the greeting
 	// (RFC 5321 §4.3.1 says it must wait), the mark of many spam bots.

@@ -36,6 +36,9 @@ type Options struct {
 	// Metrics receives rule hits and verdicts; nil for none. Shared by
 	// every Set loaded over a process's life, so it survives reloads.
 	Metrics *Metrics
+	// RateLimits are the configured rate limits by name, with the stage
+	// at which each is counted, for {rate_limit: NAME}.
+	RateLimits map[string]inspect.Stage
 }
 
 // Error is one problem in a rules file.
@@ -514,6 +517,8 @@ func (c *compiler) term(k, v *yaml.Node) cond {
 		return c.header(v)
 	case "dkim":
 		return c.dkim(v)
+	case "rate_limit":
+		return c.rateLimit(v)
 	}
 	f, ok := lookupFact(k.Value)
 	if !ok {

@@ -316,7 +316,7 @@ func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string
 	if c, err := dnsbl.New(cfg.DNSBL, dnsbl.Deps{}); err == nil {
 		lk.c = c
 	}
-	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: lk, Metrics: m})
+	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: lk, Metrics: m, RateLimits: rateLimitStages(cfg)})
 	if err != nil {
 		return nil, "", nil, &configError{err}
 	}

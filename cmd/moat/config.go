@@ -10,6 +10,7 @@ import (
 
 	"moat/dnsbl"
 	"moat/inspect/greylist"
+	"moat/inspect/ratelimit"
 	"moat/internal/state"
 	"moat/internal/strictyaml"
 	"moat/proxy"
@@ -30,8 +31,11 @@ type Config struct {
 	// its dir (default /var/lib/moat).
 	State    *state.Config   `yaml:"state"`
 	Greylist greylist.Config `yaml:"greylist"`
-	HTTP     HTTPConfig      `yaml:"http"`
-	Log      LogConfig       `yaml:"log"`
+	// RateLimits are named limits counted on the state store; without a
+	// state section they are off (rate_limit conditions are unknown).
+	RateLimits ratelimit.Config `yaml:"rate_limits"`
+	HTTP       HTTPConfig       `yaml:"http"`
+	Log        LogConfig        `yaml:"log"`
 
 	Profiling ProfilingConfig `yaml:"profiling"`
 }
@@ -68,6 +72,7 @@ func (c *Config) defaults() {
 		c.State.Defaults()
 	}
 	c.Greylist.Defaults()
+	c.RateLimits.Defaults()
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9325"
 	}
@@ -104,6 +109,9 @@ func (c *Config) validate(file string) error {
 		}
 	}
 	if err := c.Greylist.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.RateLimits.Validate(); err != nil {
 		return bad("%v", err)
 	}
 	if c.HTTP.Listen != "off" {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"moat/inspect"
 	"moat/internal/state"
 )
 
@@ -24,7 +25,7 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 		t.Fatalf("found only %d keys: %v", len(keys), keys)
 	}
 	for _, k := range keys {
-		re := regexp.MustCompile(`(?m)^[ \t]*#?[ \t]*` + regexp.QuoteMeta(k) + `:`)
+		re := regexp.MustCompile(`(?m)^[ \t]*#?[ \t]*(- )?` + regexp.QuoteMeta(k) + `:`)
 		if !re.Match(data) {
 			t.Errorf("moat.example.yaml does not document %q", k)
 		}
@@ -39,8 +40,8 @@ func collectKeys(t reflect.Type, keys *[]string) {
 		}
 		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		ft := f.Type
-		if ft.Kind() == reflect.Pointer {
-			ft = ft.Elem()
+		if ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			ft = ft.Elem() // a list of entries documents the keys of one
 		}
 		if strings.Contains(opts, "inline") {
 			collectKeys(ft, keys)
@@ -77,6 +78,35 @@ func TestStateAndGreylistConfig(t *testing.T) {
 		"state: {backend: memcached}\n":              "state.backend",
 		"greylist: {dealy: 1s}\n":                    "dealy",
 		"state: {backend: redis, redis: {db: -1}}\n": "state.redis.db",
+	} {
+		if _, err := parseConfig("m.yaml", []byte(src), nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error naming %s", src, err, want)
+		}
+	}
+}
+
+// The rate_limits section: defaults (burst = the rate's events, action
+// none), the stage each limit is counted at for the rules loader, and
+// refusals that name the limit and its key.
+func TestRateLimitsConfig(t *testing.T) {
+	src := "rate_limits:\n  - {name: per-ip, key: client_ip, count: messages, rate: 100/1h}\n  - {name: rcpts, key: rcpt, count: recipients, rate: 10/1m, burst: 2, action: close}\n"
+	cfg, err := parseConfig("m.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.RateLimits[0]; l.Burst != 100 || l.Action != "none" {
+		t.Errorf("defaults: %+v", l)
+	}
+	if st := rateLimitStages(cfg); st["per-ip"] != inspect.StageData || st["rcpts"] != inspect.StageRcpt {
+		t.Errorf("stages %v", st)
+	}
+	for src, want := range map[string]string{
+		"rate_limits: [{name: a, key: client_ip, count: messages, rate: 100/h}]\n":           "rate_limits.a.rate",
+		"rate_limits: [{name: a, key: client_ip, count: messages, rate: 100}]\n":             "rate_limits.a.rate",
+		"rate_limits: [{name: a, key: helo, count: messages, rate: 1/1h}]\n":                 "rate_limits.a.key",
+		"rate_limits: [{name: a, key: mail_from, count: connections, rate: 1/1h}]\n":         "rate_limits.a.key",
+		"rate_limits: [{name: a, key: client_ip, count: messages, rate: 1/1h, action: x}]\n": "rate_limits.a.action",
+		"rate_limits: [{name: a, key: client_ip, count: messages, rate: 1/1h, brust: 1}]\n":  "brust",
 	} {
 		if _, err := parseConfig("m.yaml", []byte(src), nil); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want an error naming %s", src, err, want)

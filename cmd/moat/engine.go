@@ -7,6 +7,7 @@ import (
 	"moat/dnsbl"
 	"moat/inspect"
 	"moat/inspect/greylist"
+	"moat/inspect/ratelimit"
 	"moat/internal/state"
 	"moat/rules"
 )
@@ -23,6 +24,7 @@ type engineDeps struct {
 	// warns when the file's differs).
 	StateConfig *state.Config
 	Greylist    *greylist.Metrics
+	RateLimits  *ratelimit.Metrics
 	// Recorded: the DNS knows only the answers recorded in a capture.
 	Recorded bool
 	// Live: moat serve (warn about what cannot work live).
@@ -39,7 +41,7 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 	if lists != nil {
 		ad.c = lists
 	}
-	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: ad, Metrics: m})
+	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: ad, Metrics: m, RateLimits: rateLimitStages(cfg)})
 	if err != nil {
 		return nil, nil, &configError{err}
 	}
@@ -58,11 +60,30 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 	} else if set.Greylists() && d.Live {
 		log.Warn("rules use action greylist but no state store is configured: greylisting is off, the mail goes on", "rules", set.File())
 	}
+	if d.Store != nil && len(cfg.RateLimits) > 0 {
+		l, err := ratelimit.New(cfg.RateLimits, d.Store, d.RateLimits, log)
+		if err != nil {
+			return nil, nil, &configError{err}
+		}
+		ec.RateLimits, ec.RateLimitsMonitor = l, cfg.Rules.Mode == "monitor"
+	} else if len(cfg.RateLimits) > 0 && d.Live {
+		log.Warn("rate_limits are configured but no state store is: the limits are off, rate_limit conditions unknown")
+	}
 	e, err := inspect.New(ec)
 	if err != nil {
 		return nil, nil, err
 	}
 	return e, set, nil
+}
+
+// rateLimitStages tells the rules loader the configured rate limits and
+// the stage each is counted at.
+func rateLimitStages(cfg *Config) map[string]inspect.Stage {
+	m := make(map[string]inspect.Stage, len(cfg.RateLimits))
+	for _, l := range cfg.RateLimits {
+		m[l.Name] = inspect.RateLimitStage(l.Count)
+	}
+	return m
 }
 
 // newChecker builds the DNS list client of cfg.

@@ -67,7 +67,7 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 			rc.File = file
 		}
 		rc.Mode = "enforce"
-		s, err := rules.LoadConfigured(rc, rules.Options{Lists: listKinds(cfg)})
+		s, err := rules.LoadConfigured(rc, rules.Options{Lists: listKinds(cfg), RateLimits: rateLimitStages(cfg)})
 		if err != nil {
 			return nil, &configError{err}
 		}

@@ -340,6 +340,15 @@ func (q *Sequencer) Command(line []byte, bareLF, tooLong bool) Step {
 
 func reply(r smtp.Reply) Step { return Step{Replies: []smtp.Reply{r}} }
 
+// closing ends the session after a verdict's 421 (a rate limit with
+// action close): RFC 5321 §3.8, the server closes the channel after 421.
+func closing(s Step) Step {
+	if n := len(s.Replies); n > 0 && s.Replies[n-1].Code == 421 {
+		s.Op = OpClose
+	}
+	return s
+}
+
 // refuse answers a command with an error and counts it against the
 // session's error budget; past the budget the session ends with 421
 // (RFC 5321 §4.2.2's "closing transmission channel").
@@ -408,7 +417,7 @@ func (q *Sequencer) cmdHelo(cmd smtp.Command) Step {
 		q.Session.HeloVerb, q.Session.Helo = "", ""
 		q.state = StateGreeted
 		s.Replies = append(s.Replies, v.WireReply(inspect.StageHelo))
-		return s
+		return closing(s)
 	}
 	q.state = StateHelo
 	if cmd.Verb == smtp.VerbHELO {
@@ -470,7 +479,7 @@ func (q *Sequencer) mailStage(cmd smtp.Command) Step {
 		r := v.WireReply(inspect.StageMail)
 		s := q.endRefused(Step{Replies: []smtp.Reply{r}}, r)
 		s.Judged = j
-		return s
+		return closing(s)
 	}
 	return Step{Op: OpMail, Path: from, Params: params, Judged: j}
 }
@@ -610,6 +619,11 @@ func (q *Sequencer) cmdRcpt(cmd smtp.Command) Step {
 	if v.Action >= inspect.Tempfail {
 		r := v.WireReply(inspect.StageRcpt)
 		q.logRcpt(to, r)
+		if r.Code == 421 {
+			s := q.closeWith(r)
+			s.Judged = j
+			return s
+		}
 		return Step{Replies: []smtp.Reply{r}, Judged: j}
 	}
 	q.pending = append(q.pending, rc)
@@ -766,7 +780,7 @@ func (q *Sequencer) Message(m Received) Step {
 		s := q.abortWith(v.Action.String(), r)
 		s.Replies = append(s.Replies, r)
 		s.Judged = j
-		return s
+		return closing(s)
 	}
 	return Step{Op: OpRelay, Judged: j}
 }
