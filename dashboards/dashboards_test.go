@@ -27,6 +27,7 @@ import (
 	"moat/inspect"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
+	"moat/internal/state"
 	"moat/proxy"
 	"moat/rules"
 )
@@ -404,6 +405,15 @@ func registered(t *testing.T) metricSet {
 	inspect.NewAuthMetrics(rec)
 	greylist.NewMetrics(rec)
 	ratelimit.NewMetrics(rec)
+	// Redis connects lazily: the store's metrics register without a server.
+	sc := state.Config{Backend: state.BackendRedis}
+	sc.Defaults()
+	sc.Redis.Address = "127.0.0.1:9"
+	if st, err := state.New(sc, state.Deps{Registerer: rec}); err != nil {
+		t.Fatal(err)
+	} else {
+		st.Close()
+	}
 	engine, err := inspect.New(inspect.Config{})
 	if err != nil {
 		t.Fatal(err)

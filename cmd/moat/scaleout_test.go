@@ -268,3 +268,46 @@ func scrapeSum(t *testing.T, httpAddr, prefix string) float64 {
 	}
 	return sum
 }
+
+// Rate limits across instances (issue 15): one client sends through
+// HAProxy, which spreads its sessions over three moats; the limit (5 an
+// hour, burst 5) holds over all of them together — the sum acknowledged
+// stays within the limit plus the burst, and no instance refuses alone
+// what the shared counter allows.
+func TestScaleOutRateLimit(t *testing.T) {
+	so := startScaleOut(t, "rules:\n  - {name: NOTHING, stage: data, when: {subject: never-matches-anything}, score: 1}\n",
+		"rate_limits:\n  - {name: per-ip, key: client_ip, count: messages, rate: 5/1h, burst: 5, action: tempfail}\n")
+	const n = 12
+	accepted, limited := 0, 0
+	for i := 0; i < n; i++ {
+		out, err := swaks(t, so.lb.Addr, "--to", "bo@example.net", "--from", "ana@client.test", "--header", fmt.Sprintf("Subject: rate-%d", i))
+		switch {
+		case err == nil && strings.Contains(out, "<-  250"):
+			accepted++
+		case strings.Contains(out, "<** 451 4.7.0 Rate limit exceeded"):
+			limited++
+		default:
+			t.Fatalf("message %d: %v\n%s", i, err, out)
+		}
+	}
+	per := make([]float64, len(so.moats))
+	for i, m := range so.moats {
+		per[i] = scrapeSum(t, m.http, `moat_ratelimit_decisions_total{decision="limited"}`)
+	}
+	t.Logf("sent %d through HAProxy: %d accepted, %d limited; limited per instance %v; sessions %v", n, accepted, limited, per, so.lb.Sessions(t))
+	// 12 messages within a second or so: the limit admits the burst (5)
+	// and at most one more as the hour's rate trickles in.
+	if accepted < 5 || accepted > 5+1 {
+		t.Errorf("%d accepted over three instances, want the shared burst of 5 (at most one more)", accepted)
+	}
+	busy := 0
+	for _, v := range per {
+		if v > 0 {
+			busy++
+		}
+	}
+	if busy < 2 {
+		t.Errorf("refusals came from %d instance(s): the sessions did not spread, or the limit was not shared", busy)
+	}
+	so.pf.WaitMessages(t, accepted, 20*time.Second)
+}
