@@ -12,12 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"moat/internal/postfixtest"
+	"moat/internal/syncbuf"
 )
 
 // moatBin is the moat binary built once for the end-to-end tests.
@@ -39,24 +39,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// lockedBuffer collects a process's stderr for the test to read.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // moatProc is a running moat binary.
@@ -513,3 +495,6 @@ func TestReadyz(t *testing.T) {
 		}
 	}
 }
+
+// lockedBuffer collects a child process's output.
+type lockedBuffer = syncbuf.Buffer

@@ -16,11 +16,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"moat/internal/syncbuf"
 )
 
 // Binary is the nsd executable.
@@ -220,19 +221,5 @@ func freePort() (string, error) {
 	return "", fmt.Errorf("no free loopback port for UDP and TCP")
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer collects a child process's output.
+type lockedBuffer = syncbuf.Buffer

@@ -20,11 +20,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"moat/internal/syncbuf"
 )
 
 // Binary is the rbldnsd executable (Debian package rbldnsd).
@@ -265,19 +266,5 @@ func (s *Server) Count(t testing.TB, name string) int {
 	return n
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer collects a child process's output.
+type lockedBuffer = syncbuf.Buffer
