@@ -80,6 +80,10 @@ func (e *Engine) recordReputation(ctx context.Context, stage Stage, f *Facts, v 
 	}
 	var o reputation.Outcome
 	switch {
+	case deferral(v):
+		// A greylisting or a store failure says nothing about the
+		// sender: the same mail passes on retry, and is counted then.
+		return
 	case v.Action >= Tempfail && (stage == StageMail || stage == StageRcpt || stage == StageData):
 		o = reputation.Rejected
 	case stage != StageData:
@@ -99,6 +103,17 @@ func (e *Engine) recordReputation(ctx context.Context, stage Stage, f *Facts, v 
 		dom = reputation.Domain(f.Tx.From.Domain)
 	}
 	e.rep.Record(ctx, reputation.Network(f.Session.Client.Addr()), dom, o)
+}
+
+// deferral reports whether v is a tempfail that is no judgement of the
+// mail: greylisting, or a state store failure with on_store_error
+// tempfail.
+func deferral(v Verdict) bool {
+	switch v.Reason {
+	case "greylisted", "greylist_store_error", "rate_limit_store_error":
+		return v.Action == Tempfail
+	}
+	return false
 }
 
 // Reputation returns the counts of the client network (domain false) or

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"moat/inspect"
+	"moat/inspect/greylist"
 	"moat/inspect/reputation"
 	"moat/internal/state"
 	"moat/rules"
@@ -25,6 +26,7 @@ rules:
   - {name: TAG_ME, stage: data, when: {subject: {contains: tag-me}}, action: tag}
   - {name: REFUSE_SENDER, stage: mail, when: {mail_from: {contains: refuse@}}, action: tempfail, reply: "451 4.7.1 later"}
   - {name: NO_RCPT, stage: rcpt, when: {rcpt: {contains: nobody@}}, action: reject, reply: "550 5.1.1 no such user"}
+  - {name: GREY_ME, stage: rcpt, when: {rcpt: {contains: grey@}}, action: greylist}
   - {name: BAD_NET, stage: connect, when: {net_reject_ratio: {gt: 0.5}}, score: 1}
   - {name: BAD_DOMAIN, stage: mail, when: {domain_reject_ratio: {gt: 0.5}}, score: 2}
   - {name: NEW_NET, stage: connect, when: {net_accepted: {lt: 1}}, score: 0.25}
@@ -48,6 +50,7 @@ func newRepHarness(t *testing.T, store state.Store, window time.Duration) *repHa
 	}
 	h := &repHarness{reg: prometheus.NewRegistry()}
 	h.m = reputation.NewMetrics(h.reg)
+	var g *greylist.Greylister
 	if store != nil {
 		cfg := reputation.Config{Enabled: true, Window: window}
 		cfg.Defaults()
@@ -55,8 +58,13 @@ func newRepHarness(t *testing.T, store state.Store, window time.Duration) *repHa
 			t.Fatal(err)
 		}
 		h.c = reputation.New(cfg, store, h.m, nil)
+		gc := greylist.Config{}
+		gc.Defaults()
+		if g, err = greylist.New(gc, store, nil, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if h.e, err = inspect.New(inspect.Config{Judge: set, Reputation: h.c}); err != nil {
+	if h.e, err = inspect.New(inspect.Config{Judge: set, Reputation: h.c, Greylist: g}); err != nil {
 		t.Fatal(err)
 	}
 	return h
@@ -97,6 +105,9 @@ func (h *repHarness) session(t *testing.T, client, from, subject string, rcpts .
 			continue
 		}
 		tx.Rcpts = append(tx.Rcpts, rr)
+	}
+	if len(tx.Rcpts) == 0 {
+		return r // no recipient: the client ends the transaction
 	}
 	body := []byte("Subject: " + subject + "\r\n\r\nbody\r\n")
 	r.stage = inspect.StageData
@@ -196,6 +207,17 @@ func TestReputationEmbedded(t *testing.T) {
 	checkRepCounts(t, h6, "2001:db8:1::ffff")
 	if got := h6.net(t, "2001:db8:1:2::1"); got != (reputation.Counts{}) {
 		t.Errorf("another /64: %+v, want nothing", got)
+	}
+
+	// Greylisting defers, it does not judge: nothing counted.
+	if r := h.session(t, "203.0.113.5", "g@grey.test", "hello", "grey@rcpt.test"); r.stage == inspect.StageData {
+		t.Errorf("greylisted session reached data")
+	}
+	if got := h.net(t, "203.0.113.5"); got != (reputation.Counts{}) {
+		t.Errorf("greylisted: %+v, want nothing counted", got)
+	}
+	if got := h.domain(t, "grey.test"); got != (reputation.Counts{}) {
+		t.Errorf("greylisted domain: %+v, want nothing counted", got)
 	}
 
 	clock.Add(reputation.DefaultWindow / 2)
