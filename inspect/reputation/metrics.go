@@ -16,6 +16,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "moat_reputation_updates_total",
 		Help: "Reputation counter updates, by result (ok, store_error).",
 	}, []string{"result"})}
+	// Both series exist from the start, so a dashboard shows 0, not
+	// nothing, before the first update.
+	m.updates.WithLabelValues("ok")
+	m.updates.WithLabelValues("store_error")
 	if reg != nil {
 		reg.MustRegister(m.updates)
 	}
