@@ -281,3 +281,33 @@ func TestReputationRedis(t *testing.T) {
 		t.Errorf("store_error %v, want 2", n)
 	}
 }
+
+// A stage judged again for the same transaction (a re-run of the data
+// stage) does not count it again; a new transaction in the session does.
+func TestReputationOncePerTransaction(t *testing.T) {
+	h := newRepHarness(t, embeddedStore(t, nil), 0)
+	ctx := context.Background()
+	s := &inspect.Session{ID: "once", Client: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.9"), 4000), HeloVerb: "EHLO", Helo: "mail.sender.test"}
+	defer h.e.End(s)
+	h.e.Connect(ctx, s)
+	h.e.Helo(ctx, s)
+	body := []byte("Subject: reject-me\r\n\r\nbody\r\n")
+	for range 2 {
+		tx := &inspect.Transaction{From: path("a@once.test")}
+		h.e.Mail(ctx, s, tx)
+		rc := inspect.Recipient{Path: path("user@rcpt.test")}
+		h.e.Rcpt(ctx, s, tx, rc)
+		tx.Rcpts = append(tx.Rcpts, rc)
+		for range 2 {
+			if v := h.e.Data(ctx, s, tx, &inspect.Message{Size: int64(len(body)), Body: bytes.NewReader(body)}); v.Action != inspect.Reject {
+				t.Fatalf("data: %v, want reject", v.Action)
+			}
+		}
+	}
+	if got, want := h.net(t, "192.0.2.9"), (reputation.Counts{Rejected: 2}); got != want {
+		t.Errorf("network: %+v, want %+v (two transactions, each judged twice)", got, want)
+	}
+	if got, want := h.domain(t, "once.test"), (reputation.Counts{Rejected: 2}); got != want {
+		t.Errorf("domain: %+v, want %+v", got, want)
+	}
+}
