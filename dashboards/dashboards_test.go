@@ -27,6 +27,7 @@ import (
 	"moat/inspect"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
+	"moat/inspect/reputation"
 	"moat/internal/state"
 	"moat/proxy"
 	"moat/rules"
@@ -405,6 +406,7 @@ func registered(t *testing.T) metricSet {
 	inspect.NewAuthMetrics(rec)
 	greylist.NewMetrics(rec)
 	ratelimit.NewMetrics(rec)
+	reputation.NewMetrics(rec)
 	// Redis connects lazily: the store's metrics register without a server.
 	sc := state.Config{Backend: state.BackendRedis}
 	sc.Defaults()

@@ -10,6 +10,7 @@ import (
 
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
+	"moat/inspect/reputation"
 )
 
 // Judge turns the facts of a stage into a verdict. The rules package
@@ -59,8 +60,9 @@ type Engine struct {
 	needRDNS bool        // some rule looks at the client's reverse DNS
 	auth     *AuthConfig // nil: no sender authentication
 	grey     *greylist.Greylister
-	rates    *ratelimit.Limiter // nil: no limits, or no store
-	rateMon  bool               // monitor: a limit's action is only WouldBe
+	rates    *ratelimit.Limiter  // nil: no limits, or no store
+	rateMon  bool                // monitor: a limit's action is only WouldBe
+	rep      *reputation.Counter // nil: no reputation facts
 }
 
 // Config wires an Engine.
@@ -86,13 +88,17 @@ type Config struct {
 	// RateLimitsMonitor (rules.mode monitor): an exceeded limit's action
 	// is logged as what would have happened (WouldBe), never taken.
 	RateLimitsMonitor bool
-	Logger            *slog.Logger
+	// Reputation counts verdicts per client network and sender domain
+	// and serves the reputation facts; nil (offline, or not configured)
+	// leaves them unknown.
+	Reputation *reputation.Counter
+	Logger     *slog.Logger
 }
 
 // New builds an Engine from cfg.
 func New(cfg Config) (*Engine, error) {
 	e := &Engine{judge: cfg.Judge, resolver: cfg.Resolver, blocks: cfg.Blocklists,
-		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist, rates: cfg.RateLimits, rateMon: cfg.RateLimitsMonitor}
+		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist, rates: cfg.RateLimits, rateMon: cfg.RateLimitsMonitor, rep: cfg.Reputation}
 	if cfg.Auth != nil && cfg.Auth.Resolver != nil {
 		a := *cfg.Auth
 		if a.AuthservID == "" {
@@ -127,6 +133,9 @@ type sessionState struct {
 	lists  map[listKey]*pendingList
 	auth   *authState
 	rates  map[string]ratelimit.Decision // latest decision per limit name
+	repNet *repLookup                    // the client network's reputation
+	repDom *repLookup                    // the current sender domain's reputation
+	repTx  *Transaction                  // the transaction whose outcome was counted
 }
 
 func (e *Engine) state(s *Session) *sessionState {
@@ -152,6 +161,7 @@ func (e *Engine) Begin(s *Session) {
 		st.rdns = startRDNS(st.ctx, e.resolver, s.Client.Addr())
 	}
 	e.startKeys(s, KindIP, listKeys(s, nil, nil, SourceClientIP))
+	e.startNetReputation(s)
 }
 
 // Connect judges a new connection: s.Client and s.Start are set. Lookups
@@ -173,6 +183,7 @@ func (e *Engine) Mail(ctx context.Context, s *Session, t *Transaction) Verdict {
 	e.startKeys(s, KindDomain, listKeys(s, t, nil, SourceMailFrom))
 	e.newAuthTransaction(s)
 	e.startMailSPF(s, t)
+	e.startDomainReputation(s, t)
 	return e.evaluate(ctx, StageMail, &Facts{Session: s, Tx: t})
 }
 
@@ -241,6 +252,7 @@ func (e *Engine) evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
 	if e.judge == nil {
 		v := Verdict{Action: Accept}
 		e.rateVerdict(ctx, stage, f, &v)
+		e.recordReputation(ctx, stage, f, v)
 		return v
 	}
 	f.Stage = stage
@@ -255,6 +267,7 @@ func (e *Engine) evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
 		e.greylist(ctx, stage, f, &v)
 	}
 	e.rateVerdict(ctx, stage, f, &v)
+	e.recordReputation(ctx, stage, f, v)
 	return v
 }
 

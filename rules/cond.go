@@ -126,6 +126,16 @@ type numOp struct {
 }
 
 func (n numOp) eval(c *evalCtx) tri {
+	if n.fact.numErr != nil {
+		v, err := n.fact.numErr(c.f)
+		switch {
+		case n.exists != nil:
+			return triOf((err == nil) == *n.exists)
+		case err != nil:
+			return c.unknownAs
+		}
+		return triOf(n.test(v))
+	}
 	v, ok := n.fact.num(c.f)
 	if n.exists != nil {
 		return triOf(ok == *n.exists)

@@ -6,6 +6,7 @@ import (
 	"unicode"
 
 	"moat/inspect"
+	"moat/inspect/reputation"
 )
 
 // kind is the type of a fact's values.
@@ -33,8 +34,12 @@ type fact struct {
 
 	strs func(f *inspect.Facts) ([]string, error)
 	num  func(f *inspect.Facts) (float64, bool)
-	flag func(f *inspect.Facts) (bool, error)
-	ip   func(f *inspect.Facts) (netip.Addr, bool)
+	// numErr, when set, is num for a fact a store lookup serves: an
+	// error makes a comparison unknown (the rule's on_error decides),
+	// never a comparison with 0.
+	numErr func(f *inspect.Facts) (float64, error)
+	flag   func(f *inspect.Facts) (bool, error)
+	ip     func(f *inspect.Facts) (netip.Addr, bool)
 }
 
 func one(s string) ([]string, error) {
@@ -150,6 +155,16 @@ var facts = map[string]fact{
 		flag: func(f *inspect.Facts) (bool, error) { return boolOK(f.Message.BareLF) }},
 	"bare_cr": {stage: inspect.StageData, kind: kBool, doc: "the message has bare CR line endings",
 		flag: func(f *inspect.Facts) (bool, error) { return boolOK(f.Message.BareCR) }},
+
+	// reputation: past verdicts over the reputation window (state store)
+	"net_accepted":        repFact(false, "transactions from the client's network (/24, /64) accepted over the reputation window", repCount(reputation.Accepted)),
+	"net_tagged":          repFact(false, "transactions from the client's network tagged over the reputation window", repCount(reputation.Tagged)),
+	"net_rejected":        repFact(false, "transactions from the client's network rejected or tempfailed over the reputation window", repCount(reputation.Rejected)),
+	"net_reject_ratio":    repFact(false, "net_rejected / all counted for the client's network; unknown when none", repRatio),
+	"domain_accepted":     repFact(true, "transactions with the envelope sender's domain accepted over the reputation window", repCount(reputation.Accepted)),
+	"domain_tagged":       repFact(true, "transactions with the envelope sender's domain tagged over the reputation window", repCount(reputation.Tagged)),
+	"domain_rejected":     repFact(true, "transactions with the envelope sender's domain rejected or tempfailed over the reputation window", repCount(reputation.Rejected)),
+	"domain_reject_ratio": repFact(true, "domain_rejected / all counted for the sender's domain; unknown when none", repRatio),
 }
 
 func isNoName(err error) bool {

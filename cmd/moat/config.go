@@ -11,6 +11,7 @@ import (
 	"moat/dnsbl"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
+	"moat/inspect/reputation"
 	"moat/internal/state"
 	"moat/internal/strictyaml"
 	"moat/proxy"
@@ -34,8 +35,11 @@ type Config struct {
 	// RateLimits are named limits counted on the state store; without a
 	// state section they are off (rate_limit conditions are unknown).
 	RateLimits ratelimit.Config `yaml:"rate_limits"`
-	HTTP       HTTPConfig       `yaml:"http"`
-	Log        LogConfig        `yaml:"log"`
+	// Reputation counts verdicts per client network and sender domain on
+	// the state store (off without one).
+	Reputation reputation.Config `yaml:"reputation"`
+	HTTP       HTTPConfig        `yaml:"http"`
+	Log        LogConfig         `yaml:"log"`
 
 	Profiling ProfilingConfig `yaml:"profiling"`
 }
@@ -73,6 +77,7 @@ func (c *Config) defaults() {
 	}
 	c.Greylist.Defaults()
 	c.RateLimits.Defaults()
+	c.Reputation.Defaults()
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9325"
 	}
@@ -112,6 +117,9 @@ func (c *Config) validate(file string) error {
 		return bad("%v", err)
 	}
 	if err := c.RateLimits.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Reputation.Validate(); err != nil {
 		return bad("%v", err)
 	}
 	if c.HTTP.Listen != "off" {

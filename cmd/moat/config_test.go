@@ -113,3 +113,30 @@ func TestRateLimitsConfig(t *testing.T) {
 		}
 	}
 }
+
+// The reputation section: off and a week's window by default; a window
+// and enabled parse; a bad window and an unknown key are refused.
+func TestReputationConfig(t *testing.T) {
+	cfg, err := parseConfig("m.yaml", []byte("hostname: mx.test\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Reputation.Enabled || cfg.Reputation.Window != 168*time.Hour {
+		t.Errorf("defaults: %+v", cfg.Reputation)
+	}
+	cfg, err = parseConfig("m.yaml", []byte("reputation: {enabled: true, window: 24h}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Reputation.Enabled || cfg.Reputation.Window != 24*time.Hour {
+		t.Errorf("parsed: %+v", cfg.Reputation)
+	}
+	for src, want := range map[string]string{
+		"reputation: {window: -1h}\n": "reputation.window",
+		"reputation: {windw: 1h}\n":   "windw",
+	} {
+		if _, err := parseConfig("m.yaml", []byte(src), nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error naming %s", src, err, want)
+		}
+	}
+}

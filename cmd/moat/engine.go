@@ -8,6 +8,7 @@ import (
 	"moat/inspect"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
+	"moat/inspect/reputation"
 	"moat/internal/state"
 	"moat/rules"
 )
@@ -25,6 +26,7 @@ type engineDeps struct {
 	StateConfig *state.Config
 	Greylist    *greylist.Metrics
 	RateLimits  *ratelimit.Metrics
+	Reputation  *reputation.Metrics
 	// Recorded: the DNS knows only the answers recorded in a capture.
 	Recorded bool
 	// Live: moat serve (warn about what cannot work live).
@@ -68,6 +70,11 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 		ec.RateLimits, ec.RateLimitsMonitor = l, cfg.Rules.Mode == "monitor"
 	} else if len(cfg.RateLimits) > 0 && d.Live {
 		log.Warn("rate_limits are configured but no state store is: the limits are off, rate_limit conditions unknown")
+	}
+	if d.Store != nil && cfg.Reputation.Enabled {
+		ec.Reputation = reputation.New(cfg.Reputation, d.Store, d.Reputation, log)
+	} else if cfg.Reputation.Enabled && d.Live {
+		log.Warn("reputation is enabled but no state store is configured: reputation facts are unknown")
 	}
 	e, err := inspect.New(ec)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"moat/inspect"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
+	"moat/inspect/reputation"
 	"moat/internal/state"
 	"moat/proxy"
 	"moat/rules"
@@ -139,7 +140,8 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 		return err
 	}
 	deps := engineDeps{Rules: ruleMetrics, Auth: inspect.NewAuthMetrics(reg), Log: log, Live: true,
-		Greylist: greylist.NewMetrics(reg), RateLimits: ratelimit.NewMetrics(reg)}
+		Greylist: greylist.NewMetrics(reg), RateLimits: ratelimit.NewMetrics(reg),
+		Reputation: reputation.NewMetrics(reg)}
 	if cfg.State != nil {
 		// Opened once; every engine a reload builds shares it. A change
 		// of the state section takes a restart.
