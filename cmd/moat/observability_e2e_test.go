@@ -86,7 +86,15 @@ dnsbl:
     - {name: broken, zone: broken.test, kind: ip, health_check: false}
 auth:
   enabled: true   # its lookups fail (rbldnsd refuses): the temperror panels get data
-`, rulesPath, bl.Addr))
+# A state store with a rate limit that never bites and reputation: the
+# State row's panels get data.
+state:
+  dir: %q
+rate_limits:
+  - {name: per-ip, key: client_ip, count: messages, rate: 100000/1s}
+reputation:
+  enabled: true
+`, rulesPath, bl.Addr, filepath.Join(dir, "state")))
 	m := startMoat(t, "--config", cfg)
 	prom := startPrometheus(t, m.http)
 
