@@ -22,6 +22,7 @@ import (
 	"moat/capture"
 	"moat/dnsbl"
 	"moat/inspect"
+	"moat/internal/state"
 	"moat/rules"
 )
 
@@ -39,6 +40,7 @@ verdict, score, rules and stage) and a summary on standard error.
 // analyzeFlags are the flags moat analyze and moat capture share.
 type analyzeFlags struct {
 	config, rules, dnsblMode, format, out, extract, ports, metrics string
+	state                                                          string // moat analyze only
 	noDetect, quiet                                                bool
 	shards                                                         int
 	openMetrics                                                    string // moat analyze only
@@ -88,6 +90,7 @@ func cmdAnalyze(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("moat analyze", analyzeUsage, stderr)
 	var f analyzeFlags
 	f.register(fs, "jsonl")
+	fs.StringVar(&f.state, "state", "", "read reputation from a state store, never writing it: an embedded store's `DIR` (its state.db is copied first) or redis://HOST:PORT[/DB]; greylisting and rate limits stay unknown")
 	fs.StringVar(&f.openMetrics, "openmetrics", "", "write the metrics to `FILE` as OpenMetrics with the capture's own timestamps (for promtool tsdb create-blocks-from openmetrics)")
 	if ok, code := parseFlags(fs, args, stdout); !ok {
 		return code
@@ -168,7 +171,16 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 	if err != nil {
 		return err
 	}
-	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, files, engineDeps{Rules: ruleMetrics, Log: log})
+	ed := engineDeps{Rules: ruleMetrics, Log: log}
+	if f.state != "" {
+		st, closeState, err := openReadStore(f.state)
+		if err != nil {
+			return err
+		}
+		defer closeState()
+		ed.ReadStore = st
+	}
+	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, files, ed)
 	if err != nil {
 		return err
 	}
@@ -267,6 +279,56 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 	return nil
 }
 
+// openReadStore opens the store spec names for reading only: Redis
+// through the read-only view; an embedded store by a copy of its file —
+// the live file is locked by the moat that writes it, and a copy can be
+// neither locked nor changed by this run.
+func openReadStore(spec string) (state.Store, func(), error) {
+	var cfg state.Config
+	cleanup := func() {}
+	if rest, ok := strings.CutPrefix(spec, "redis://"); ok {
+		addr, db, _ := strings.Cut(rest, "/")
+		cfg.Backend = state.BackendRedis
+		cfg.Defaults()
+		cfg.Redis.Address = addr
+		if db != "" {
+			n, err := strconv.Atoi(db)
+			if err != nil {
+				return nil, nil, &configError{fmt.Errorf("--state %s: database %q is not a number", spec, db)}
+			}
+			cfg.Redis.DB = n
+		}
+	} else {
+		src, err := os.ReadFile(filepath.Join(spec, state.FileName))
+		if err != nil {
+			return nil, nil, &configError{fmt.Errorf("--state %s: %v", spec, err)}
+		}
+		dir, err := os.MkdirTemp("", "moat-analyze-state")
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		if err := os.WriteFile(filepath.Join(dir, state.FileName), src, 0o600); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		cfg.Backend = state.BackendEmbedded
+		cfg.Defaults()
+		cfg.Dir = dir
+	}
+	if err := cfg.Validate(); err != nil {
+		cleanup()
+		return nil, nil, &configError{fmt.Errorf("--state %s: %v", spec, err)}
+	}
+	st, err := state.New(cfg, state.Deps{})
+	if err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("--state %s: %v (copy state.db while moat is stopped)", spec, err)
+	}
+	ro := state.ReadOnly(st)
+	return ro, func() { ro.Close(); cleanup() }, nil
+}
+
 // analyzeEngine builds the inspection engine for mode: the configured
 // rules, and the DNS lists not queried (off), queried now (live), or
 // answered from the DNS responses in the captures (recorded).
@@ -320,7 +382,7 @@ func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string
 	if err != nil {
 		return nil, "", nil, &configError{err}
 	}
-	ec := inspect.Config{Judge: set, Logger: log}
+	ec := inspect.Config{Judge: set, Logger: log, Reputation: offlineReputation(cfg, d)}
 	if lk.c != nil && len(lk.c.Lists()) > 0 {
 		ec.Blocklists = notQueried{lk.c}
 	}

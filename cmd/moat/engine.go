@@ -26,7 +26,10 @@ type engineDeps struct {
 	StateConfig *state.Config
 	Greylist    *greylist.Metrics
 	RateLimits  *ratelimit.Metrics
-	Reputation  *reputation.Metrics
+	// ReadStore is a store offline analysis may read and never write
+	// (moat analyze --state): the reputation facts come from it.
+	ReadStore  state.Store
+	Reputation *reputation.Metrics
 	// Recorded: the DNS knows only the answers recorded in a capture.
 	Recorded bool
 	// Live: moat serve (warn about what cannot work live).
@@ -71,6 +74,7 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 	} else if len(cfg.RateLimits) > 0 && d.Live {
 		log.Warn("rate_limits are configured but no state store is: the limits are off, rate_limit conditions unknown")
 	}
+	ec.Reputation = offlineReputation(cfg, d)
 	if d.Store != nil && cfg.Reputation.Enabled {
 		ec.Reputation = reputation.New(cfg.Reputation, d.Store, d.Reputation, log)
 	} else if cfg.Reputation.Enabled && d.Live {
@@ -81,6 +85,16 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 		return nil, nil, err
 	}
 	return e, set, nil
+}
+
+// offlineReputation reads reputation from the read-only store of moat
+// analyze --state; nil without one. Greylisting and rate limits stay
+// unknown offline even then: their decisions are writes.
+func offlineReputation(cfg *Config, d engineDeps) *reputation.Counter {
+	if d.Store != nil || d.ReadStore == nil || !cfg.Reputation.Enabled {
+		return nil
+	}
+	return reputation.New(cfg.Reputation, d.ReadStore, d.Reputation, d.Log)
 }
 
 // rateLimitStages tells the rules loader the configured rate limits and
