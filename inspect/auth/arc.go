@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -85,6 +86,10 @@ type arcVerifier struct {
 	bodies []*arcBodyHash // distinct body canonicalizations
 	amsBH  []*arcBodyHash // by instance - 1; nil when the AMS is unusable
 
+	// mu guards the body and the verdict: the message's feeder writes
+	// and closes the body while a Wait that gives up may ask for the
+	// verdict at the same time.
+	mu     sync.Mutex
 	closed bool
 	final  *ARCResult
 }
@@ -353,6 +358,8 @@ func (a *arcVerifier) lookup(l *arcKeyLookup, sem chan struct{}) {
 
 // Write hashes a piece of the body for every AMS.
 func (a *arcVerifier) Write(body []byte) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.closed {
 		return 0, errors.New("arc: write after close")
 	}
@@ -364,6 +371,12 @@ func (a *arcVerifier) Write(body []byte) (int, error) {
 
 // Close ends the body. The key lookups go on: Result needs them.
 func (a *arcVerifier) Close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closeLocked()
+}
+
+func (a *arcVerifier) closeLocked() {
 	if a.closed {
 		return
 	}
@@ -379,10 +392,12 @@ func (a *arcVerifier) Close() {
 // running are cancelled when it returns. Result closes the body if Close
 // was not called; calling it again returns the same verdict.
 func (a *arcVerifier) Result(ctx context.Context) ARCResult {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.final != nil {
 		return *a.final
 	}
-	a.Close()
+	a.closeLocked()
 	res := a.res
 	if !a.done {
 		res = a.evaluate(ctx)
