@@ -168,21 +168,33 @@ func handleState(mux *http.ServeMux, store state.Store) {
 		}
 		return pattern, n, true
 	}
-	mux.HandleFunc("/state", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
-			http.Error(w, "GET only", http.StatusMethodNotAllowed)
-			return
-		}
-		pattern, n, ok := args(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
-		defer cancel()
+	// handle serves one operation: its method only, the arguments
+	// checked, the store bounded in time, the answer as JSON.
+	handle := func(path, method string, do func(ctx context.Context, pattern string, n int) (any, error)) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != method {
+				http.Error(w, method+" only", http.StatusMethodNotAllowed)
+				return
+			}
+			pattern, n, ok := args(w, r)
+			if !ok {
+				return
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+			defer cancel()
+			out, err := do(ctx, pattern, n)
+			if err != nil {
+				http.Error(w, "state store: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(out)
+		})
+	}
+	handle("/state", http.MethodGet, func(ctx context.Context, pattern string, n int) (any, error) {
 		es, more, err := store.Scan(ctx, pattern, n)
 		if err != nil {
-			http.Error(w, "state store: "+err.Error(), http.StatusServiceUnavailable)
-			return
+			return nil, err
 		}
 		out := stateListing{Entries: []stateEntry{}, More: more}
 		for _, e := range es {
@@ -193,27 +205,11 @@ func handleState(mux *http.ServeMux, store state.Store) {
 			}
 			out.Entries = append(out.Entries, se)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(out)
+		return out, nil
 	})
-	mux.HandleFunc("/state/delete", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			http.Error(w, "POST only", http.StatusMethodNotAllowed)
-			return
-		}
-		pattern, n, ok := args(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
-		defer cancel()
+	handle("/state/delete", http.MethodPost, func(ctx context.Context, pattern string, n int) (any, error) {
 		deleted, more, err := store.Delete(ctx, pattern, n)
-		if err != nil {
-			http.Error(w, "state store: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(stateDeleted{Deleted: deleted, More: more})
+		return stateDeleted{Deleted: deleted, More: more}, err
 	})
 }
 
