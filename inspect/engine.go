@@ -51,18 +51,19 @@ type Resolver interface {
 // run concurrently with the conversation; a stage waits only for the
 // answers its rules use.
 type Engine struct {
-	judge    Judge
-	resolver Resolver
-	blocks   Blocklists
-	limits   ContentLimits
-	log      *slog.Logger
-	now      func() time.Time
-	needRDNS bool        // some rule looks at the client's reverse DNS
-	auth     *AuthConfig // nil: no sender authentication
-	grey     *greylist.Greylister
-	rates    *ratelimit.Limiter  // nil: no limits, or no store
-	rateMon  bool                // monitor: a limit's action is only WouldBe
-	rep      *reputation.Counter // nil: no reputation facts
+	judge      Judge
+	resolver   Resolver
+	blocks     Blocklists
+	limits     ContentLimits
+	log        *slog.Logger
+	now        func() time.Time
+	needRDNS   bool        // some rule looks at the client's reverse DNS
+	auth       *AuthConfig // nil: no sender authentication
+	grey       *greylist.Greylister
+	rates      *ratelimit.Limiter  // nil: no limits, or no store
+	rateMon    bool                // monitor: a limit's action is only WouldBe
+	rep        *reputation.Counter // nil: no reputation facts
+	submission SubmissionConfig
 }
 
 // Config wires an Engine.
@@ -92,13 +93,17 @@ type Config struct {
 	// and serves the reputation facts; nil (offline, or not configured)
 	// leaves them unknown.
 	Reputation *reputation.Counter
+	// Submission is the lockout and the sender map of authenticated
+	// sessions (submission listeners).
+	Submission SubmissionConfig
 	Logger     *slog.Logger
 }
 
 // New builds an Engine from cfg.
 func New(cfg Config) (*Engine, error) {
 	e := &Engine{judge: cfg.Judge, resolver: cfg.Resolver, blocks: cfg.Blocklists,
-		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist, rates: cfg.RateLimits, rateMon: cfg.RateLimitsMonitor, rep: cfg.Reputation}
+		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist, rates: cfg.RateLimits, rateMon: cfg.RateLimitsMonitor, rep: cfg.Reputation,
+		submission: cfg.Submission}
 	if cfg.Auth != nil && cfg.Auth.Resolver != nil {
 		a := *cfg.Auth
 		if a.AuthservID == "" {

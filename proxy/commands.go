@@ -26,6 +26,9 @@ func (c *conn) do(s sequencer.Step) bool {
 		if s.ResetUpstream {
 			c.rsetUpstream()
 		}
+		if s.Authed != nil {
+			c.authEnded(s.Authed)
+		}
 		if s.Ended != nil {
 			c.finishTx(s.Ended)
 			c.spool.reset()
@@ -64,6 +67,8 @@ func (c *conn) do(s sequencer.Step) bool {
 			next = c.relay()
 		case sequencer.OpStartTLS:
 			return c.startTLS()
+		case sequencer.OpAuth:
+			next = c.upstreamAuth(s.Line)
 		default:
 			return true
 		}
@@ -107,7 +112,7 @@ func (c *conn) upstreamParams(params []smtp.Param) []smtp.Param {
 	out := params[:0:0]
 	for _, p := range params {
 		switch {
-		case p.Key == "SIZE" && !caps.size, p.Key == "BODY" && !caps.eightBit:
+		case p.Key == "SIZE" && !caps.size, p.Key == "BODY" && !caps.eightBit, p.Key == "AUTH" && !caps.auth:
 			continue
 		}
 		out = append(out, p)
@@ -203,12 +208,54 @@ func (c *conn) startTLS() bool {
 	return true
 }
 
+// upstreamAuth relays one line of an AUTH exchange (RFC 4954 §4) to the
+// upstream, which holds the passwords, and hands its reply to the
+// sequencer. The exchange runs on a connection of this session's own,
+// never a pooled one: once it succeeds the connection is bound to the
+// session (the upstream knows the user on it alone). line carries
+// credentials and is never logged.
+func (c *conn) upstreamAuth(line string) sequencer.Step {
+	if err := c.ensureUpstream(false); err != nil {
+		return c.q.AuthReply(c.upstreamFailed(err), true)
+	}
+	c.upPooled = false
+	if !c.up.caps.auth {
+		c.log.Warn("upstream does not offer AUTH: submission clients cannot authenticate (Postfix: smtpd_sasl_auth_enable)")
+		return c.q.AuthReply(smtp.Reply{}, true)
+	}
+	rep, err := c.up.cmd(c.cfg.Upstream.CommandTimeout, line)
+	if err != nil {
+		return c.q.AuthReply(c.upstreamFailed(err), true)
+	}
+	c.srv.metrics.upstreamReply("auth", rep.Code)
+	if rep.Code == 235 {
+		c.up.authenticated = true
+	}
+	return c.q.AuthReply(rep, false)
+}
+
+// authEnded logs and counts an AUTH exchange that is over: mechanism,
+// user name and outcome, never the credentials.
+func (c *conn) authEnded(a *sequencer.AuthEnded) {
+	c.srv.metrics.authAttempt(string(a.Outcome))
+	c.log.Info("auth", "client_ip", c.q.Session.Client.Addr().String(), "mech", a.Mech,
+		"user", a.User, "outcome", string(a.Outcome), "reply", a.Reply.Summary())
+}
+
+// errAuthUpstreamLost: the connection the session authenticated on
+// broke. Another one would not be authenticated (RFC 4954 §4 allows one
+// AUTH per session), so the session ends.
+var errAuthUpstreamLost = &upstreamError{"auth", errors.New("the authenticated upstream connection was lost")}
+
 // ensureUpstream makes sure a usable upstream connection is open,
 // replacing one that broke in an earlier transaction: an idle one from the
 // pool when fromPool allows, else a new one.
 func (c *conn) ensureUpstream(fromPool bool) error {
 	if c.up != nil && !c.up.broken {
 		return nil
+	}
+	if c.q.Session.AuthUser != "" {
+		return errAuthUpstreamLost
 	}
 	if c.up != nil {
 		c.up.quit()

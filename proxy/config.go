@@ -24,6 +24,12 @@ type Config struct {
 	// ListenTLS are implicit-TLS listeners (RFC 8314, port 465 style):
 	// the TLS handshake comes before the greeting.
 	ListenTLS []HostPort `yaml:"listen_tls"`
+	// ListenSubmission and ListenSubmissionTLS are submission listeners
+	// (RFC 6409 port 587 with STARTTLS; RFC 8314 port 465 with implicit
+	// TLS): they offer AUTH PLAIN LOGIN once the session runs over TLS,
+	// and relay the exchange to the upstream, which checks the password.
+	ListenSubmission    []HostPort `yaml:"listen_submission"`
+	ListenSubmissionTLS []HostPort `yaml:"listen_submission_tls"`
 	// ListenProxyProtocol names the networks of trusted load balancers.
 	// A connection from one of them must start with a HAProxy PROXY
 	// header (v1 or v2), whose source address then is the client's.
@@ -305,6 +311,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("upstream.tls: %q is not off, opportunistic or required", c.Upstream.TLS)
 	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):
 		return errors.New("tls: cert_file and key_file go together")
+	case len(c.ListenSubmission) > 0 && (c.TLS.STARTTLS == nil || !*c.TLS.STARTTLS):
+		// AUTH is offered only under TLS (RFC 8314 §3.3), which a
+		// STARTTLS submission listener gets only through STARTTLS.
+		return errors.New("listen_submission: needs tls.starttls (AUTH is offered only after STARTTLS); use listen_submission_tls for implicit TLS")
 	}
 	for _, d := range []struct {
 		key string

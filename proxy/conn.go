@@ -59,8 +59,8 @@ type conn struct {
 	bdat    *bdatState // a BDAT transfer in progress
 }
 
-func newConn(s *Server, cfg *Config, nc net.Conn, implicitTLS bool) *conn {
-	c := &conn{srv: s, cfg: cfg, nc: nc, raw: nc, implicitTLS: implicitTLS}
+func newConn(s *Server, cfg *Config, nc net.Conn, l Listener) *conn {
+	c := &conn{srv: s, cfg: cfg, nc: nc, raw: nc, implicitTLS: l.ImplicitTLS}
 	c.rd = &deadlineReader{c: c, timeout: cfg.Timeouts.Command}
 	// 16 KB: a message arrives in a few reads, not hundreds; an idle
 	// session costs that much, 16 MB per thousand.
@@ -74,7 +74,9 @@ func newConn(s *Server, cfg *Config, nc net.Conn, implicitTLS bool) *conn {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	// The session keeps the engine it started with across reloads, as it
 	// keeps its configuration.
-	c.q = sequencer.New(c.ctx, cfg.SequencerConfig(), s.engine.Load(), sess)
+	qc := cfg.SequencerConfig()
+	qc.Submission = l.Submission
+	c.q = sequencer.New(c.ctx, qc, s.engine.Load(), sess)
 	if caps := s.caps.Load(); caps != nil {
 		c.q.SetUpstream(sequencer.Upstream{SMTPUTF8: caps.smtputf8, DSN: caps.dsn})
 	}

@@ -230,7 +230,9 @@ func (c *conn) receivedHeader() string {
 	return b.String()
 }
 
-// protocol is the "with" keyword of RFC 3848.
+// protocol is the "with" keyword of RFC 3848: ESMTP, then S for TLS
+// and A for an authenticated session (ESMTPSA). SMTP AUTH is an ESMTP
+// extension, so plain SMTP never gets the A.
 func (c *conn) protocol() string {
 	p := "SMTP"
 	if c.q.Session.ESMTP() {
@@ -238,6 +240,9 @@ func (c *conn) protocol() string {
 	}
 	if c.q.Session.TLS != nil {
 		p += "S"
+	}
+	if c.q.Session.AuthUser != "" && c.q.Session.ESMTP() {
+		p += "A"
 	}
 	return p
 }
@@ -268,6 +273,7 @@ func (c *conn) finishTx(e *sequencer.Ended) {
 		"upstream_reply", e.Final.Summary(),
 		"duration_s", time.Since(c.txStart).Seconds(),
 		"tls", c.tlsSummary(),
+		"auth_user", c.q.Session.AuthUser,
 		"stage", e.Judgement.Stage.String(),
 		"action", v.Action.String(),
 		"would_be", v.WouldBe.String(),

@@ -30,6 +30,7 @@ type metrics struct {
 	tlsFailures     *prometheus.CounterVec
 	bareEndings     *prometheus.CounterVec
 	panics          prometheus.Counter
+	authAttempts    *prometheus.CounterVec
 }
 
 // Label values known in advance. Their series are created at zero, so
@@ -45,6 +46,9 @@ var (
 	// tlsVersions are the versions a client handshake can end with: moat
 	// requires TLS 1.2 at least.
 	tlsVersions = []string{"TLS1.2", "TLS1.3"}
+	// authOutcomes are how an AUTH exchange can end (inspect.AuthOutcome).
+	authOutcomes = []inspect.AuthOutcome{inspect.AuthSuccess, inspect.AuthFailure, inspect.AuthLocked,
+		inspect.AuthTempfail, inspect.AuthAborted, inspect.AuthError}
 	// allStages are the stages a verdict is taken at, in order.
 	allStages = []inspect.Stage{inspect.StageConnect, inspect.StageHelo, inspect.StageMail, inspect.StageRcpt, inspect.StageData}
 )
@@ -83,6 +87,9 @@ func (m *metrics) initKnownSeries() {
 		for _, action := range []string{"normalized", "rejected"} {
 			m.bareEndings.WithLabelValues(kind, action)
 		}
+	}
+	for _, o := range authOutcomes {
+		m.authAttempts.WithLabelValues(string(o))
 	}
 	m.sessions.WithLabelValues("none", "none")
 	for _, stage := range allStages {
@@ -152,11 +159,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moat_proxy_panics_total", Help: "Sessions ended by a recovered panic (a bug in moat): each was closed with 421 4.3.0 and logged with its stack.",
 		}),
+		authAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_proxy_auth_attempts_total",
+			Help: "SMTP AUTH exchanges on submission listeners by outcome: success (upstream 235), failure (upstream 5xx), locked (refused by the lockout, upstream not asked), tempfail (upstream 4xx), aborted (client cancelled), error (upstream unreachable).",
+		}, []string{"outcome"}),
 	}
 	m.initKnownSeries()
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.connsCurrent, m.connsTotal, m.sessions, m.refusals, m.transactions, m.messageSize,
-			m.upstreamReplies, m.upstreamConns, m.upstreamLatency, m.upstreamUp, m.connsRefused, m.tlsSessions, m.tlsFailures, m.bareEndings, m.panics} {
+			m.upstreamReplies, m.upstreamConns, m.upstreamLatency, m.upstreamUp, m.connsRefused, m.tlsSessions, m.tlsFailures, m.bareEndings, m.panics, m.authAttempts} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -169,6 +180,8 @@ func (m *metrics) connOpened() { m.connsCurrent.Inc(); m.connsTotal.Inc() }
 func (m *metrics) connClosed() { m.connsCurrent.Dec() }
 
 func (m *metrics) transaction(outcome string) { m.transactions.WithLabelValues(outcome).Inc() }
+
+func (m *metrics) authAttempt(outcome string) { m.authAttempts.WithLabelValues(outcome).Inc() }
 
 func (m *metrics) messageReceived(size int64) { m.messageSize.Observe(float64(size)) }
 
@@ -246,6 +259,9 @@ func (o *sessionOutcome) note(stage inspect.Stage, a inspect.Action) {
 
 func (m *metrics) sessionEnded(o sessionOutcome) {
 	if o.stage == 0 {
+		for _, o := range authOutcomes {
+			m.authAttempts.WithLabelValues(string(o))
+		}
 		m.sessions.WithLabelValues("none", "none").Inc()
 		return
 	}

@@ -94,7 +94,7 @@ func closeAll(us []*upstream) {
 // cfg is the configuration in force now, which may be newer than the
 // one the connection was made under.
 func (p *upstreamPool) put(u *upstream, cfg *Config) bool {
-	if u.broken || u.inTx || u.r.Buffered() > 0 || !poolable(cfg) {
+	if u.broken || u.inTx || u.authenticated || u.r.Buffered() > 0 || !poolable(cfg) {
 		return false
 	}
 	e := pooled{u, time.Now()}

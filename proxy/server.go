@@ -103,9 +103,11 @@ func (s *Server) Reload(cfg Config, engine *inspect.Engine) error {
 		}
 	}
 	if old := s.cfg.Load(); old != nil {
-		if !slices.Equal(old.Listen, cfg.Listen) || !slices.Equal(old.ListenTLS, cfg.ListenTLS) {
+		if !slices.Equal(old.Listen, cfg.Listen) || !slices.Equal(old.ListenTLS, cfg.ListenTLS) ||
+			!slices.Equal(old.ListenSubmission, cfg.ListenSubmission) || !slices.Equal(old.ListenSubmissionTLS, cfg.ListenSubmissionTLS) {
 			s.log.Warn("listener addresses changed: they take effect at the next restart")
 			cfg.Listen, cfg.ListenTLS = old.Listen, old.ListenTLS
+			cfg.ListenSubmission, cfg.ListenSubmissionTLS = old.ListenSubmission, old.ListenSubmissionTLS
 		}
 	}
 	if selfSigned && s.cert.Load() == nil {
@@ -170,10 +172,12 @@ func (s *Server) ProbeLoop(ctx context.Context) {
 	}
 }
 
-// Listener is an open SMTP listener and whether it speaks implicit TLS.
+// Listener is an open SMTP listener: whether it speaks implicit TLS,
+// and whether it is a submission listener, where AUTH is offered.
 type Listener struct {
 	net.Listener
 	ImplicitTLS bool
+	Submission  bool
 }
 
 // Listen opens every configured listener. Serve them with Serve.
@@ -181,9 +185,11 @@ func (s *Server) Listen() ([]Listener, error) {
 	cfg := s.cfg.Load()
 	var lns []Listener
 	for _, group := range []struct {
-		addrs    []HostPort
-		implicit bool
-	}{{cfg.Listen, false}, {cfg.ListenTLS, true}} {
+		addrs      []HostPort
+		implicit   bool
+		submission bool
+	}{{cfg.Listen, false, false}, {cfg.ListenTLS, true, false},
+		{cfg.ListenSubmission, false, true}, {cfg.ListenSubmissionTLS, true, true}} {
 		for _, a := range group.addrs {
 			ln, err := net.Listen("tcp", string(a))
 			if err != nil {
@@ -192,7 +198,7 @@ func (s *Server) Listen() ([]Listener, error) {
 				}
 				return nil, fmt.Errorf("listen %s: %w", a, err)
 			}
-			lns = append(lns, Listener{ln, group.implicit})
+			lns = append(lns, Listener{ln, group.implicit, group.submission})
 		}
 	}
 	return lns, nil
@@ -202,6 +208,13 @@ func (s *Server) Listen() ([]Listener, error) {
 // It returns nil after Shutdown. With implicitTLS, every connection does a
 // TLS handshake before the greeting (RFC 8314 §3.3).
 func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
+	return s.ServeListener(Listener{Listener: ln, ImplicitTLS: implicitTLS})
+}
+
+// ServeListener is Serve for a listener of any kind, submission
+// listeners included.
+func (s *Server) ServeListener(l Listener) error {
+	ln := l.Listener
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -235,7 +248,7 @@ func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
 			return err
 		}
 		backoff = 0
-		c := s.newConn(nc, implicitTLS)
+		c := s.newConn(nc, l)
 		if c == nil {
 			continue
 		}
@@ -245,7 +258,7 @@ func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
 
 // newConn registers a connection, or turns it away when shutting down or
 // over the connection limit.
-func (s *Server) newConn(nc net.Conn, implicitTLS bool) *conn {
+func (s *Server) newConn(nc net.Conn, l Listener) *conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cfg := s.cfg.Load()
@@ -256,10 +269,10 @@ func (s *Server) newConn(nc net.Conn, implicitTLS bool) *conn {
 	if len(s.conns) >= cfg.Limits.MaxConnections {
 		s.metrics.connRefused("max_connections")
 		s.log.Info("session refused", "reason", "max_connections", "connections", len(s.conns))
-		go turnAway(nc, implicitTLS, replyTooManyConnections(cfg.Hostname))
+		go turnAway(nc, l.ImplicitTLS, replyTooManyConnections(cfg.Hostname))
 		return nil
 	}
-	c := newConn(s, cfg, nc, implicitTLS)
+	c := newConn(s, cfg, nc, l)
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return c

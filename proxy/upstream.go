@@ -28,6 +28,7 @@ type upstreamCaps struct {
 	dsn        bool // RFC 3461
 	chunking   bool // RFC 3030
 	starttls   bool
+	auth       bool // AUTH offered (RFC 4954)
 	xclient    bool
 	// xclientAttrs are the XCLIENT attributes the upstream accepts.
 	xclientAttrs map[string]bool
@@ -45,6 +46,7 @@ func parseCaps(r smtp.Reply) upstreamCaps {
 		dsn:        e.Has("DSN"),
 		chunking:   e.Has("CHUNKING"),
 		starttls:   e.Has("STARTTLS"),
+		auth:       e.Has("AUTH"),
 		xclient:    e.Has("XCLIENT"),
 	}
 	if c.xclient {
@@ -59,17 +61,20 @@ func parseCaps(r smtp.Reply) upstreamCaps {
 // upstream is moat's client connection to the MTA it shields. It is used
 // by one session goroutine only.
 type upstream struct {
-	cfg     *UpstreamConfig
-	nc      net.Conn
-	r       *bufio.Reader
-	w       *bufio.Writer
-	caps    upstreamCaps
-	tls     bool // the connection runs over STARTTLS
-	inTx    bool // a MAIL was accepted and no RSET or final reply since
-	broken  bool // an I/O error or 421 happened; the connection is unusable
-	dialed  time.Time
-	scratch []byte
-	dw      *smtp.DataWriter
+	cfg    *UpstreamConfig
+	nc     net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	caps   upstreamCaps
+	tls    bool // the connection runs over STARTTLS
+	inTx   bool // a MAIL was accepted and no RSET or final reply since
+	broken bool // an I/O error or 421 happened; the connection is unusable
+	// authenticated: a client's AUTH succeeded on this connection; it
+	// belongs to that session and is never pooled.
+	authenticated bool
+	dialed        time.Time
+	scratch       []byte
+	dw            *smtp.DataWriter
 }
 
 // upstreamError is an upstream failure that is not an SMTP reply: the
@@ -93,6 +98,8 @@ func (e *upstreamError) reply() smtp.Reply {
 		return smtp.Reply{Code: 451, Enhanced: "4.4.1", Lines: []string{"Upstream mail server unavailable, try again later"}, Err: e}
 	case e.op == "tls":
 		return smtp.Reply{Code: 451, Enhanced: "4.7.10", Lines: []string{"Upstream mail server TLS unavailable, try again later"}, Err: e}
+	case e.op == "auth":
+		return smtp.Reply{Code: 421, Enhanced: "4.4.2", Lines: []string{"Upstream connection of the authenticated session lost, closing"}, Err: e}
 	case e.op == "xclient":
 		return smtp.Reply{Code: 451, Enhanced: "4.3.5", Lines: []string{"Upstream mail server refused moat's session setup, try again later"}, Err: e}
 	case errors.As(e.err, &ne) && ne.Timeout():

@@ -36,6 +36,13 @@ var (
 	replyBareLineEndings = smtp.Replyf(550, "5.5.2", "Message contains bare CR or LF line endings, use CRLF")
 	replyEarlyTalker     = smtp.Replyf(554, "5.5.1", "Protocol error: talking before the greeting")
 	replyUpstreamLost    = smtp.Replyf(451, "4.4.2", "Upstream mail server connection lost, try again later")
+
+	// AUTH (RFC 4954 §4, §6; RFC 3207 §4 for 530).
+	replyMustStartTLS         = smtp.Replyf(530, "5.7.0", "Must issue a STARTTLS command first")
+	replyAlreadyAuthenticated = smtp.Replyf(503, "5.5.1", "Error: already authenticated")
+	replyAuthSyntax           = smtp.Replyf(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+	replyAuthMechanism        = smtp.Replyf(504, "5.5.4", "Unrecognized authentication type")
+	replyAuthUnavailable      = smtp.Replyf(454, "4.7.0", "Temporary authentication failure")
 )
 
 func replyHeloSyntax(verb string) smtp.Reply {

@@ -68,6 +68,15 @@ type Config struct {
 	BareLF, BareCR string
 	// STARTTLS: TLS can be offered to a session not yet under TLS.
 	STARTTLS bool
+	// Submission: the session came in on a submission listener (RFC 6409,
+	// RFC 8314), where AUTH is offered — once the session runs over TLS
+	// (RFC 8314 §3.3: no credentials in clear), unless AuthWithoutTLS.
+	// The upstream checks the credentials; moat relays the exchange.
+	Submission bool
+	// AuthWithoutTLS lets AUTH through without TLS. moat analyze sets it:
+	// a recorded AUTH is visible only because it was sent in clear, and
+	// the session is judged as the upstream answered it.
+	AuthWithoutTLS bool
 	// GreetingDelay is how long the greeting waits for an early talker
 	// to show itself; 0: none is looked for. The proxy waits; the
 	// capture analyzer sees it in the recorded timing.
@@ -85,6 +94,7 @@ type Upstream struct {
 type Offer struct {
 	ESMTP    bool // EHLO (else HELO: nothing is offered)
 	STARTTLS bool
+	AUTH     bool // AUTH PLAIN LOGIN (RFC 4954)
 	SMTPUTF8 bool
 	DSN      bool
 }
@@ -103,13 +113,18 @@ const (
 	OpRelay              // send the message upstream, then Relayed
 	OpStartTLS           // send the 220, then run the TLS handshake; then TLSStarted
 	OpClose              // send the replies, then close the session
+	// OpAuth: send Step.Line to the upstream as one line of an AUTH
+	// exchange (the AUTH command, or a response to its 334 challenge),
+	// then AuthReply with the upstream's reply. The line carries
+	// credentials: it must never be logged, recorded or kept.
+	OpAuth
 	// OpResolve: the replies of the pending RCPTs must be fed first
 	// (UpstreamReply, in order); then the same line again. Replies go
 	// out in command order (RFC 2920 §3.1).
 	OpResolve
 )
 
-var opNames = [...]string{"none", "mail", "rcpt", "data", "chunk", "drain", "relay", "starttls", "close", "resolve"}
+var opNames = [...]string{"none", "mail", "rcpt", "data", "chunk", "drain", "relay", "starttls", "close", "auth", "resolve"}
 
 func (o Op) String() string {
 	if int(o) < len(opNames) {
@@ -127,6 +142,8 @@ type Step struct {
 	// Path and Params: OpMail's sender, OpRcpt's recipient.
 	Path   smtp.Path
 	Params []smtp.Param
+	// Line: OpAuth's line for the upstream (a secret: never log it).
+	Line string
 	// Size: OpChunk's and OpDrain's octet count; Last: OpChunk's chunk
 	// is the last (RFC 3030 §2).
 	Size int64
@@ -140,6 +157,18 @@ type Step struct {
 	Ended *Ended
 	// Began: this command (a MAIL) began a transaction attempt.
 	Began bool
+	// Authed is set when an AUTH exchange ended: what to log.
+	Authed *AuthEnded
+}
+
+// AuthEnded is an AUTH exchange that is over: the mechanism, the user
+// name when the exchange showed it, and how it ended. Nothing else of it
+// is kept.
+type AuthEnded struct {
+	Mech    string
+	User    string
+	Outcome inspect.AuthOutcome
+	Reply   smtp.Reply
 }
 
 // Judgement is a stage's verdict, or moat's own protocol refusal (then
@@ -188,9 +217,10 @@ type Sequencer struct {
 	upstream Upstream
 	errors   int
 	commands int
-	connect  Judgement // the connect stage's
-	helo     Judgement // the latest helo stage's
-	ended    bool      // End was called
+	connect  Judgement     // the connect stage's
+	helo     Judgement     // the latest helo stage's
+	ended    bool          // End was called
+	auth     *authExchange // an AUTH exchange in progress
 
 	// Transaction: cleared by reset.
 	Tx        inspect.Transaction
@@ -209,6 +239,7 @@ type Sequencer struct {
 // knows of the connection: ID, Start, Client, Server, TLS for an
 // implicit-TLS listener. ctx bounds the engine's lookups.
 func New(ctx context.Context, cfg Config, engine *inspect.Engine, sess inspect.Session) *Sequencer {
+	sess.Submission = cfg.Submission
 	return &Sequencer{cfg: cfg, engine: engine, ctx: ctx, Session: sess}
 }
 
@@ -277,6 +308,11 @@ func (q *Sequencer) Greet(earlyTalker bool) Step {
 // it ended in LF alone. tooLong: the line was longer than the front end
 // reads, and line holds none of it.
 func (q *Sequencer) Command(line []byte, bareLF, tooLong bool) Step {
+	if q.auth != nil {
+		// RFC 4954 §4: inside an exchange a line is the client's
+		// response to a challenge, not a command.
+		return q.authResponse(line, tooLong)
+	}
 	if q.needsReplies(line) {
 		return Step{Op: OpResolve}
 	}
@@ -331,7 +367,9 @@ func (q *Sequencer) Command(line []byte, bareLF, tooLong bool) Step {
 		return s
 	case smtp.VerbSTARTTLS:
 		return q.cmdStartTLS(cmd)
-	case smtp.VerbAUTH, smtp.VerbETRN, "TURN", "ATRN", smtp.VerbXCLIENT, "XFORWARD", "SEND", "SOML", "SAML":
+	case smtp.VerbAUTH:
+		return q.cmdAuth(cmd)
+	case smtp.VerbETRN, "TURN", "ATRN", smtp.VerbXCLIENT, "XFORWARD", "SEND", "SOML", "SAML":
 		// Known commands moat does not offer (not in the EHLO reply).
 		return q.refuse(replyNotImplemented)
 	}
@@ -426,11 +464,15 @@ func (q *Sequencer) cmdHelo(cmd smtp.Command) Step {
 		return s
 	}
 	q.offer = Offer{ESMTP: true, STARTTLS: q.cfg.STARTTLS && q.Session.TLS == nil,
+		AUTH:     q.authOffered(),
 		SMTPUTF8: q.upstream.SMTPUTF8, DSN: q.upstream.DSN}
 	lines := []string{q.cfg.Hostname + " greets " + SanitizeHelo(cmd.Arg), "PIPELINING",
 		"SIZE " + strconv.FormatInt(q.cfg.MaxMessageSize, 10), "8BITMIME", "ENHANCEDSTATUSCODES"}
 	if q.offer.STARTTLS {
 		lines = append(lines, "STARTTLS")
+	}
+	if q.offer.AUTH {
+		lines = append(lines, "AUTH "+authMechanisms)
 	}
 	lines = append(lines, "CHUNKING")
 	if q.offer.SMTPUTF8 {
@@ -536,6 +578,9 @@ func (o Offer) mailParam(key string) bool {
 		return o.SMTPUTF8
 	case "RET", "ENVID":
 		return o.DSN
+	case "AUTH":
+		// RFC 4954 §5: the original submitter, when AUTH is offered.
+		return o.AUTH
 	}
 	return false
 }
@@ -570,7 +615,9 @@ func (q *Sequencer) UpstreamReply(r smtp.Reply, failed bool) Step {
 		} else {
 			s.Ended.Outcome = "upstream_refused"
 		}
-		return s
+		// A 421 (the authenticated upstream connection was lost) ends
+		// the session.
+		return closing(s)
 	}
 	q.state = StateMail
 	q.Session.Transactions++

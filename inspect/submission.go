@@ -1,0 +1,132 @@
+package inspect
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+
+	"moat/inspect/smtp"
+)
+
+// AuthOutcome is how an SMTP AUTH exchange (RFC 4954) ended.
+type AuthOutcome string
+
+// The outcomes, as the metric and the log name them.
+const (
+	AuthSuccess  AuthOutcome = "success"  // the upstream said 235
+	AuthFailure  AuthOutcome = "failure"  // the upstream refused the credentials (535, or another 5xx)
+	AuthLocked   AuthOutcome = "locked"   // the lockout refused it; the upstream was not asked
+	AuthTempfail AuthOutcome = "tempfail" // the upstream said 4xx (454)
+	AuthAborted  AuthOutcome = "aborted"  // the client cancelled with "*", or broke the exchange
+	AuthError    AuthOutcome = "error"    // the upstream could not be asked
+)
+
+// AuthGuard is the brute-force lockout of SMTP AUTH on the state store
+// (package authguard): failed attempts counted per client address,
+// network and user name; past a limit, a cool-down.
+type AuthGuard interface {
+	// Locked reports whether client, and user when known (not ""),
+	// may not try now. A store failure returns an error and false.
+	Locked(ctx context.Context, client netip.Addr, user string) (bool, error)
+	// Failed counts a failed attempt; Succeeded resets the client's
+	// failures.
+	Failed(ctx context.Context, client netip.Addr, user string) error
+	Succeeded(ctx context.Context, client netip.Addr, user string) error
+	// LockedReply is the reply to a locked-out attempt: 454 4.7.0 by
+	// default (RFC 4954 §6), or 535 5.7.8.
+	LockedReply() smtp.Reply
+}
+
+// SubmissionConfig is what the engine does for authenticated senders.
+type SubmissionConfig struct {
+	// Guard is the lockout; nil (offline, or no store) counts nothing
+	// and locks nobody out.
+	Guard AuthGuard
+	// Senders maps a user name to the addresses it may send as: an
+	// address ("alice@example.net") or a whole domain ("@example.net").
+	// nil: the mail_from_owned and from_owned facts are unknown.
+	Senders map[string][]string
+}
+
+// AuthAllowed asks the lockout whether the session's client (and user,
+// when the exchange revealed it) may try to authenticate now. Without a
+// guard, or when its store fails, the attempt goes on (fail open: the
+// upstream still checks the password).
+func (e *Engine) AuthAllowed(ctx context.Context, s *Session, user string) (smtp.Reply, bool) {
+	g := e.submission.Guard
+	if g == nil {
+		return smtp.Reply{}, true
+	}
+	locked, err := g.Locked(ctx, s.Client.Addr(), user)
+	if err != nil {
+		e.log.Warn("auth lockout check failed, letting the attempt through", "err", err)
+		return smtp.Reply{}, true
+	}
+	if locked {
+		return g.LockedReply(), false
+	}
+	return smtp.Reply{}, true
+}
+
+// AuthDone records how an AUTH exchange ended: a failure counts towards
+// the lockout, a success resets the client's failures.
+func (e *Engine) AuthDone(ctx context.Context, s *Session, mech, user string, o AuthOutcome) {
+	g := e.submission.Guard
+	if g == nil {
+		return
+	}
+	var err error
+	switch o {
+	case AuthFailure:
+		err = g.Failed(ctx, s.Client.Addr(), user)
+	case AuthSuccess:
+		err = g.Succeeded(ctx, s.Client.Addr(), user)
+	}
+	if err != nil {
+		e.log.Warn("auth lockout update failed", "outcome", string(o), "err", err)
+	}
+}
+
+// errNotAuthenticated: the session did not authenticate, so whether the
+// sender belongs to its user is not a question (unknown).
+const errNotAuthenticated = constError("the session is not authenticated")
+
+// errNoSenderMap: submission.senders is not configured.
+const errNoSenderMap = constError("no submission.senders map is configured")
+
+// SenderOwned reports whether addr belongs to the session's
+// authenticated user by submission.senders. An unauthenticated session
+// or a missing map makes it unknown (an error), never false.
+func (f *Facts) SenderOwned(addr string) (bool, error) {
+	if f.Session.AuthUser == "" {
+		return false, errNotAuthenticated
+	}
+	m := f.engine.submission.Senders
+	if m == nil {
+		return false, errNoSenderMap
+	}
+	return senderOwned(m[f.Session.AuthUser], addr), nil
+}
+
+// senderOwned reports whether addr matches one of owned: an address
+// (compared case-insensitively: RFC 5321 §2.4 lets the local part be
+// case-sensitive, but no mail system that hosts users does so) or
+// "@domain" for every address of the domain.
+func senderOwned(owned []string, addr string) bool {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return false
+	}
+	domain := addr[at:]
+	for _, o := range owned {
+		if strings.EqualFold(o, addr) || strings.HasPrefix(o, "@") && strings.EqualFold(o, domain) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsNotAuthenticated reports whether err says the session did not
+// authenticate.
+func IsNotAuthenticated(err error) bool { return errors.Is(err, errNotAuthenticated) }
