@@ -92,6 +92,12 @@ func New(cfg Config, deps Deps) (*Analyzer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// A recorded AUTH is readable only because it went in clear, and
+	// the recorded server's answer to it stands for the upstream's: a
+	// session is judged as authenticated when that server said 235,
+	// whatever the port (moat live offers AUTH on submission listeners
+	// under TLS only, where a capture sees nothing).
+	deps.Session.FollowAuth = true
 	a := &Analyzer{cfg: cfg, engine: deps.Engine, session: deps.Session, log: deps.Logger, metrics: deps.Metrics,
 		extract: deps.Extract, stream: deps.Stream, dns: deps.DNS, keep: deps.Keep}
 	if a.log == nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"io"
 	"net/netip"
@@ -350,6 +349,15 @@ func (c *conversation) feed(r *smtp.Reply) sequencer.Step {
 		case sequencer.OpMail, sequencer.OpRcpt:
 			s = c.q.UpstreamReply(upstreamStandIn(r, 250), false)
 			continue
+		case sequencer.OpAuth:
+			// A reply not captured: a challenge when the client goes on
+			// with the exchange, else the success it went on as.
+			code := 235
+			if r == nil && c.authLineNext() {
+				code = 334
+			}
+			s = c.q.AuthReply(upstreamStandIn(r, code), false)
+			continue
 		case sequencer.OpResolve:
 			s = c.q.Command(c.line, c.bareLF, c.lineErr)
 			continue
@@ -540,9 +548,6 @@ func (c *conversation) dispatch(cmd smtp.Command) error {
 			return errTLS
 		}
 	case smtp.VerbAUTH:
-		// moat offers no AUTH (502); the exchange that followed with the
-		// recorded server is not commands.
-		c.feed(nil)
 		c.cmdAuth(cmd)
 	default:
 		r := c.reply()
@@ -819,18 +824,24 @@ func (c *conversation) finishBdat(transferred, judge bool, final *smtp.Reply) {
 }
 
 // cmdAuth follows an AUTH exchange (RFC 4954 §4): the mechanism, and the
-// user name where the mechanism shows it; never the password.
+// user name where the mechanism shows it; never the password. Every line
+// of the exchange goes to the sequencer too, with the recorded replies as
+// the upstream's, as the proxy relays it live: the session is judged as
+// authenticated when the recorded server said 235.
 func (c *conversation) cmdAuth(cmd smtp.Command) {
-	mech, initial, _ := strings.Cut(cmd.Arg, " ")
-	mech = strings.ToUpper(mech)
+	mech, initial, err := smtp.ParseAuthArg(cmd.Arg)
+	if err != nil {
+		mech, _, _ = strings.Cut(strings.ToUpper(cmd.Arg), " ")
+	}
 	c.out.AuthMech = mech
 	c.rec.AuthMech = mech
 	step := 0
-	if initial != "" && initial != "=" {
+	if initial != "" {
 		c.authUser(mech, step, initial)
 		step++
 	}
 	r := c.reply()
+	c.feed(r)
 	for i := 0; i < maxAuthLines; i++ {
 		if r != nil && r.Code != 334 {
 			break
@@ -842,13 +853,18 @@ func (c *conversation) cmdAuth(cmd smtp.Command) {
 		if err != nil {
 			break
 		}
+		if string(line) != "*" {
+			c.authUser(mech, step, string(line))
+			step++
+		}
+		r = c.reply()
+		if c.q != nil && c.q.InAuth() {
+			c.line, c.bareLF, c.lineErr = append(c.line[:0], line...), false, false
+			c.feed(r)
+		}
 		if string(line) == "*" {
-			r = c.reply()
 			break
 		}
-		c.authUser(mech, step, string(line))
-		step++
-		r = c.reply()
 	}
 	c.setReply(r)
 	if r != nil && r.Code == 235 {
@@ -881,55 +897,16 @@ func (c *conversation) authLineNext() bool {
 	return true
 }
 
-// authUser takes the user name from a client response where the
-// mechanism carries one: PLAIN's authcid (RFC 4616 §2), LOGIN's first
-// response, CRAM-MD5's name before the digest (RFC 2195), XOAUTH2's user=.
+// authUser keeps the user name of the exchange's first response that
+// shows one (smtp.SASLUser: the one place that reads SASL responses).
 func (c *conversation) authUser(mech string, step int, resp string) {
 	if c.out.AuthUser != "" {
 		return
 	}
-	dec, err := base64.StdEncoding.DecodeString(resp)
-	if err != nil {
-		return
-	}
-	var user string
-	switch mech {
-	case "PLAIN":
-		parts := bytes.SplitN(dec, []byte{0}, 3)
-		if len(parts) == 3 {
-			user = string(parts[1])
-		}
-	case "LOGIN":
-		if step == 0 {
-			user = string(dec)
-		}
-	case "CRAM-MD5":
-		if i := bytes.LastIndexByte(dec, ' '); i > 0 {
-			user = string(dec[:i])
-		}
-	case "XOAUTH2", "OAUTHBEARER":
-		for _, kv := range bytes.Split(dec, []byte{1}) {
-			if v, ok := bytes.CutPrefix(kv, []byte("user=")); ok {
-				user = string(v)
-			}
-			if v, ok := bytes.CutPrefix(kv, []byte("n,a=")); ok {
-				user, _, _ = strings.Cut(string(v), ",")
-			}
-		}
-	}
-	if user != "" && len(user) <= 256 && isPrintable(user) {
+	if user, ok := smtp.SASLUser(mech, step, resp); ok {
 		c.out.AuthUser = user
 		c.rec.AuthUser = user
 	}
-}
-
-func isPrintable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // message fills the record from a received message and runs the data

@@ -33,7 +33,7 @@ type authExchange struct {
 
 // authOffered reports whether this session's EHLO reply offers AUTH.
 func (q *Sequencer) authOffered() bool {
-	return q.cfg.Submission && (q.Session.TLS != nil || q.cfg.AuthWithoutTLS)
+	return q.cfg.FollowAuth || q.cfg.Submission && q.Session.TLS != nil
 }
 
 // cmdAuth starts an AUTH exchange (RFC 4954 §4). moat checks the
@@ -42,13 +42,16 @@ func (q *Sequencer) authOffered() bool {
 // holds the passwords.
 func (q *Sequencer) cmdAuth(cmd smtp.Command) Step {
 	switch {
+	case q.cfg.FollowAuth:
 	case !q.cfg.Submission:
 		// Not a submission listener: AUTH is not offered (port 25).
 		return q.refuse(replyNotImplemented)
-	case q.Session.TLS == nil && !q.cfg.AuthWithoutTLS:
+	case q.Session.TLS == nil:
 		// RFC 3207 §4 and RFC 4954 §4's 530 (RFC 3463 X.7.0): the
 		// credentials would cross the network in clear.
 		return q.refuse(replyMustStartTLS)
+	}
+	switch {
 	case !q.offer.AUTH:
 		// RFC 4954 §4: AUTH follows an EHLO that offered it.
 		return q.refuse(replyHeloFirst)
@@ -63,7 +66,7 @@ func (q *Sequencer) cmdAuth(cmd smtp.Command) Step {
 	if err != nil {
 		return q.refuse(replyAuthSyntax)
 	}
-	if mech != "PLAIN" && mech != "LOGIN" {
+	if mech != "PLAIN" && mech != "LOGIN" && !q.cfg.FollowAuth {
 		// RFC 4954 §4: 504 for a mechanism not supported.
 		return q.refuse(replyAuthMechanism)
 	}

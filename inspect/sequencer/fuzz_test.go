@@ -66,6 +66,26 @@ type driver struct {
 	owed    int
 	replies []smtp.Reply
 	trace   []string
+	// upstreamOK: the upstream said 235 to an AUTH; sawSecret: a line
+	// with credentials went upstream (it must go nowhere else).
+	upstreamOK, sawSecret bool
+}
+
+// authReply picks an upstream reply to an AUTH line.
+func (d *driver) authReply() (smtp.Reply, bool) {
+	switch d.byte() % 6 {
+	case 0:
+		return smtp.Replyf(235, "2.7.0", "Authentication successful"), false
+	case 1:
+		return smtp.Replyf(535, "5.7.8", "Authentication failed"), false
+	case 2:
+		return smtp.Replyf(454, "4.7.0", "Temporary authentication failure"), false
+	case 3:
+		return smtp.Reply{}, true
+	case 4:
+		return smtp.Replyf(501, "5.7.0", "Authentication aborted"), false
+	}
+	return smtp.Reply{Code: 334, Lines: []string{"VXNlcm5hbWU6"}}, false
 }
 
 func (d *driver) byte() byte {
@@ -89,12 +109,15 @@ var fuzzLines = []string{
 	"RCPT TO:<defer@example.net>", "RCPT TO:<c@example.net> NOTIFY=NEVER", "DATA", "DATA x", "BDAT 13 LAST",
 	"BDAT 5", "BDAT 20 LAST", "BDAT x", "RSET", "NOOP", "VRFY b", "HELP", "STARTTLS", "AUTH PLAIN", "QUIT",
 	"FOO", "", "\x01bad", "MAIL FROM:<>",
+	// AUTH: PLAIN with SASL-IR (alice, password "secret"), LOGIN's two
+	// responses, a cancel, an unknown mechanism.
+	"AUTH PLAIN AGFsaWNlAHNlY3JldA==", "AUTH LOGIN", "YWxpY2U=", "c2VjcmV0", "*", "AUTH CRAM-MD5", "AUTH PLAIN =",
 }
 
 // plausible are the commands a client would send next in each state.
 var plausible = map[State][]string{
 	StateGreeted: {"EHLO client.test", "EHLO client.test", "HELO client.test"},
-	StateHelo:    {"MAIL FROM:<a@client.test>", "MAIL FROM:<a@client.test> SIZE=10", "EHLO client.test"},
+	StateHelo:    {"MAIL FROM:<a@client.test>", "MAIL FROM:<a@client.test> SIZE=10", "EHLO client.test", "AUTH PLAIN AGFsaWNlAHNlY3JldA=="},
 	StateMail:    {"RCPT TO:<b@example.net>", "RCPT TO:<c@example.net>", "DATA"},
 	StateRcpt:    {"DATA", "DATA", "RCPT TO:<d@example.net>", "BDAT 5", "BDAT 13 LAST", "RSET", "EHLO client.test"},
 	StateRefused: {"QUIT"},
@@ -120,7 +143,18 @@ func (d *driver) upstreamReply() (smtp.Reply, bool) {
 func (d *driver) apply(s Step) {
 	d.t.Helper()
 	for {
+		if s.Authed != nil && s.Authed.Outcome == inspect.AuthSuccess && !d.upstreamOK {
+			d.failf("authenticated without the upstream's 235")
+		}
+		if d.q.Session.AuthUser != "" && !d.upstreamOK {
+			d.failf("session user %q without the upstream's 235", d.q.Session.AuthUser)
+		}
 		for i, r := range s.Replies {
+			for _, l := range r.Lines {
+				if strings.Contains(l, "secret") || strings.Contains(l, "c2VjcmV0") {
+					d.failf("a reply carries the password: %q", l)
+				}
+			}
 			d.trace = append(d.trace, "<- "+r.Summary())
 			d.replies = append(d.replies, r)
 			// 354 is intermediate; a 421 after a reply closes the
@@ -178,6 +212,17 @@ func (d *driver) apply(s Step) {
 			continue
 		case OpStartTLS:
 			d.q.TLSStarted(&inspect.TLSInfo{Version: "TLS1.3"}, d.byte()%4 == 0)
+		case OpAuth:
+			if strings.Contains(s.Line, "c2VjcmV0") || strings.Contains(s.Line, "AGFsaWNl") {
+				d.sawSecret = true
+			}
+			r, failed := d.authReply()
+			d.trace = append(d.trace, "   upstream AUTH: "+r.Summary())
+			if r.Code == 235 && !failed {
+				d.upstreamOK = true
+			}
+			s = d.q.AuthReply(r, failed)
+			continue
 		case OpDrain:
 		}
 		return
@@ -263,7 +308,7 @@ func runDriver(t *testing.T, in []byte, readsRcpts bool) {
 		t.Fatal(err)
 	}
 	cfg := Config{Hostname: "moat.test", MaxLineLength: 512, MaxCommands: 150, MaxErrors: 12, MaxRecipients: 3,
-		MaxMessageSize: 1 << 20, EarlyTalker: "reject", BareLF: "reject", STARTTLS: true}
+		MaxMessageSize: 1 << 20, EarlyTalker: "reject", BareLF: "reject", STARTTLS: true, Submission: len(in)%2 == 0}
 	q := New(context.Background(), cfg, e, inspect.Session{ID: "FUZZ"})
 	q.SetUpstream(Upstream{DSN: true})
 	d := &driver{t: t, q: q, in: in}

@@ -73,10 +73,11 @@ type Config struct {
 	// (RFC 8314 §3.3: no credentials in clear), unless AuthWithoutTLS.
 	// The upstream checks the credentials; moat relays the exchange.
 	Submission bool
-	// AuthWithoutTLS lets AUTH through without TLS. moat analyze sets it:
-	// a recorded AUTH is visible only because it was sent in clear, and
-	// the session is judged as the upstream answered it.
-	AuthWithoutTLS bool
+	// FollowAuth follows every AUTH, on any listener, with or without
+	// TLS, as the upstream answers it. moat analyze sets it: a recorded
+	// AUTH is visible only because it went in clear (often on port 25),
+	// and the recorded server's answer stands for the upstream's.
+	FollowAuth bool
 	// GreetingDelay is how long the greeting waits for an early talker
 	// to show itself; 0: none is looked for. The proxy waits; the
 	// capture analyzer sees it in the recorded timing.

@@ -3,6 +3,7 @@ package smtp
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"io"
 	"reflect"
 	"strings"
@@ -208,6 +209,31 @@ func FuzzXtext(f *testing.F) {
 		again, err := DecodeXtext(EncodeXtext(dec))
 		if err != nil || again != dec {
 			t.Fatalf("DecodeXtext(%q) = %q; encoded and decoded again: %q, %v", s, dec, again, err)
+		}
+	})
+}
+
+// FuzzSASL: AUTH arguments and SASL responses are attacker bytes. No
+// panic; a user name is printable and bounded; and for a PLAIN response
+// built from (authzid, user, password), the name found is the user's,
+// never a piece of the password.
+func FuzzSASL(f *testing.F) {
+	f.Add("PLAIN AGFsaWNlAHNlY3JldA==", "", "alice", "secret")
+	f.Add("LOGIN YWxpY2U=", "admin", "bob", "pw")
+	f.Add("XOAUTH2 dXNlcj1hAWF1dGg9QmVhcmVyIHgBAQ==", "", "", "")
+	f.Fuzz(func(t *testing.T, arg, authz, user, pass string) {
+		if mech, initial, err := ParseAuthArg(arg); err == nil {
+			if u, ok := SASLUser(mech, 0, initial); ok && (len(u) > 256 || strings.ContainsAny(u, "\x00\r\n")) {
+				t.Fatalf("SASLUser(%q, %q) = %q", mech, initial, u)
+			}
+		}
+		if strings.Contains(authz+user, "\x00") {
+			return // RFC 4616 §2: neither may contain NUL
+		}
+		resp := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
+		u, ok := SASLUser("PLAIN", 0, resp)
+		if ok && u != user {
+			t.Fatalf("PLAIN (%q, %q, %q): user %q", authz, user, pass, u)
 		}
 	})
 }
