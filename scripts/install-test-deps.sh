@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # install-test-deps.sh — install the Debian packages moat's integration tests
 # run against (a real Postfix as the upstream MTA, swaks as an SMTP client,
-# python3 for helper scripts, rbldnsd, tshark, prometheus, redis-server) and
-# the modules those programs load for what the tests ask of them (swaks --tls
-# needs Perl's Net::SSLeay; python3's smtplib/ssl), which a
-# --no-install-recommends install leaves out.
+# python3 for helper scripts, rbldnsd, tshark, prometheus, redis-server,
+# haproxy, dovecot-core) and the modules those programs load for what the
+# tests ask of them (swaks --tls needs Perl's Net::SSLeay; python3's
+# smtplib/ssl), which a --no-install-recommends install leaves out.
 #
 # Does nothing when everything is present. Otherwise, as root, installs the
 # missing packages non-interactively (no stdin needed; fine under CI=true);
@@ -53,6 +53,12 @@ set -euo pipefail
 # - haproxy (internal/haproxytest): the load balancer in front of several
 #   moat instances in the scale-out tests (cmd/moat/scaleout_test.go),
 #   each started with its own config on free loopback ports.
+# - dovecot-core (internal/dovecottest): the SASL server behind the
+#   upstream Postfix (smtpd_sasl_type = dovecot) that checks the passwords
+#   of the AUTH PLAIN and LOGIN moat relays; the dovecot command is what
+#   dovecottest runs, auth service only, with its own base_dir in a temp
+#   dir. The package may start a system instance; dovecot-core alone has
+#   no IMAP or POP3 listener, and the tests never use it.
 TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  libnet-ssleay-perl:perl=Net::SSLeay libio-socket-ssl-perl:perl=IO::Socket::SSL
  python3:python3 python3:python3=smtplib,ssl,email.message
@@ -61,7 +67,7 @@ TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  nsd:nsd opendkim-tools:opendkim-testmsg opendkim-tools:opendkim-genkey
  python3-dkim:dkimsign python3-dkim:arcsign python3-dkim:sys-python3=dkim,nacl
  python3-nacl:sys-python3=nacl python3-authres:sys-python3=authres
- redis-server:redis-server haproxy:haproxy"
+ redis-server:redis-server haproxy:haproxy dovecot-core:dovecot"
 TEST_PACKAGES="${MOAT_TEST_PACKAGES:-$TEST_PACKAGES}"
 
 # postfix lives in /usr/sbin, which a non-root PATH often lacks.

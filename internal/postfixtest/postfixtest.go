@@ -79,6 +79,22 @@ type Options struct {
 	// a reused one. Inject mail with Sendmail; retry deferred mail now with
 	// Flush. The instance's own smtpd still listens on Addr.
 	RelayTo string
+	// SASLPath, when not empty, turns on SMTP AUTH: smtpd offers AUTH
+	// PLAIN LOGIN (whatever the SASL server offers) and hands every
+	// exchange to the Dovecot auth service listening on this Unix socket
+	// (an absolute path: smtpd runs without chroot here); start one with
+	// dovecottest. AUTH is offered without TLS, since moat talks to the
+	// instance in plaintext on loopback. The maillog's line of an
+	// authenticated session's message carries "sasl_method=PLAIN,
+	// sasl_username=alice"; a failed AUTH is answered "535 5.7.8 Error:
+	// authentication failed: …" and logged once as "warning:
+	// unknown[127.0.0.1]: SASL PLAIN authentication failed: …". Each failure
+	// counts as an error of the session: after smtpd_hard_error_limit (20)
+	// of them smtpd says 421 and hangs up. smtpd_error_sleep_time is 0, so
+	// the replies after smtpd_soft_error_limit (10) errors are not delayed
+	// by 1 s each; a failed AUTH still takes about 0.5 s, Dovecot's
+	// (see dovecottest).
+	SASLPath string
 	// ExtraMainCF holds extra "key = value" lines for main.cf. A key given
 	// here replaces postfixtest's own setting of that key; lines that start
 	// with white space continue the previous line, as in main.cf.
@@ -292,6 +308,9 @@ func mainCF(root string, opts Options) string {
 	if opts.MessageSizeLimit != 0 {
 		params = append(params, [2]string{"message_size_limit", strconv.FormatInt(opts.MessageSizeLimit, 10)})
 	}
+	if opts.SASLPath != "" {
+		params = append(params, saslParams(opts.SASLPath)...)
+	}
 	if opts.RelayTo != "" {
 		params = append(params, relayParams(opts.RelayTo)...)
 	}
@@ -341,6 +360,23 @@ func relayParams(relayTo string) [][2]string {
 		{"smtp_tls_loglevel", "1"},
 		{"smtp_tls_connection_reuse", "yes"},
 		{"smtp_connection_cache_destinations", nexthop},
+	}
+}
+
+// saslParams are the main.cf settings of Options.SASLPath.
+func saslParams(path string) [][2]string {
+	return [][2]string{
+		{"smtpd_sasl_auth_enable", "yes"},
+		{"smtpd_sasl_type", "dovecot"},
+		{"smtpd_sasl_path", path},
+		// Postfix's defaults, spelt out because the tests rely on them:
+		// no anonymous logins, and AUTH offered on plaintext connections
+		// (moat relays it to this instance over loopback without TLS).
+		{"smtpd_sasl_security_options", "noanonymous"},
+		{"smtpd_tls_auth_only", "no"},
+		// Tests that make many failed attempts in one session would
+		// otherwise wait 1 s for every reply after the tenth error.
+		{"smtpd_error_sleep_time", "0"},
 	}
 }
 

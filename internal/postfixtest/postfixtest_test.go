@@ -247,3 +247,24 @@ func TestRelayTo(t *testing.T) {
 	}
 	snd.Flush(t) // an empty queue flushes fine
 }
+
+// TestSASLMainCF checks the main.cf of Options.SASLPath; the SASL exchange
+// itself is tested against a real Dovecot in internal/dovecottest.
+func TestSASLMainCF(t *testing.T) {
+	cf := mainCF("/tmp/x", Options{SASLPath: "/tmp/dc1/run/auth-postfix"})
+	for _, want := range []string{
+		"\nsmtpd_sasl_auth_enable = yes\n",
+		"\nsmtpd_sasl_type = dovecot\n",
+		"\nsmtpd_sasl_path = /tmp/dc1/run/auth-postfix\n",
+		"\nsmtpd_sasl_security_options = noanonymous\n",
+		"\nsmtpd_tls_auth_only = no\n",
+		"\nsmtpd_error_sleep_time = 0\n",
+	} {
+		if !strings.Contains(cf, want) {
+			t.Errorf("main.cf lacks %q:\n%s", want, cf)
+		}
+	}
+	if cf := mainCF("/tmp/x", Options{}); strings.Contains(cf, "sasl") || strings.Contains(cf, "smtpd_error_sleep_time") {
+		t.Errorf("main.cf without SASLPath:\n%s", cf)
+	}
+}
