@@ -135,7 +135,7 @@ func (e *Engine) startHeloSPF(s *Session) {
 // startMailSPF checks the MAIL FROM identity (RFC 7208 §2.4) the moment
 // MAIL is judged, so that the lookups overlap the RCPT exchange.
 func (e *Engine) startMailSPF(s *Session, t *Transaction) {
-	if e.auth == nil || !s.Client.Addr().IsValid() {
+	if !e.checksSender(s) || !s.Client.Addr().IsValid() {
 		return
 	}
 	a := e.authState(s)
@@ -147,6 +147,14 @@ func (e *Engine) startMailSPF(s *Session, t *Transaction) {
 		return auth.CheckSPFMailFrom(ctx, e.auth.Resolver, ip, helo, from)
 	})
 }
+
+// checksSender reports whether the session's mail gets the sender
+// authentication checks: when they are on, and the client did not
+// authenticate. SPF, DKIM and DMARC judge mail arriving from other
+// domains; a user of the shielded server submitting from a hotel network
+// (RFC 6409) would fail SPF for its own domain, and the upstream has
+// vouched for it already.
+func (e *Engine) checksSender(s *Session) bool { return e.auth != nil && s.AuthUser == "" }
 
 // newAuthTransaction forgets the last transaction's message.
 func (e *Engine) newAuthTransaction(s *Session) {
@@ -173,7 +181,7 @@ func (e *Engine) authState(s *Session) *authState {
 // never judged (refused for its size, the client gone) is abandoned by
 // the next MessageWriter or by End.
 func (e *Engine) MessageWriter(s *Session, t *Transaction) io.Writer {
-	if e.auth == nil {
+	if !e.checksSender(s) {
 		return nil
 	}
 	a := e.authState(s)
@@ -188,7 +196,7 @@ func (e *Engine) MessageWriter(s *Session, t *Transaction) io.Writer {
 // m: SPF started at MAIL, DKIM and ARC computed while the message was
 // read, and DMARC from them and the From: field.
 func (e *Engine) authenticate(ctx context.Context, s *Session, t *Transaction, m *Message) *auth.Results {
-	if e.auth == nil {
+	if !e.checksSender(s) {
 		return nil
 	}
 	a := e.authState(s)
@@ -297,7 +305,7 @@ func (f *Facts) spf(helo bool) (auth.SPFResult, error) {
 		}
 		return r, unknownErr(r.Result)
 	}
-	if f.engine == nil || f.engine.auth == nil {
+	if f.engine == nil || !f.engine.checksSender(f.Session) {
 		return auth.SPFResult{}, errAuthOff
 	}
 	a := f.engine.authState(f.Session)
