@@ -25,6 +25,7 @@ import (
 
 	"moat/dnsbl"
 	"moat/inspect"
+	"moat/inspect/authguard"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
 	"moat/inspect/reputation"
@@ -406,6 +407,9 @@ func registered(t *testing.T) metricSet {
 	inspect.NewAuthMetrics(rec)
 	greylist.NewMetrics(rec)
 	ratelimit.NewMetrics(rec)
+	if _, err := authguard.NewMetrics(rec); err != nil {
+		t.Fatal(err)
+	}
 	reputation.NewMetrics(rec)
 	// Redis connects lazily: the store's metrics register without a server.
 	sc := state.Config{Backend: state.BackendRedis}
@@ -658,7 +662,8 @@ func TestAlertRules(t *testing.T) {
 	}
 	want := []string{"MoatUpstreamUnreachable", "MoatDNSBLListUnhealthy", "MoatDNSBLListErrors",
 		"MoatRejectRateJump", "MoatConfigReloadFailed", "MoatTLSHandshakeFailures", "MoatSessionPanics",
-		"MoatAuthTempErrors", "MoatGreylistStoreErrors", "MoatRateLimitStoreErrors"}
+		"MoatAuthTempErrors", "MoatGreylistStoreErrors", "MoatRateLimitStoreErrors",
+		"MoatAuthSpraying", "MoatAuthLockouts", "MoatAuthStoreErrors"}
 	var have []string
 	for _, r := range alertRules(t) {
 		have = append(have, r.Alert)

@@ -436,6 +436,23 @@ func boltEntry(k, v []byte, now int64) Entry {
 	return e
 }
 
+func (s *boltStore) Remove(ctx context.Context, keys ...Key) error {
+	if err := ctx.Err(); err != nil {
+		return unavailable("remove", err)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return unavailable("remove", s.update(func(b *bolt.Bucket) error {
+		for _, k := range keys {
+			if err := b.Delete([]byte(k.String())); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
 func (s *boltStore) Delete(ctx context.Context, pattern string, max int) (deleted int, more bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, false, unavailable("delete", err)

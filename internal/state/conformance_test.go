@@ -588,6 +588,58 @@ func TestScanDelete(t *testing.T) {
 	})
 }
 
+// TestRemove: Remove deletes exactly the keys named, of every kind, in
+// one call; absent keys and no keys are no error; an invalid key refuses
+// the whole call before anything is deleted; a read-only view refuses.
+func TestRemove(t *testing.T) {
+	both(t, func(t *testing.T, f *fixture) {
+		v, c, r, keep := NewKey("auth", "v"), NewKey("auth", "c"), NewKey("auth", "r"), NewKey("auth", "keep")
+		f.s.SetNX(ctx(t), v, []byte("x"), time.Hour)
+		f.s.Add(ctx(t), c, 3, time.Hour)
+		f.s.Allow(ctx(t), r, Rate{Events: 1, Period: time.Hour}, 5, 5)
+		f.s.SetNX(ctx(t), keep, []byte("k"), time.Hour)
+
+		if err := f.s.Remove(ctx(t), v, NewKey("auth", "c", "x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := ReadOnly(f.s).Remove(ctx(t), keep); !errors.Is(err, ErrReadOnly) {
+			t.Errorf("read-only Remove: %v", err)
+		}
+		if err := f.s.Remove(ctx(t), c, Key{}, r); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Remove with a zero key: %v, want ErrInvalid", err)
+		}
+		if n, _ := f.s.Count(ctx(t), c, time.Hour); n != 3 {
+			t.Errorf("a refused Remove deleted the counter: %d", n)
+		}
+		if err := f.s.Remove(ctx(t), c, r, NewKey("auth", "absent"), c); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.s.Remove(ctx(t)); err != nil {
+			t.Errorf("Remove of no keys: %v", err)
+		}
+		if _, _, found, _ := f.s.Get(ctx(t), v); found {
+			t.Error("value still there")
+		}
+		if n, err := f.s.Count(ctx(t), c, time.Hour); err != nil || n != 0 {
+			t.Errorf("counter after Remove: %d, %v", n, err)
+		}
+		// A removed rate starts over with a full burst.
+		if ok, _, err := f.s.Allow(ctx(t), r, Rate{Events: 1, Period: time.Hour}, 5, 5); err != nil || !ok {
+			t.Errorf("rate after Remove: %v, %v; want a full burst", ok, err)
+		}
+		if _, _, found, _ := f.s.Get(ctx(t), keep); !found {
+			t.Error("Remove deleted a key it was not given")
+		}
+		// The key can be used as another kind afterwards: nothing is left.
+		if _, err := f.s.Add(ctx(t), v, 1, time.Hour); err != nil {
+			t.Errorf("Add to a removed value's key: %v", err)
+		}
+		if got := testutil.ToFloat64(f.s.(*checked).m.ops.WithLabelValues(f.name, "remove", "ok")); got != 3 {
+			t.Errorf("remove ok = %v, want 3", got)
+		}
+	})
+}
+
 func TestMetrics(t *testing.T) {
 	both(t, func(t *testing.T, f *fixture) {
 		k := NewKey("x", "m")

@@ -10,7 +10,7 @@ import (
 )
 
 // metrics are the store's collectors. Labels: backend (embedded, redis),
-// op (allow, add, count, setnx, set, get, scan, delete, ping) and result
+// op (allow, add, count, setnx, set, get, remove, scan, delete, ping) and result
 // (ok, error) — all bounded.
 type metrics struct {
 	backend    string
@@ -176,6 +176,20 @@ func (c *checked) Get(ctx context.Context, key Key) (value []byte, age time.Dura
 		return nil, 0, false, err
 	}
 	return c.b.Get(ctx, key)
+}
+
+func (c *checked) Remove(ctx context.Context, keys ...Key) (err error) {
+	start := time.Now()
+	defer func() { c.m.observe("remove", start, err) }()
+	for _, k := range keys {
+		if err := checkKey(k); err != nil {
+			return err
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return c.b.Remove(ctx, keys...)
 }
 
 func (c *checked) Scan(ctx context.Context, pattern string, max int) (entries []Entry, more bool, err error) {

@@ -13,7 +13,7 @@ var ErrReadOnly = errors.New("state: read-only view")
 // (moat analyze --state) may read what a live moat learned, but must
 // never change it. Get, Count, Scan and Ping read s. Add reads the
 // window's count instead of adding to it (reputation counting goes on
-// quietly and changes nothing); SetNX, Set, Allow and Delete fail with
+// quietly and changes nothing); SetNX, Set, Allow, Remove and Delete fail with
 // ErrReadOnly, since what they decide cannot be decided without a write.
 // Close closes s.
 func ReadOnly(s Store) Store { return readOnly{s} }
@@ -39,6 +39,7 @@ func (r readOnly) Get(ctx context.Context, key Key) ([]byte, time.Duration, bool
 func (r readOnly) Scan(ctx context.Context, pattern string, max int) ([]Entry, bool, error) {
 	return r.s.Scan(ctx, pattern, max)
 }
+func (r readOnly) Remove(context.Context, ...Key) error { return ErrReadOnly }
 func (r readOnly) Delete(context.Context, string, int) (int, bool, error) {
 	return 0, false, ErrReadOnly
 }

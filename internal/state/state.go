@@ -27,6 +27,8 @@
 //     the previous one weighted by how much of it still overlaps).
 //   - SetNX, Set and Get: values that remember when they were first set,
 //     so that Get reports their age (a greylist triplet's first sighting).
+//   - Remove: exactly the keys named, of any kind (a success resetting
+//     a client's failure counters).
 //   - Scan and Delete: by a glob pattern, bounded in count and time, for
 //     operators (moat state get|del).
 //
@@ -101,6 +103,13 @@ type Store interface {
 	// Get returns the value of key and its age: how long ago it was first
 	// set. found is false when the key does not exist or has expired.
 	Get(ctx context.Context, key Key) (value []byte, age time.Duration, found bool, err error)
+
+	// Remove deletes exactly keys, whatever their kind, in one atomic
+	// operation (one round trip on Redis, DEL; one transaction on bbolt).
+	// A key that does not exist is no error, and no keys is a no-op.
+	// Unlike Delete it takes keys, not patterns: it is for the engine,
+	// which knows what it stored, and costs no scan.
+	Remove(ctx context.Context, keys ...Key) error
 
 	// Scan returns up to max entries whose keys match pattern, a glob in
 	// Redis's syntax (*, ?, [abc], [^a], [a-z], \ to quote) matched against
