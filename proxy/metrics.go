@@ -160,7 +160,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "moat_proxy_panics_total", Help: "Sessions ended by a recovered panic (a bug in moat): each was closed with 421 4.3.0 and logged with its stack.",
 		}),
 		authAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "moat_proxy_auth_attempts_total",
+			Name: "moat_smtp_auth_attempts_total",
 			Help: "SMTP AUTH exchanges on submission listeners by outcome: success (upstream 235), failure (upstream 5xx), locked (refused by the lockout, upstream not asked), tempfail (upstream 4xx), aborted (client cancelled), error (upstream unreachable).",
 		}, []string{"outcome"}),
 	}

@@ -139,7 +139,7 @@ func TestSubmissionSwaks(t *testing.T) {
 		}
 	}
 	if n := counterValue(t, h.srv.metrics.authAttempts.WithLabelValues("success")); n != 4 {
-		t.Errorf("moat_proxy_auth_attempts_total{outcome=success} = %v, want 4", n)
+		t.Errorf("moat_smtp_auth_attempts_total{outcome=success} = %v, want 4", n)
 	}
 }
 

@@ -231,7 +231,6 @@ func (g *Guard) Check(ctx context.Context, client netip.Addr, user string) (Deci
 				continue
 			}
 		}
-		g.m.Attempt(OutcomeLocked)
 		return Decision{Locked: true, Scope: s, Key: v, RetryAfter: left}, nil
 	}
 	return Decision{}, nil

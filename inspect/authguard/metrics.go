@@ -6,19 +6,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// The outcomes of an AUTH attempt, the values of
-// moat_smtp_auth_attempts_total's outcome label.
-const (
-	OutcomeSuccess  = "success"  // the upstream said 235
-	OutcomeFailure  = "failure"  // the upstream said 535
-	OutcomeLocked   = "locked"   // refused by a lock, upstream not asked (Check counts it)
-	OutcomeTempfail = "tempfail" // the upstream said 4xx, or could not be reached
-	OutcomeAborted  = "aborted"  // the client cancelled the exchange ("*", RFC 4954 §4)
-	OutcomeError    = "error"    // anything else: a malformed exchange, a 5xx other than 535
-)
-
-var outcomes = []string{OutcomeSuccess, OutcomeFailure, OutcomeLocked, OutcomeTempfail, OutcomeAborted, OutcomeError}
-
 // The kinds of spraying, the values of moat_smtp_auth_spraying_total's
 // kind label.
 const (
@@ -30,7 +17,6 @@ const (
 // them once per process and hand them to every Guard. A nil *Metrics
 // counts nothing.
 type Metrics struct {
-	attempts    *prometheus.CounterVec
 	lockouts    *prometheus.CounterVec
 	spraying    *prometheus.CounterVec
 	storeErrors prometheus.Counter
@@ -38,18 +24,14 @@ type Metrics struct {
 
 // NewMetrics registers the collectors on reg (nil: registered nowhere):
 //
-//	moat_smtp_auth_attempts_total{outcome}  success, failure, locked, tempfail, aborted, error
 //	moat_smtp_auth_lockouts_total{scope}    ip, net_narrow, net_wide, user: a scope value got locked
 //	moat_smtp_auth_spraying_total{kind}     users_per_network, networks_per_user
 //	moat_smtp_auth_store_errors_total       guard calls that failed open on a store error
 //
-// Every label value exists from the start, at 0.
+// Every label value exists from the start, at 0. The attempts
+// themselves, by outcome, are the proxy's moat_smtp_auth_attempts_total.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "moat_smtp_auth_attempts_total",
-			Help: "SMTP AUTH attempts on submission listeners, by outcome (success, failure, locked, tempfail, aborted, error).",
-		}, []string{"outcome"}),
 		lockouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_smtp_auth_lockouts_total",
 			Help: "Failed AUTH limits reached: a client address, network or username locked for the cooldown, by scope.",
@@ -63,39 +45,19 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "AUTH guard calls that failed open because the state store failed.",
 		}),
 	}
-	for _, o := range outcomes {
-		m.attempts.WithLabelValues(o)
-	}
 	for _, s := range Scopes {
 		m.lockouts.WithLabelValues(string(s))
 	}
 	m.spraying.WithLabelValues(KindUsersPerNetwork)
 	m.spraying.WithLabelValues(KindNetworksPerUser)
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.attempts, m.lockouts, m.spraying, m.storeErrors} {
+		for _, c := range []prometheus.Collector{m.lockouts, m.spraying, m.storeErrors} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("authguard: registering metrics: %w", err)
 			}
 		}
 	}
 	return m, nil
-}
-
-// Attempt counts one AUTH attempt with its outcome, one of the Outcome
-// constants; the caller counts every outcome but locked, which Check
-// counts. An unknown outcome counts as error, so the label stays bounded.
-func (m *Metrics) Attempt(outcome string) {
-	if m == nil {
-		return
-	}
-	known := false
-	for _, o := range outcomes {
-		known = known || o == outcome
-	}
-	if !known {
-		outcome = OutcomeError
-	}
-	m.attempts.WithLabelValues(outcome).Inc()
 }
 
 func (m *Metrics) lockout(s Scope) {
