@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"moat/inspect/authguard"
 	"moat/inspect/smtp"
 )
 
@@ -23,26 +24,30 @@ const (
 )
 
 // AuthGuard is the brute-force lockout of SMTP AUTH on the state store
-// (package authguard): failed attempts counted per client address,
+// (*authguard.Guard): failed attempts counted per client address,
 // network and user name; past a limit, a cool-down.
 type AuthGuard interface {
-	// Locked reports whether client, and user when known (not ""),
-	// may not try now. A store failure returns an error and false.
-	Locked(ctx context.Context, client netip.Addr, user string) (bool, error)
+	// Check reports whether client, and user when known (not ""), is
+	// locked out now. A store failure returns an error (fail open).
+	Check(ctx context.Context, client netip.Addr, user string) (authguard.Decision, error)
 	// Failed counts a failed attempt; Succeeded resets the client's
 	// failures.
-	Failed(ctx context.Context, client netip.Addr, user string) error
+	Failed(ctx context.Context, client netip.Addr, user string) (authguard.Decision, authguard.Spray, error)
 	Succeeded(ctx context.Context, client netip.Addr, user string) error
-	// LockedReply is the reply to a locked-out attempt: 454 4.7.0 by
-	// default (RFC 4954 §6), or 535 5.7.8.
-	LockedReply() smtp.Reply
 }
+
+// DefaultLockedReply answers an AUTH refused by the lockout: RFC 4954
+// §6's 454 4.7.0, temporary, so a real user's client retries later.
+var DefaultLockedReply = smtp.Replyf(454, "4.7.0", "Too many failed authentication attempts, try again later")
 
 // SubmissionConfig is what the engine does for authenticated senders.
 type SubmissionConfig struct {
 	// Guard is the lockout; nil (offline, or no store) counts nothing
 	// and locks nobody out.
 	Guard AuthGuard
+	// LockedReply answers a locked-out attempt; the zero value means
+	// DefaultLockedReply (454 4.7.0). 535 5.7.8 hides the lockout.
+	LockedReply smtp.Reply
 	// Senders maps a user name to the addresses it may send as: an
 	// address ("alice@example.net") or a whole domain ("@example.net").
 	// nil: the mail_from_owned and from_owned facts are unknown.
@@ -58,15 +63,18 @@ func (e *Engine) AuthAllowed(ctx context.Context, s *Session, user string) (smtp
 	if g == nil {
 		return smtp.Reply{}, true
 	}
-	locked, err := g.Locked(ctx, s.Client.Addr(), user)
+	d, err := g.Check(ctx, s.Client.Addr(), user)
 	if err != nil {
 		e.log.Warn("auth lockout check failed, letting the attempt through", "err", err)
 		return smtp.Reply{}, true
 	}
-	if locked {
-		return g.LockedReply(), false
+	if !d.Locked {
+		return smtp.Reply{}, true
 	}
-	return smtp.Reply{}, true
+	if r := e.submission.LockedReply; r.Code != 0 {
+		return r, false
+	}
+	return DefaultLockedReply, false
 }
 
 // AuthDone records how an AUTH exchange ended: a failure counts towards
@@ -79,7 +87,17 @@ func (e *Engine) AuthDone(ctx context.Context, s *Session, mech, user string, o 
 	var err error
 	switch o {
 	case AuthFailure:
-		err = g.Failed(ctx, s.Client.Addr(), user)
+		var d authguard.Decision
+		var spray authguard.Spray
+		d, spray, err = g.Failed(ctx, s.Client.Addr(), user)
+		if d.Locked {
+			e.log.Warn("auth lockout", "scope", string(d.Scope), "key", d.Key, "cooldown_s", d.RetryAfter.Seconds(),
+				"client_ip", s.Client.Addr().String(), "user", user)
+		}
+		if spray.UsersPerNetwork || spray.NetworksPerUser {
+			e.log.Warn("password spraying", "users_per_network", spray.UsersPerNetwork,
+				"networks_per_user", spray.NetworksPerUser, "client_ip", s.Client.Addr().String(), "user", user)
+		}
 	case AuthSuccess:
 		err = g.Succeeded(ctx, s.Client.Addr(), user)
 	}

@@ -38,8 +38,11 @@ type Config struct {
 	// Reputation counts verdicts per client network and sender domain on
 	// the state store (off without one).
 	Reputation reputation.Config `yaml:"reputation"`
-	HTTP       HTTPConfig        `yaml:"http"`
-	Log        LogConfig         `yaml:"log"`
+	// Submission is the lockout, the per-user limits and the sender map
+	// of the submission listeners.
+	Submission SubmissionConfig `yaml:"submission"`
+	HTTP       HTTPConfig       `yaml:"http"`
+	Log        LogConfig        `yaml:"log"`
 
 	Profiling ProfilingConfig `yaml:"profiling"`
 }
@@ -76,6 +79,7 @@ func (c *Config) defaults() {
 		c.State.Defaults()
 	}
 	c.Greylist.Defaults()
+	c.Submission.defaults(c) // adds the per-user rate limits
 	c.RateLimits.Defaults()
 	c.Reputation.Defaults()
 	if c.HTTP.Listen == "" {
@@ -120,6 +124,9 @@ func (c *Config) validate(file string) error {
 		return bad("%v", err)
 	}
 	if err := c.Reputation.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Submission.validate(); err != nil {
 		return bad("%v", err)
 	}
 	if c.HTTP.Listen != "off" {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"moat/dnsbl"
+	"moat/proxy"
 	"strings"
 )
 
@@ -53,9 +54,14 @@ func isHelp(s string) bool {
 }
 
 func joinHostPorts(cfg *Config) string {
-	s := make([]string, len(cfg.Listen))
-	for i, l := range cfg.Listen {
-		s[i] = string(l)
+	var s []string
+	for _, g := range []struct {
+		kind  string
+		addrs []proxy.HostPort
+	}{{"", cfg.Listen}, {"tls ", cfg.ListenTLS}, {"submission ", cfg.ListenSubmission}, {"submission_tls ", cfg.ListenSubmissionTLS}} {
+		for _, a := range g.addrs {
+			s = append(s, g.kind+string(a))
+		}
 	}
 	return strings.Join(s, ", ")
 }

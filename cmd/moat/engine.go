@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"moat/inspect/authguard"
 
 	"moat/dnsbl"
 	"moat/inspect"
@@ -30,6 +31,7 @@ type engineDeps struct {
 	// (moat analyze --state): the reputation facts come from it.
 	ReadStore  state.Store
 	Reputation *reputation.Metrics
+	AuthGuard  *authguard.Metrics
 	// Recorded: the DNS knows only the answers recorded in a capture.
 	Recorded bool
 	// Live: moat serve (warn about what cannot work live).
@@ -79,6 +81,9 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 		ec.Reputation = reputation.New(cfg.Reputation, d.Store, d.Reputation, log)
 	} else if cfg.Reputation.Enabled && d.Live {
 		log.Warn("reputation is enabled but no state store is configured: reputation facts are unknown")
+	}
+	if ec.Submission, err = engineSubmission(cfg, d); err != nil {
+		return nil, nil, &configError{err}
 	}
 	e, err := inspect.New(ec)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"moat/inspect/authguard"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -142,6 +143,9 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 	deps := engineDeps{Rules: ruleMetrics, Auth: inspect.NewAuthMetrics(reg), Log: log, Live: true,
 		Greylist: greylist.NewMetrics(reg), RateLimits: ratelimit.NewMetrics(reg),
 		Reputation: reputation.NewMetrics(reg)}
+	if deps.AuthGuard, err = authguard.NewMetrics(reg); err != nil {
+		return err
+	}
 	if cfg.State != nil {
 		// Opened once; every engine a reload builds shares it. A change
 		// of the state section takes a restart.
@@ -211,7 +215,7 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 	errc := make(chan error, len(lns)+1)
 	for _, l := range lns {
 		wg.Add(1)
-		go func() { defer wg.Done(); errc <- srv.Serve(l.Listener, l.ImplicitTLS) }()
+		go func() { defer wg.Done(); errc <- srv.ServeListener(l) }()
 	}
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"moat/inspect"
+	"moat/inspect/authguard"
 	"moat/inspect/smtp"
 )
 
@@ -19,19 +20,16 @@ type lockGuard struct {
 	succeeded []string
 }
 
-func (g *lockGuard) Locked(_ context.Context, _ netip.Addr, user string) (bool, error) {
-	return g.all || g.users[user], nil
+func (g *lockGuard) Check(_ context.Context, _ netip.Addr, user string) (authguard.Decision, error) {
+	return authguard.Decision{Locked: g.all || g.users[user]}, nil
 }
-func (g *lockGuard) Failed(_ context.Context, _ netip.Addr, user string) error {
+func (g *lockGuard) Failed(_ context.Context, _ netip.Addr, user string) (authguard.Decision, authguard.Spray, error) {
 	g.failed = append(g.failed, user)
-	return nil
+	return authguard.Decision{}, authguard.Spray{}, nil
 }
 func (g *lockGuard) Succeeded(_ context.Context, _ netip.Addr, user string) error {
 	g.succeeded = append(g.succeeded, user)
 	return nil
-}
-func (g *lockGuard) LockedReply() smtp.Reply {
-	return smtp.Replyf(454, "4.7.0", "Too many failed authentication attempts, try again later")
 }
 
 // authSession starts a submission session under TLS, greeted with EHLO.
