@@ -196,11 +196,16 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 	}
 
 	addrs := make([]string, 0, len(lns))
-	var tlsAddrs []string
+	var tlsAddrs, subAddrs, subTLSAddrs []string
 	for _, l := range lns {
-		if l.ImplicitTLS {
+		switch {
+		case l.Submission && l.ImplicitTLS:
+			subTLSAddrs = append(subTLSAddrs, l.Addr().String())
+		case l.Submission:
+			subAddrs = append(subAddrs, l.Addr().String())
+		case l.ImplicitTLS:
 			tlsAddrs = append(tlsAddrs, l.Addr().String())
-		} else {
+		default:
 			addrs = append(addrs, l.Addr().String())
 		}
 	}
@@ -209,6 +214,7 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 		httpAddr = httpLn.Addr().String()
 	}
 	log.Info("moat started", "version", version, "listen", addrs, "listen_tls", tlsAddrs,
+		"listen_submission", subAddrs, "listen_submission_tls", subTLSAddrs,
 		"upstream", string(cfg.Upstream.Address), "http", httpAddr, "config", configName(path))
 
 	var wg sync.WaitGroup
