@@ -1,10 +1,12 @@
 package capture
 
 import (
+	"encoding/json"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,5 +141,72 @@ func TestConnectTempfailClosesOffline(t *testing.T) {
 	r := s.Records[0]
 	if r.Verdict != "tempfail" || r.Stage != "connect" {
 		t.Fatalf("record after a connect tempfail: verdict %q stage %q reason %q, want tempfail at connect", r.Verdict, r.Stage, r.Reason)
+	}
+}
+
+// authJudge rejects at mail whatever the rules would see as an
+// authenticated session of alice, and records the user it saw.
+type authJudge struct{ users []string }
+
+func (*authJudge) Needs(inspect.Stage) inspect.Needs { return inspect.Needs{} }
+
+func (j *authJudge) Evaluate(st inspect.Stage, f *inspect.Facts) inspect.Verdict {
+	if st != inspect.StageMail {
+		return inspect.Verdict{}
+	}
+	j.users = append(j.users, f.Session.AuthUser)
+	if f.Session.AuthUser == "alice" {
+		return inspect.Verdict{Action: inspect.Reject, WouldBe: inspect.Reject, Reason: "rule:ALICE", Rules: []string{"ALICE"}}
+	}
+	return inspect.Verdict{}
+}
+
+// A recorded AUTH goes through the sequencer as the proxy relays it
+// live: the session is authenticated, for the rules, exactly when the
+// recorded server said 235 — with SASL-IR, with LOGIN's challenges, and
+// not after a 535. The record keeps mechanism and user, never the
+// password.
+func TestFeedAuthenticatedSession(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		steps [][2]string
+		user  string // what the rules saw at MAIL
+		auth  bool
+	}{
+		{"PLAIN SASL-IR", [][2]string{
+			{"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", "235 2.7.0 Authentication successful\r\n"},
+		}, "alice", true},
+		{"LOGIN", [][2]string{
+			{"AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n"},
+			{"YWxpY2U=\r\n", "334 UGFzc3dvcmQ6\r\n"},
+			{"c2VjcmV0\r\n", "235 2.7.0 Authentication successful\r\n"},
+		}, "alice", true},
+		{"wrong password", [][2]string{
+			{"AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n"},
+			{"YWxpY2U=\r\n", "334 UGFzc3dvcmQ6\r\n"},
+			{"d3Jvbmc=\r\n", "535 5.7.8 Error: authentication failed\r\n"},
+		}, "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			j := &authJudge{}
+			steps := append([][2]string{{"EHLO client.example.org\r\n", "250-mx.example.net\r\n250 AUTH PLAIN LOGIN\r\n"}}, tt.steps...)
+			steps = append(steps, [][2]string{
+				{"MAIL FROM:<alice@example.net>\r\n", "250 2.1.0 Ok\r\n"},
+				{"QUIT\r\n", "221 2.0.0 Bye\r\n"},
+			}...)
+			s := analyzeExchangesWith(t, j, sequencer.Config{}, "220 mx.example.net ESMTP\r\n", steps)
+			if len(j.users) != 1 || j.users[0] != tt.user {
+				t.Fatalf("the rules saw users %q at mail, want [%q]", j.users, tt.user)
+			}
+			if s.AuthUser != "alice" || s.AuthMech == "" || s.Authenticated != tt.auth {
+				t.Errorf("session: user %q mech %q authenticated %v", s.AuthUser, s.AuthMech, s.Authenticated)
+			}
+			if len(s.Records) != 1 || (s.Records[0].Verdict == "reject") != tt.auth {
+				t.Errorf("records %+v: want a reject exactly when authenticated", s.Records)
+			}
+			if b, _ := json.Marshal(s); strings.Contains(string(b), "secret") || strings.Contains(string(b), "c2VjcmV0") {
+				t.Errorf("the session record carries the password: %s", b)
+			}
+		})
 	}
 }
