@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"net/smtp"
 	"os"
 	"path/filepath"
@@ -267,15 +265,10 @@ func TestScaleOutRedisRestart(t *testing.T) {
 // prefix (a metric name with some of its labels).
 func scrapeSum(t *testing.T, httpAddr, prefix string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body := scrape(t, httpAddr)
 	sum := 0.0
 	name, labels, _ := strings.Cut(strings.TrimSuffix(prefix, "}"), "{")
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, labels) {
 			continue
 		}
