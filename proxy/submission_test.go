@@ -3,8 +3,10 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"moat/inspect"
+	"moat/inspect/authguard"
 	"moat/internal/dovecottest"
 	"moat/internal/postfixtest"
 )
@@ -171,4 +174,69 @@ func TestSubmissionPolicy(t *testing.T) {
 	c.cmd(250, "RCPT TO:<carol@example.net>")
 	c.cmd(250, "RSET")
 	c.cmd(221, "QUIT")
+}
+
+// panicGuard panics when asked about a user: a bug inside the lockout,
+// in the middle of an AUTH exchange, with the password in memory.
+type panicGuard struct{}
+
+func (panicGuard) Check(_ context.Context, _ netip.Addr, user string) (authguard.Decision, error) {
+	if user != "" {
+		panic("lockout bug while checking " + user)
+	}
+	return authguard.Decision{}, nil
+}
+func (panicGuard) Failed(context.Context, netip.Addr, string) (authguard.Decision, authguard.Spray, error) {
+	return authguard.Decision{}, authguard.Spray{}, nil
+}
+func (panicGuard) Succeeded(context.Context, netip.Addr, string) error { return nil }
+
+// A panic in the middle of an AUTH exchange ends that session with
+// 421 4.3.0 and a logged stack — and neither the log line nor the stack
+// carries the password the client just sent.
+func TestSubmissionPanicKeepsSecret(t *testing.T) {
+	engine, err := inspect.New(inspect.Config{Submission: inspect.SubmissionConfig{Guard: panicGuard{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig("127.0.0.1:9") // never reached
+	logs := &syncBuffer{}
+	srv, err := New(cfg, Deps{Engine: engine, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeListener(Listener{Listener: ln, ImplicitTLS: true, Submission: true})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	before := panicsRecovered.Load()
+	const pass = "Sup3r-Secret-Panic-Pass"
+	tc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, nc: tc, tp: newTextproto(tc)}
+	c.expect(220)
+	c.cmd(250, "EHLO raw.client.test")
+	ir := base64.StdEncoding.EncodeToString([]byte("\x00alice\x00" + pass))
+	if msg := c.cmd(421, "AUTH PLAIN "+ir); !strings.HasPrefix(msg, "4.3.0 ") {
+		t.Fatalf("reply to the AUTH that panicked: %q", msg)
+	}
+	if n := panicsRecovered.Load() - before; n != 1 {
+		t.Fatalf("%d panics recovered, want 1", n)
+	}
+	panicsRecovered.Add(-1)
+	out := logs.String()
+	if !strings.Contains(out, `"msg":"session panic"`) || !strings.Contains(out, "goroutine") {
+		t.Fatalf("no panic with its stack in the log:\n%s", out)
+	}
+	if strings.Contains(out, pass) || strings.Contains(out, ir) {
+		t.Fatalf("the panic's log carries the password:\n%s", out)
+	}
 }
