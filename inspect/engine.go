@@ -8,6 +8,7 @@ import (
 
 	"time"
 
+	"moat/inspect/classifier"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
 	"moat/inspect/reputation"
@@ -64,6 +65,7 @@ type Engine struct {
 	rateMon    bool                // monitor: a limit's action is only WouldBe
 	rep        *reputation.Counter // nil: no reputation facts
 	submission SubmissionConfig
+	classifier *classifier.Live // nil: no classifier
 }
 
 // Config wires an Engine.
@@ -96,6 +98,9 @@ type Config struct {
 	// Submission is the lockout and the sender map of authenticated
 	// sessions (submission listeners).
 	Submission SubmissionConfig
+	// Classifier is the statistical classifier's model in force; nil
+	// leaves the classifier facts unknown.
+	Classifier *classifier.Live
 	Logger     *slog.Logger
 }
 
@@ -103,7 +108,7 @@ type Config struct {
 func New(cfg Config) (*Engine, error) {
 	e := &Engine{judge: cfg.Judge, resolver: cfg.Resolver, blocks: cfg.Blocklists,
 		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist, rates: cfg.RateLimits, rateMon: cfg.RateLimitsMonitor, rep: cfg.Reputation,
-		submission: cfg.Submission}
+		submission: cfg.Submission, classifier: cfg.Classifier}
 	if cfg.Auth != nil && cfg.Auth.Resolver != nil {
 		a := *cfg.Auth
 		if a.AuthservID == "" {
@@ -234,6 +239,9 @@ func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction
 	}
 	f.Auth = e.authenticate(ctx, s, t, m)
 	v := e.evaluate(ctx, StageData, f)
+	if c := f.classified; c != nil && c.err == nil {
+		v.Classifier = &ClassifierResult{Prob: c.r.Prob, Confidence: c.r.Confidence}
+	}
 	if f.Auth != nil {
 		h, drop := e.authHeaders(s, f.Auth)
 		v.Headers = append([]HeaderField{h}, v.Headers...)

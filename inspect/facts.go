@@ -21,8 +21,9 @@ type Facts struct {
 	// when it is not configured).
 	Auth *auth.Results
 
-	ctx    context.Context
-	engine *Engine
+	ctx        context.Context
+	engine     *Engine
+	classified *classified // the message's classification, once computed
 }
 
 // RDNS returns the client's reverse DNS name and whether it is

@@ -83,6 +83,10 @@ type Verdict struct {
 	// Auth is the sender authentication of the message (data stage, when
 	// configured), for logs, records and metrics.
 	Auth *auth.Results
+	// Classifier is the statistical classifier's judgement of the
+	// message (data stage, when the rules asked for it and the model
+	// could judge), for logs and records.
+	Classifier *ClassifierResult
 	// SubjectPrefix, when set, is put in front of the Subject of a
 	// tagged message.
 	SubjectPrefix string

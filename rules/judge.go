@@ -18,6 +18,9 @@ type Judgement struct {
 	Score   float64       `json:"score"`
 	Action  string        `json:"action"`
 	Hits    []inspect.Hit `json:"rules"`
+	// Classifier is the statistical classifier's judgement, when a
+	// model was at hand and trained.
+	Classifier *inspect.ClassifierResult `json:"classifier,omitempty"`
 }
 
 // JudgeMessage runs the data-stage rules over one message as the tuning
@@ -25,7 +28,14 @@ type Judgement struct {
 // Return-Path or From, recipients from To and Cc), the client is unknown,
 // so only data-stage rules apply. DNS lists are not queried.
 func (s *Set) JudgeMessage(name string, msg []byte) Judgement {
-	e, _ := inspect.New(inspect.Config{Judge: s})
+	return s.JudgeMessageWith(inspect.Config{}, name, msg)
+}
+
+// JudgeMessageWith is JudgeMessage with the other parts of an engine
+// taken from ec: the classifier's model (ec.Judge is s).
+func (s *Set) JudgeMessageWith(ec inspect.Config, name string, msg []byte) Judgement {
+	ec.Judge = s
+	e, _ := inspect.New(ec)
 	c := inspect.ParseContent(bytes.NewReader(msg), int64(len(msg)), max(s.needs[inspect.StageData].Depth, inspect.DepthHeaders), inspect.DefaultContentLimits())
 	sess := &inspect.Session{ID: "corpus", Client: netip.AddrPortFrom(netip.IPv4Unspecified(), 0)}
 	if t, ok := receivedTime(c); ok {
@@ -48,7 +58,7 @@ func (s *Set) JudgeMessage(name string, msg []byte) Judgement {
 	v := e.DataWithContent(context.Background(), sess, tx, &inspect.Message{Size: int64(len(msg))}, c)
 	e.End(sess)
 	act := v.WouldBe
-	return Judgement{Message: name, Score: v.Score, Action: act.String(), Hits: v.Hits}
+	return Judgement{Message: name, Score: v.Score, Action: act.String(), Hits: v.Hits, Classifier: v.Classifier}
 }
 
 // receivedTime is the date of the newest Received header (RFC 5321 §4.4:

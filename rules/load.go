@@ -39,6 +39,9 @@ type Options struct {
 	// RateLimits are the configured rate limits by name, with the stage
 	// at which each is counted, for {rate_limit: NAME}.
 	RateLimits map[string]inspect.Stage
+	// Classifier: a classifier model is configured. Without it, optional
+	// rules about the classifier facts are dropped.
+	Classifier bool
 }
 
 // Error is one problem in a rules file.
@@ -534,6 +537,12 @@ func (c *compiler) term(k, v *yaml.Node) cond {
 	}
 	if k.Value == "rcpt_count" {
 		c.rcpts = true
+	}
+	if strings.HasPrefix(k.Value, "classifier") && c.optional && !c.p.opts.Classifier {
+		// An optional rule about the classifier is dropped when no
+		// classifier is configured: it could never fire, and its text
+		// depth would make every message be decoded for nothing.
+		c.missingList = true
 	}
 	c.depth = max(c.depth, f.depth)
 	return c.ops(k.Value, f, v)

@@ -179,6 +179,8 @@ func runAnalyze(ctx context.Context, f *analyzeFlags, files []string, stdout, st
 		}
 		defer closeState()
 		ed.ReadStore = st
+		// The model as the live moat had it: read once, never written.
+		ed.Classifier = liveClassifier(ctx, cfg, st, log)
 	}
 	engine, dnsDesc, closeEngine, err := analyzeEngine(ctx, cfg, f.dnsblMode, files, ed)
 	if err != nil {

@@ -41,6 +41,9 @@ type Config struct {
 	// Submission is the lockout, the per-user limits and the sender map
 	// of the submission listeners.
 	Submission SubmissionConfig `yaml:"submission"`
+	// Classifier is the statistical classifier (its model lives in the
+	// state store; moat learn trains it).
+	Classifier ClassifierConfig `yaml:"classifier"`
 	HTTP       HTTPConfig       `yaml:"http"`
 	Log        LogConfig        `yaml:"log"`
 
@@ -80,6 +83,7 @@ func (c *Config) defaults() {
 	}
 	c.Greylist.Defaults()
 	c.Submission.defaults(c) // adds the per-user rate limits
+	c.Classifier.defaults()
 	c.RateLimits.Defaults()
 	c.Reputation.Defaults()
 	if c.HTTP.Listen == "" {
@@ -127,6 +131,9 @@ func (c *Config) validate(file string) error {
 		return bad("%v", err)
 	}
 	if err := c.Submission.validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Classifier.validate(); err != nil {
 		return bad("%v", err)
 	}
 	if c.HTTP.Listen != "off" {

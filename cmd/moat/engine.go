@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"log/slog"
-	"moat/inspect/authguard"
 
 	"moat/dnsbl"
 	"moat/inspect"
+	"moat/inspect/authguard"
+	"moat/inspect/classifier"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
 	"moat/inspect/reputation"
@@ -32,6 +33,9 @@ type engineDeps struct {
 	ReadStore  state.Store
 	Reputation *reputation.Metrics
 	AuthGuard  *authguard.Metrics
+	// Classifier is the classifier's model in force (moat serve's, kept
+	// fresh from the store; analyze's, read once from --state).
+	Classifier *classifier.Live
 	// Recorded: the DNS knows only the answers recorded in a capture.
 	Recorded bool
 	// Live: moat serve (warn about what cannot work live).
@@ -48,7 +52,8 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 	if lists != nil {
 		ad.c = lists
 	}
-	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: ad, Metrics: m, RateLimits: rateLimitStages(cfg)})
+	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: ad, Metrics: m, RateLimits: rateLimitStages(cfg),
+		Classifier: cfg.Classifier.Enabled})
 	if err != nil {
 		return nil, nil, &configError{err}
 	}
@@ -81,6 +86,9 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 		ec.Reputation = reputation.New(cfg.Reputation, d.Store, d.Reputation, log)
 	} else if cfg.Reputation.Enabled && d.Live {
 		log.Warn("reputation is enabled but no state store is configured: reputation facts are unknown")
+	}
+	if cfg.Classifier.Enabled && d.Classifier != nil {
+		ec.Classifier = d.Classifier
 	}
 	if ec.Submission, err = engineSubmission(cfg, d); err != nil {
 		return nil, nil, &configError{err}

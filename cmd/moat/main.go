@@ -29,6 +29,8 @@ Usage:
   moat auth check ... MSG.eml  check a message's SPF, DKIM, ARC and DMARC and say why
   moat state get|del PATTERN   show or delete entries of the running moat's state store
   moat rules test|compare ...  run rules over messages (see moat rules --help)
+  moat learn --spam P --ham P  teach the statistical classifier the site's own mail
+  moat explain MESSAGE.eml     show why a message gets its classifier score and rules
   moat analyze CAPTURE...      judge the SMTP sessions of pcap/pcapng files offline
   moat capture --iface NAME    judge the SMTP sessions seen live on an interface
   moat replay --to HOST:PORT   send the recorded SMTP sessions of captures to a server
@@ -60,6 +62,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdState(args[1:], stdout, stderr)
 	case "rules":
 		return cmdRules(args[1:], stdout, stderr)
+	case "learn":
+		return cmdLearn(args[1:], stdout, stderr)
+	case "explain":
+		return cmdExplain(args[1:], stdout, stderr)
 	case "analyze":
 		return cmdAnalyze(args[1:], stdout, stderr)
 	case "capture":

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"moat/inspect/authguard"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -23,6 +22,7 @@ import (
 
 	"moat/dnsbl"
 	"moat/inspect"
+	"moat/inspect/authguard"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
 	"moat/inspect/reputation"
@@ -157,6 +157,10 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 		deps.Store, deps.StateConfig = store, cfg.State
 		log.Info("state store opened", "backend", string(cfg.State.Backend))
 	}
+	deps.Classifier = liveClassifier(ctx, cfg, deps.Store, log)
+	if deps.Classifier != nil {
+		go deps.Classifier.Watch(ctx, deps.Store, cfg.Classifier.Refresh, log)
+	}
 	engine, set, err := buildEngine(cfg, lists, deps)
 	if err != nil {
 		return err
@@ -192,6 +196,7 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 		}
 		mux := httpMux(reg, srv, cfg.HTTP.PProf)
 		handleState(mux, deps.Store)
+		handleLearn(mux, deps.Store, deps.Classifier)
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 
