@@ -1000,6 +1000,7 @@ func (c *conversation) closeRecord() {
 		rec.Score, rec.Rules = v.Score, v.Rules
 		rec.Greylist = v.GreylistDecision
 		rec.Summary = v.Auth.Summary()
+		rec.Classifier = v.Classifier
 		rec.Stage = j.Stage.String()
 		switch {
 		case j.Reason != "":

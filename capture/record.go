@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"moat/inspect"
 	"moat/inspect/auth"
 )
 
@@ -77,6 +78,10 @@ type Record struct {
 	// The sender authentication of the message (moat's Authentication-
 	// Results in brief), when the data stage ran with it configured.
 	*auth.Summary
+	// Classifier is the statistical classifier's judgement of the
+	// message, when a trained model was at hand (moat analyze --state):
+	// the same key as moat serve's transaction line.
+	Classifier *inspect.ClassifierResult `json:"classifier,omitempty"`
 
 	// Moat's view of the session and the message.
 	Size          int64    `json:"size,omitempty"`

@@ -262,6 +262,9 @@ func (c *conn) finishTx(e *sequencer.Ended) {
 	if v.Auth != nil {
 		authAttr = []any{"auth", v.Auth.Summary()}
 	}
+	if v.Classifier != nil {
+		authAttr = append(authAttr, "classifier", v.Classifier)
+	}
 	c.log.Info("transaction", append([]any{
 		"client_ip", c.q.Session.Client.Addr().String(),
 		"client_port", c.q.Session.Client.Port(),
