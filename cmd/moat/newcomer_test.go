@@ -509,6 +509,8 @@ const (
 //	replay         flagsOnly  needs a live server, and --pace waits as the recording did
 //	                          (minutes); TestReplayCommand replays to a real Postfix
 //	capture        flagsOnly  needs a live interface and root; TestCaptureCommand runs it on lo
+//	learn, explain flagsOnly  need a state store and labelled mail; TestLearnExplainEndToEnd
+//	                          runs README's learn, forget and explain lines on the corpus
 //	version        runs
 var readmeCommands = map[string]cmdCheck{
 	"serve":         flagsOnly,
@@ -521,6 +523,8 @@ var readmeCommands = map[string]cmdCheck{
 	"auth check":    runs,
 	"state get":     flagsOnly, // needs a running moat with a store: TestStateCommand
 	"state del":     flagsOnly,
+	"learn":         flagsOnly, // needs a state store and a corpus: TestLearnExplainEndToEnd runs README's lines
+	"explain":       flagsOnly,
 	"replay":        flagsOnly,
 	"capture":       flagsOnly,
 	"version":       runs,
