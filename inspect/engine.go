@@ -66,6 +66,7 @@ type Engine struct {
 	rep        *reputation.Counter // nil: no reputation facts
 	submission SubmissionConfig
 	classifier *classifier.Live // nil: no classifier
+	autolearn  *classifier.Autolearner
 }
 
 // Config wires an Engine.
@@ -101,6 +102,9 @@ type Config struct {
 	// Classifier is the statistical classifier's model in force; nil
 	// leaves the classifier facts unknown.
 	Classifier *classifier.Live
+	// Autolearn teaches the classifier from confident verdicts (live
+	// only); nil: off.
+	Autolearn *classifier.Autolearner
 	Logger     *slog.Logger
 }
 
@@ -108,7 +112,7 @@ type Config struct {
 func New(cfg Config) (*Engine, error) {
 	e := &Engine{judge: cfg.Judge, resolver: cfg.Resolver, blocks: cfg.Blocklists,
 		limits: cfg.ContentLimits, log: cfg.Logger, now: time.Now, grey: cfg.Greylist, rates: cfg.RateLimits, rateMon: cfg.RateLimitsMonitor, rep: cfg.Reputation,
-		submission: cfg.Submission, classifier: cfg.Classifier}
+		submission: cfg.Submission, classifier: cfg.Classifier, autolearn: cfg.Autolearn}
 	if cfg.Auth != nil && cfg.Auth.Resolver != nil {
 		a := *cfg.Auth
 		if a.AuthservID == "" {
@@ -241,6 +245,20 @@ func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction
 	v := e.evaluate(ctx, StageData, f)
 	if c := f.classified; c != nil && c.err == nil {
 		v.Classifier = &ClassifierResult{Prob: c.r.Prob, Confidence: c.r.Confidence}
+	}
+	if e.autolearn != nil && c != nil && c.Depth >= DepthText {
+		// The score without the classifier's own rules: a verdict the
+		// classifier made must not teach it (SpamAssassin leaves its
+		// BAYES_ rules out of the autolearn score the same way).
+		score := v.Score
+		for _, h := range v.Hits {
+			if strings.HasPrefix(h.Rule, "CLASSIFIER_") {
+				score -= h.Score
+			}
+		}
+		if class := e.autolearn.Offer(ClassifierDoc(c), score); class != "" {
+			v.Trace = append(v.Trace, "autolearn="+class)
+		}
 	}
 	if f.Auth != nil {
 		h, drop := e.authHeaders(s, f.Auth)

@@ -31,17 +31,35 @@ type ClassifierConfig struct {
 	// Refresh is how often a running moat looks for a newer model in
 	// the store (one small read); default 30s.
 	Refresh time.Duration `yaml:"refresh"`
+	// Autolearn teaches the model from confident verdicts; off by
+	// default.
+	Autolearn AutolearnConfig `yaml:"autolearn"`
+}
+
+// AutolearnConfig is classifier.autolearn.
+type AutolearnConfig struct {
+	Enabled                    bool `yaml:"enabled"`
+	classifier.AutolearnConfig `yaml:",inline"`
 }
 
 func (c *ClassifierConfig) defaults() {
 	if c.Refresh == 0 {
 		c.Refresh = 30 * time.Second
 	}
+	c.Autolearn.Defaults()
 }
 
 func (c *ClassifierConfig) validate() error {
-	if c.Refresh < time.Second || c.Refresh > 24*time.Hour {
+	a := c.Autolearn
+	switch {
+	case c.Refresh < time.Second || c.Refresh > 24*time.Hour:
 		return fmt.Errorf("classifier.refresh: %v must be from 1s to 24h", c.Refresh)
+	case a.HamScore >= a.SpamScore:
+		return fmt.Errorf("classifier.autolearn: ham_score %v must be below spam_score %v", a.HamScore, a.SpamScore)
+	case a.MaxRatio < 1:
+		return fmt.Errorf("classifier.autolearn.max_ratio: %v must be at least 1", a.MaxRatio)
+	case a.Flush < time.Second || a.Flush > 24*time.Hour:
+		return fmt.Errorf("classifier.autolearn.flush: %v must be from 1s to 24h", a.Flush)
 	}
 	return nil
 }

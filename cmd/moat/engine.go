@@ -36,6 +36,8 @@ type engineDeps struct {
 	// Classifier is the classifier's model in force (moat serve's, kept
 	// fresh from the store; analyze's, read once from --state).
 	Classifier *classifier.Live
+	// Autolearn is moat serve's autolearner (nil: off).
+	Autolearn *classifier.Autolearner
 	// Recorded: the DNS knows only the answers recorded in a capture.
 	Recorded bool
 	// Live: moat serve (warn about what cannot work live).
@@ -88,7 +90,7 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 		log.Warn("reputation is enabled but no state store is configured: reputation facts are unknown")
 	}
 	if cfg.Classifier.Enabled && d.Classifier != nil {
-		ec.Classifier = d.Classifier
+		ec.Classifier, ec.Autolearn = d.Classifier, d.Autolearn
 	}
 	if ec.Submission, err = engineSubmission(cfg, d); err != nil {
 		return nil, nil, &configError{err}

@@ -23,6 +23,7 @@ import (
 	"moat/dnsbl"
 	"moat/inspect"
 	"moat/inspect/authguard"
+	"moat/inspect/classifier"
 	"moat/inspect/greylist"
 	"moat/inspect/ratelimit"
 	"moat/inspect/reputation"
@@ -160,6 +161,12 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 	deps.Classifier = liveClassifier(ctx, cfg, deps.Store, log)
 	if deps.Classifier != nil {
 		go deps.Classifier.Watch(ctx, deps.Store, cfg.Classifier.Refresh, log)
+		if a := cfg.Classifier.Autolearn; a.Enabled {
+			// Started once, with the startup configuration; a reload
+			// does not change autolearning.
+			deps.Autolearn = classifier.NewAutolearner(a.AutolearnConfig, deps.Store, deps.Classifier, log)
+			go deps.Autolearn.Run(ctx)
+		}
 	}
 	engine, set, err := buildEngine(cfg, lists, deps)
 	if err != nil {
