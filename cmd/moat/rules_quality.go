@@ -90,13 +90,11 @@ func (l *labels) read(fn func(name string, spam bool, msg []byte) error) error {
 type scored struct {
 	thresholds      []rules.Threshold
 	samples         []quality.Sample
-	notSpam, notHam int       // messages not judged, by label
-	log             io.Writer // where each message not judged is named
+	notSpam, notHam int // messages not judged, by label
 }
 
-func (s *scored) add(name string, spam bool, j rules.Judgement) {
+func (s *scored) add(spam bool, j rules.Judgement) {
 	if j.Error != "" {
-		fmt.Fprintf(s.log, "moat rules: %s: not judged: %s\n", name, j.Error)
 		if spam {
 			s.notSpam++
 		} else {
@@ -105,6 +103,22 @@ func (s *scored) add(name string, spam bool, j rules.Judgement) {
 		return
 	}
 	s.samples = append(s.samples, quality.Sample{Score: j.Score, Spam: spam})
+}
+
+// notJudged names on w a message that a judge could not judge; rules
+// test passes its one judgement twice.
+func notJudged(w io.Writer, name string, o, n rules.Judgement) {
+	switch {
+	case o.Error == "" && n.Error == "":
+	case o.Error == n.Error:
+		fmt.Fprintf(w, "moat rules: %s: not judged: %s\n", name, o.Error)
+	case o.Error == "":
+		fmt.Fprintf(w, "moat rules: %s: not judged by NEW: %s\n", name, n.Error)
+	case n.Error == "":
+		fmt.Fprintf(w, "moat rules: %s: not judged by OLD: %s\n", name, o.Error)
+	default:
+		fmt.Fprintf(w, "moat rules: %s: not judged: OLD: %s; NEW: %s\n", name, o.Error, n.Error)
+	}
 }
 
 func (s *scored) summary() qualitySummary {
@@ -127,9 +141,11 @@ type qualitySummary struct {
 // --labels still gives it), and --format json stays one object.
 func runQualityTest(judge judgeFunc, thresholds []rules.Threshold, l *labels, format string, stdout, stderr io.Writer) error {
 	p := &progress{w: stderr, start: time.Now()}
-	s := &scored{thresholds: thresholds, log: stderr}
+	s := &scored{thresholds: thresholds}
 	err := l.read(func(name string, spam bool, msg []byte) error {
-		s.add(name, spam, judge(name, msg))
+		j := judge(name, msg)
+		s.add(spam, j)
+		notJudged(stderr, name, j, j)
 		p.tick()
 		return nil
 	})
@@ -155,13 +171,13 @@ func runQualityCompare(oldJudge, newJudge judgeFunc, oldT, newT []rules.Threshol
 	if format == "table" {
 		fmt.Fprintln(tw, "MESSAGE\tLABEL\tOLD\tNEW\tWHY")
 	}
-	oldS := &scored{thresholds: oldT, log: stderr}
-	newS := &scored{thresholds: newT, log: io.Discard} // reported once
+	oldS, newS := &scored{thresholds: oldT}, &scored{thresholds: newT}
 	changed := 0
 	err := l.read(func(name string, spam bool, msg []byte) error {
 		o, n := oldJudge(name, msg), newJudge(name, msg)
-		oldS.add(name, spam, o)
-		newS.add(name, spam, n)
+		oldS.add(spam, o)
+		newS.add(spam, n)
+		notJudged(stderr, name, o, n)
 		p.tick()
 		if o.Action == n.Action {
 			return nil
