@@ -21,12 +21,21 @@ type Judgement struct {
 	// Classifier is the statistical classifier's judgement, when a
 	// model was at hand and trained.
 	Classifier *inspect.ClassifierResult `json:"classifier,omitempty"`
+	// Error says why the message could not be judged; Score and Action
+	// are then empty and the message counts for nothing.
+	Error string `json:"error,omitempty"`
 }
+
+// ErrNotMessage is the Judgement.Error of input without a single header
+// field: an empty file or one that is not mail (RFC 5322 §3.6 requires at
+// least Date and From), such as a stray file in a directory of messages.
+const ErrNotMessage = "no header fields: not a message"
 
 // JudgeMessage runs the data-stage rules over one message as the tuning
 // tools do: the envelope is taken from the message itself (sender from
 // Return-Path or From, recipients from To and Cc), the client is unknown,
-// so only data-stage rules apply. DNS lists are not queried.
+// so only data-stage rules apply. DNS lists are not queried. Input that
+// is not a message is not judged (Judgement.Error is ErrNotMessage).
 func (s *Set) JudgeMessage(name string, msg []byte) Judgement {
 	return s.JudgeMessageWith(inspect.Config{}, name, msg)
 }
@@ -34,9 +43,12 @@ func (s *Set) JudgeMessage(name string, msg []byte) Judgement {
 // JudgeMessageWith is JudgeMessage with the other parts of an engine
 // taken from ec: the classifier's model (ec.Judge is s).
 func (s *Set) JudgeMessageWith(ec inspect.Config, name string, msg []byte) Judgement {
+	c := inspect.ParseContent(bytes.NewReader(msg), int64(len(msg)), max(s.needs[inspect.StageData].Depth, inspect.DepthHeaders), inspect.DefaultContentLimits())
+	if len(c.Header) == 0 {
+		return Judgement{Message: name, Error: ErrNotMessage}
+	}
 	ec.Judge = s
 	e, _ := inspect.New(ec)
-	c := inspect.ParseContent(bytes.NewReader(msg), int64(len(msg)), max(s.needs[inspect.StageData].Depth, inspect.DepthHeaders), inspect.DefaultContentLimits())
 	sess := &inspect.Session{ID: "corpus", Client: netip.AddrPortFrom(netip.IPv4Unspecified(), 0)}
 	if t, ok := receivedTime(c); ok {
 		// Judge archived mail at the time it was received, so that date

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -627,5 +628,34 @@ rules:
 	want := []string{"192.0.2.1", "mx.example.org", "sender.example"}
 	if strings.Join(lists.keys, " ") != strings.Join(want, " ") {
 		t.Fatalf("lookups %q, want each key once: %q", lists.keys, want)
+	}
+}
+
+// Thresholds lists what the file sets, tag to reject, and nothing else.
+func TestThresholds(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		want []Threshold
+	}{
+		{"thresholds: {reject: 10, tag: 5}\nrules: []\n", []Threshold{{"tag", 5}, {"reject", 10}}},
+		{"thresholds: {tag: 2, tempfail: 3, reject: 4.5}\nrules: []\n", []Threshold{{"tag", 2}, {"tempfail", 3}, {"reject", 4.5}}},
+		{"rules: []\n", nil},
+	} {
+		if got := mustParse(t, tc.src).Thresholds(); !slices.Equal(got, tc.want) {
+			t.Errorf("%q: %v, want %v", tc.src, got, tc.want)
+		}
+	}
+}
+
+// Input without a header field is not judged; a message is.
+func TestJudgeMessageNotAMessage(t *testing.T) {
+	set := mustParse(t, "thresholds: {tag: 5}\nrules:\n  - {name: CHEAP, stage: data, when: {subject: {contains: cheap}}, score: 6}\n")
+	for _, in := range []string{"", "Hello world\r\nsecond line\r\n", "\x00\x01binary"} {
+		if j := set.JudgeMessage("x", []byte(in)); j.Error != ErrNotMessage || j.Action != "" {
+			t.Errorf("%q: %+v, want not judged", in, j)
+		}
+	}
+	if j := set.JudgeMessage("m", []byte("Subject: cheap\r\n\r\nbody\r\n")); j.Error != "" || j.Action != "tag" || j.Score != 6 {
+		t.Errorf("message: %+v, want tag 6", j)
 	}
 }

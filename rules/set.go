@@ -97,6 +97,28 @@ func newSet(file string, opts Options) *Set {
 // File names the file the set was loaded from.
 func (s *Set) File() string { return s.file }
 
+// Threshold is the total score from which an action is taken.
+type Threshold struct {
+	Action string // "tag", "tempfail" or "reject"
+	Score  float64
+}
+
+// Thresholds lists the thresholds the rules file sets, in the order tag,
+// tempfail, reject; an action without a threshold is left out. Tag
+// applies at the data stage only.
+func (s *Set) Thresholds() []Threshold {
+	var ts []Threshold
+	for _, t := range []struct {
+		action string
+		score  *float64
+	}{{"tag", s.thresholds.tag}, {"tempfail", s.thresholds.tempfail}, {"reject", s.thresholds.reject}} {
+		if t.score != nil {
+			ts = append(ts, Threshold{t.action, *t.score})
+		}
+	}
+	return ts
+}
+
 // Greylists reports whether some rule has action greylist: the engine
 // then needs a state store to decide it.
 func (s *Set) Greylists() bool {

@@ -14,7 +14,9 @@ import (
 
 const rulesUsage = `Usage:
   moat rules test [--rules FILE] [--config FILE] [--format table|json] MESSAGE|CAPTURE...
+  moat rules test [--rules FILE] [--config FILE] [--format table|json] --labels spam=PATH,...,ham=PATH,...
   moat rules compare [--config FILE] [--format table|json] OLD NEW MESSAGE|CAPTURE...
+  moat rules compare [--config FILE] [--format table|json] --labels spam=PATH,...,ham=PATH,... OLD NEW
   moat rules default
 
 test     runs the data-stage rules over messages and prints, per message, the
@@ -34,6 +36,22 @@ stage by stage with its recorded client and envelope, so the rules of
 every stage apply. compare lists the transactions whose action changes,
 with the rules that cause it, and the totals per action (with
 --format json, a last line {"totals": ...}).
+
+--labels names known spam and known ham (each PATH a MESSAGE as above;
+a path belongs to the label last named before it) and measures the rules
+on them by score: for each threshold of the rules (tag, tempfail,
+reject), the spam caught and the ham flagged (score >= threshold); the
+lowest threshold that flags at most 0.1 % and at most 0.5 % of the ham,
+and the spam caught there (equal scores are flagged together, so it is
+"none" when even the top score flags too much ham); and 1-ROCA%, 100 ×
+(1 − area under the ROC curve): 0 separates perfectly, 50 is a coin
+toss. Actions of single rules (reject, accept) are not seen there. test
+prints this summary instead of the per-message table (with --format
+json, one object); compare prints the messages whose action changes,
+with their label, then both summaries side by side (with --format json,
+a last line {"quality": {"old": ..., "new": ...}}). Input that is not
+a message (no header field) is not judged: it is named on stderr and
+counted.
 `
 
 func cmdRules(args []string, stdout, stderr io.Writer) int {
@@ -50,11 +68,17 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 	rulesFile := fs.String("rules", "", "rules `FILE` (default: the config's rules, else the built-in rules)")
 	configPath := fs.String("config", "", "configuration `FILE` for DNS list names and rules")
 	format := fs.String("format", "table", "output format: table or json")
+	var lab labels
+	fs.Var(&lab, "labels", "measure on labelled mail: `spam=PATH[,PATH...],ham=PATH[,PATH...]`")
 	if ok, code := parseFlags(fs, args[1:], stdout); !ok {
 		return code
 	}
 	if *format != "table" && *format != "json" {
 		fmt.Fprintf(stderr, "moat rules: --format %q is not table or json\n", *format)
+		return exitUsage
+	}
+	if err := lab.check(); err != nil {
+		fmt.Fprintf(stderr, "moat rules: %v\n", err)
 		return exitUsage
 	}
 	cfg, err := loadConfig(*configPath)
@@ -78,7 +102,11 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 		stdout.Write(rules.DefaultYAML())
 		return 0
 	case "test":
-		if fs.NArg() == 0 {
+		if fs.NArg() > 0 && lab.set() {
+			fmt.Fprintln(stderr, "moat rules test: --labels names the messages; give no MESSAGE")
+			return exitUsage
+		}
+		if fs.NArg() == 0 && !lab.set() {
 			fs.Usage()
 			return exitUsage
 		}
@@ -86,15 +114,22 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return exitCode(stderr, err)
 		}
+		if lab.set() {
+			return exitCode(stderr, runQualityTest(set.JudgeMessage, set.Thresholds(), &lab, *format, stdout, stderr))
+		}
 		captures, messages := splitCaptures(fs.Args())
 		if len(messages) > 0 {
-			if err := runRulesTest(set, messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
+			if err := runRulesTest(set.JudgeMessage, messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
 				return exitCode(stderr, err)
 			}
 		}
 		return exitCode(stderr, runCaptureTest(context.Background(), cfg, *rulesFile, captures, *format, stdout, stderr))
 	case "compare":
-		if fs.NArg() < 3 {
+		if lab.set() && fs.NArg() != 2 {
+			fmt.Fprintln(stderr, "moat rules compare: --labels names the messages; give OLD and NEW only")
+			return exitUsage
+		}
+		if fs.NArg() < 3 && !lab.set() {
 			fs.Usage()
 			return exitUsage
 		}
@@ -106,9 +141,13 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return exitCode(stderr, err)
 		}
+		if lab.set() {
+			return exitCode(stderr, runQualityCompare(oldSet.JudgeMessage, newSet.JudgeMessage,
+				oldSet.Thresholds(), newSet.Thresholds(), &lab, *format, stdout, stderr))
+		}
 		captures, messages := splitCaptures(fs.Args()[2:])
 		if len(messages) > 0 {
-			if err := runRulesCompare(oldSet, newSet, messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
+			if err := runRulesCompare(oldSet.JudgeMessage, newSet.JudgeMessage, messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
 				return exitCode(stderr, err)
 			}
 		}
@@ -131,7 +170,7 @@ func (p *progress) tick() {
 	}
 }
 
-func runRulesTest(set *rules.Set, paths []string, format string, stdout, stderr io.Writer) error {
+func runRulesTest(judge judgeFunc, paths []string, format string, stdout, stderr io.Writer) error {
 	p := &progress{w: stderr, start: time.Now()}
 	enc := json.NewEncoder(stdout)
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
@@ -140,19 +179,27 @@ func runRulesTest(set *rules.Set, paths []string, format string, stdout, stderr 
 	}
 	counts := map[string]int{}
 	err := rules.ReadCorpus(paths, func(name string, msg []byte) error {
-		j := set.JudgeMessage(name, msg)
+		j := judge(name, msg)
 		counts[j.Action]++
 		p.tick()
 		if format == "json" {
 			return enc.Encode(j)
+		}
+		if j.Error != "" {
+			fmt.Fprintf(tw, "%s\t-\tnot judged\t%s\n", name, j.Error)
+			return nil
 		}
 		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\n", name, j.Score, j.Action, hitList(j))
 		return nil
 	})
 	if format == "table" {
 		tw.Flush()
-		fmt.Fprintf(stderr, "moat rules: %d messages: %d accept, %d tag, %d tempfail, %d reject\n",
+		fmt.Fprintf(stderr, "moat rules: %d messages: %d accept, %d tag, %d tempfail, %d reject",
 			p.n, counts["accept"], counts["tag"], counts["tempfail"], counts["reject"])
+		if counts[""] > 0 {
+			fmt.Fprintf(stderr, ", %d not judged", counts[""])
+		}
+		fmt.Fprintln(stderr)
 	}
 	return err
 }
@@ -168,7 +215,7 @@ func hitList(j rules.Judgement) string {
 	return strings.Join(s, " ")
 }
 
-func runRulesCompare(oldSet, newSet *rules.Set, paths []string, format string, stdout, stderr io.Writer) error {
+func runRulesCompare(oldJudge, newJudge judgeFunc, paths []string, format string, stdout, stderr io.Writer) error {
 	p := &progress{w: stderr, start: time.Now()}
 	enc := json.NewEncoder(stdout)
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
@@ -177,7 +224,7 @@ func runRulesCompare(oldSet, newSet *rules.Set, paths []string, format string, s
 	}
 	changed := 0
 	err := rules.ReadCorpus(paths, func(name string, msg []byte) error {
-		o, n := oldSet.JudgeMessage(name, msg), newSet.JudgeMessage(name, msg)
+		o, n := oldJudge(name, msg), newJudge(name, msg)
 		p.tick()
 		if o.Action == n.Action {
 			return nil
