@@ -461,6 +461,43 @@ func handleLearn(mux *http.ServeMux, st state.Store, live *classifier.Live) {
 	})
 }
 
+// configStateSpec names the configuration's state store the way
+// --state does: its directory, or redis://HOST:PORT/DB; "" without one.
+func configStateSpec(cfg *Config) string {
+	switch {
+	case cfg.State == nil:
+		return ""
+	case cfg.State.Backend == state.BackendRedis:
+		return fmt.Sprintf("redis://%s/%d", cfg.State.Redis.Address, cfg.State.Redis.DB)
+	}
+	return cfg.State.Dir
+}
+
+// toolClassifier is the model the offline tools (rules test and
+// compare) judge with: the one in --state, else the configuration's store
+// when classifier.enabled; read once, never written. nil when there is
+// none to read.
+func toolClassifier(cfg *Config, spec string) (*classifier.Live, error) {
+	if spec == "" && cfg.Classifier.Enabled {
+		spec = configStateSpec(cfg)
+	}
+	if spec == "" {
+		return nil, nil
+	}
+	st, closeStore, err := openReadStore(spec)
+	if err != nil {
+		return nil, err
+	}
+	defer closeStore()
+	m, ver, err := classifier.Load(context.Background(), st, classifier.DefaultBits)
+	if err != nil {
+		return nil, fmt.Errorf("the classifier model in %s: %v", spec, err)
+	}
+	lv := &classifier.Live{}
+	lv.Set(m, ver)
+	return lv, nil
+}
+
 const explainUsage = `Usage:
   moat explain [--config FILE] [--state DIR|redis://HOST:PORT[/DB]] [--tokens N] MESSAGE.eml
 
@@ -489,12 +526,8 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 		return exitCode(stderr, err)
 	}
 	spec := *stateSpec
-	if spec == "" && cfg.State != nil {
-		if cfg.State.Backend == state.BackendRedis {
-			spec = fmt.Sprintf("redis://%s/%d", cfg.State.Redis.Address, cfg.State.Redis.DB)
-		} else {
-			spec = cfg.State.Dir
-		}
+	if spec == "" {
+		spec = configStateSpec(cfg)
 	}
 	var msg []byte
 	if err := rules.ReadCorpus([]string{fs.Arg(0)}, func(_ string, m []byte) error {

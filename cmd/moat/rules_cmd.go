@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"moat/inspect"
 	"moat/rules"
 )
 
@@ -24,6 +25,10 @@ test     runs the data-stage rules over messages and prints, per message, the
 compare  runs two rule files over the same messages and prints the messages
          whose action changes, with the rules that differ.
 default  prints the built-in rule set (a starting point for your own file).
+
+With classifier.enabled in the configuration, or --state DIR|redis://...,
+messages are judged with the classifier model of that state store too
+(read from a copy, never changed), so the CLASSIFIER_* rules apply.
 
 MESSAGE is a file holding one message (.eml), an mbox file, a Maildir
 folder or any directory of message files. DNS lists are not queried and
@@ -70,6 +75,7 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 	format := fs.String("format", "table", "output format: table or json")
 	var lab labels
 	fs.Var(&lab, "labels", "measure on labelled mail: `spam=PATH[,PATH...],ham=PATH[,PATH...]`")
+	stateSpec := fs.String("state", "", "judge with the classifier model of this store: a state `DIR` or redis://HOST:PORT[/DB] (default: the configuration's, when classifier.enabled)")
 	if ok, code := parseFlags(fs, args[1:], stdout); !ok {
 		return code
 	}
@@ -85,17 +91,27 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exitCode(stderr, err)
 	}
+	var ec inspect.Config
+	if args[0] != "default" {
+		if ec.Classifier, err = toolClassifier(cfg, *stateSpec); err != nil {
+			return exitCode(stderr, err)
+		}
+	}
 	load := func(file string) (*rules.Set, error) {
 		rc := cfg.Rules
 		if file != "" {
 			rc.File = file
 		}
 		rc.Mode = "enforce"
-		s, err := rules.LoadConfigured(rc, rules.Options{Lists: listKinds(cfg), RateLimits: rateLimitStages(cfg)})
+		s, err := rules.LoadConfigured(rc, rules.Options{Lists: listKinds(cfg), RateLimits: rateLimitStages(cfg),
+			Classifier: ec.Classifier != nil})
 		if err != nil {
 			return nil, &configError{err}
 		}
 		return s, nil
+	}
+	judge := func(s *rules.Set) judgeFunc {
+		return func(name string, msg []byte) rules.Judgement { return s.JudgeMessageWith(ec, name, msg) }
 	}
 	switch args[0] {
 	case "default":
@@ -115,11 +131,11 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 			return exitCode(stderr, err)
 		}
 		if lab.set() {
-			return exitCode(stderr, runQualityTest(set.JudgeMessage, set.Thresholds(), &lab, *format, stdout, stderr))
+			return exitCode(stderr, runQualityTest(judge(set), set.Thresholds(), &lab, *format, stdout, stderr))
 		}
 		captures, messages := splitCaptures(fs.Args())
 		if len(messages) > 0 {
-			if err := runRulesTest(set.JudgeMessage, messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
+			if err := runRulesTest(judge(set), messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
 				return exitCode(stderr, err)
 			}
 		}
@@ -142,12 +158,12 @@ func cmdRules(args []string, stdout, stderr io.Writer) int {
 			return exitCode(stderr, err)
 		}
 		if lab.set() {
-			return exitCode(stderr, runQualityCompare(oldSet.JudgeMessage, newSet.JudgeMessage,
+			return exitCode(stderr, runQualityCompare(judge(oldSet), judge(newSet),
 				oldSet.Thresholds(), newSet.Thresholds(), &lab, *format, stdout, stderr))
 		}
 		captures, messages := splitCaptures(fs.Args()[2:])
 		if len(messages) > 0 {
-			if err := runRulesCompare(oldSet.JudgeMessage, newSet.JudgeMessage, messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
+			if err := runRulesCompare(judge(oldSet), judge(newSet), messages, *format, stdout, stderr); err != nil || len(captures) == 0 {
 				return exitCode(stderr, err)
 			}
 		}
