@@ -34,12 +34,19 @@
 //
 // Performance: training is two sa-learn processes (--spam, then --ham) over
 // one mbox file each, and classification one spamassassin process over one
-// mbox; SpamAssassin's start-up (about a second, mostly compiling the
-// rules) is paid three times per Train and Score, not per message. The
-// probability comes from the template tag _BAYES_ (add_header all Bayes
-// _BAYES_), which SpamAssassin formats with four decimals; each message is
-// matched to its result by a header the harness adds (X-Moat-Corpus-Name,
-// excluded from tokens by bayes_ignore_header), never by position.
+// mbox; SpamAssassin's start-up (about a second) is paid per process, not
+// per message. Each message is matched to its result by a header the
+// harness adds (X-Moat-Corpus-Name, excluded from tokens by
+// bayes_ignore_header), never by position.
+//
+// The probability is read from a header. SpamAssassin's own template tag
+// _BAYES_ (add_header all Bayes _BAYES_, X-Spam-Bayes) rounds it to four
+// decimals, which ties many messages: chi-squared combining puts messages
+// with strong evidence both ways at 0.5000x and confident ones at 1.0000,
+// and ties rank against a classifier. So a ten-line plugin of the harness
+// (bayesPlugin), loaded from the site config, adds the tag _BAYESP_ with
+// the same value, the Bayes plugin's bayes_score that _BAYES_ formats, at
+// full precision (X-Spam-BayesP); Score checks that the two agree.
 package satest
 
 import (
@@ -47,6 +54,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"moat/internal/corpustest"
 	"os"
 	"os/exec"
@@ -78,14 +86,36 @@ const nameHeader = "X-Moat-Corpus-Name"
 // an asctime date).
 const separator = "From corpustest@moat.invalid  Thu Jan  1 00:00:00 1970\n"
 
-// localCF is the site config; %s is the Bayes database's path prefix.
+// bayesPlugin sets the template tag _BAYESP_ to the message's Bayes
+// probability at full precision ("none" when Bayes gave none, where
+// _BAYES_ says 0.5), at check_end, after the rules (Bayes among them) ran
+// and before the headers are written.
+const bayesPlugin = `# Written by moat's internal/satest; see its package doc.
+package Moat::SATest::BayesPrecise;
+use strict;
+use warnings;
+use Mail::SpamAssassin::Plugin;
+our @ISA = qw(Mail::SpamAssassin::Plugin);
+sub new { my ($class, $sa) = @_; my $self = $class->SUPER::new($sa); bless $self, $class; return $self; }
+sub check_end {
+  my ($self, $opts) = @_;
+  my $pms = $opts->{permsgstatus};
+  $pms->set_tag('BAYESP', defined $pms->{bayes_score} ? sprintf('%.17g', $pms->{bayes_score}) : 'none');
+  return 0;
+}
+1;
+`
+
+// localCF is the site config; %[1]s is the Bayes database's path prefix,
+// %[2]s the plugin's file.
 const localCF = `# Written by moat's internal/satest; see its package doc.
+loadplugin Moat::SATest::BayesPrecise %[2]s
 use_bayes 1
 bayes_auto_learn 0
 bayes_auto_expire 0
 bayes_min_spam_num 200
 bayes_min_ham_num 200
-bayes_path %s
+bayes_path %[1]s
 bayes_file_mode 0700
 bayes_ignore_header ` + nameHeader + `
 dns_available no
@@ -93,6 +123,7 @@ skip_rbl_checks 1
 use_auto_whitelist 0
 report_safe 0
 add_header all Bayes _BAYES_
+add_header all BayesP _BAYESP_
 `
 
 // Bayes is a trained SpamAssassin Bayes database in a temp dir of the test.
@@ -139,7 +170,8 @@ func Train(t testing.TB, train []corpustest.Message) *Bayes {
 		b.write(t, filepath.Join("site", filepath.Base(p)), data)
 	}
 	b.writeBayesRules(t)
-	b.write(t, "site/local.cf", []byte(fmt.Sprintf(localCF, filepath.Join(b.dir, "bayes", "bayes"))))
+	plugin := b.write(t, "bayes_precise.pm", []byte(bayesPlugin))
+	b.write(t, "site/local.cf", []byte(fmt.Sprintf(localCF, filepath.Join(b.dir, "bayes", "bayes"), plugin)))
 	b.write(t, "user_prefs", nil)
 
 	var spam, ham []corpustest.Message
@@ -182,7 +214,8 @@ func Train(t testing.TB, train []corpustest.Message) *Bayes {
 }
 
 // Score classifies msgs with one spamassassin process and returns
-// SpamAssassin's Bayes spam probability (0 to 1, four decimals) of each, in
+// SpamAssassin's Bayes spam probability (0 to 1, full precision; 0.5, as
+// SpamAssassin says, for a message Bayes gives none) of each, in
 // the order of msgs, and the wall-clock time per message, the process's
 // start-up included. It fails the test unless every message comes back
 // with a probability.
@@ -343,7 +376,7 @@ func parseResults(out []byte) (map[string]float64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 0, 64*1024), 16<<20)
 	inHeader := false
-	var name, bayes string
+	var name, bayes, precise string
 	n := 0
 	flush := func() error {
 		if n == 0 {
@@ -352,12 +385,19 @@ func parseResults(out []byte) (map[string]float64, error) {
 		if name == "" {
 			return fmt.Errorf("message %d has no %s header", n, nameHeader)
 		}
-		if bayes == "" {
-			return fmt.Errorf("%s has no X-Spam-Bayes header (Bayes not run?)", name)
+		if bayes == "" || precise == "" {
+			return fmt.Errorf("%s lacks X-Spam-Bayes or X-Spam-BayesP (Bayes not run?)", name)
 		}
-		p, err := strconv.ParseFloat(bayes, 64)
-		if err != nil || p < 0 || p > 1 {
+		rounded, err := strconv.ParseFloat(bayes, 64)
+		if err != nil || rounded < 0 || rounded > 1 {
 			return fmt.Errorf("%s: X-Spam-Bayes %q is not a probability", name, bayes)
+		}
+		p := 0.5 // SpamAssassin's _BAYES_ when Bayes gave no probability
+		if precise != "none" {
+			p, err = strconv.ParseFloat(precise, 64)
+			if err != nil || math.Abs(p-rounded) > 0.00005 {
+				return fmt.Errorf("%s: X-Spam-BayesP %q does not round to X-Spam-Bayes %q", name, precise, bayes)
+			}
 		}
 		if _, dup := res[name]; dup {
 			return fmt.Errorf("%s came back twice", name)
@@ -372,7 +412,7 @@ func parseResults(out []byte) (map[string]float64, error) {
 				return nil, err
 			}
 			n++
-			inHeader, name, bayes = true, "", ""
+			inHeader, name, bayes, precise = true, "", "", ""
 			continue
 		}
 		if !inHeader {
@@ -391,6 +431,8 @@ func parseResults(out []byte) (map[string]float64, error) {
 			name = strings.TrimSpace(v)
 		case strings.EqualFold(k, "X-Spam-Bayes"):
 			bayes = strings.TrimSpace(v)
+		case strings.EqualFold(k, "X-Spam-BayesP"):
+			precise = strings.TrimSpace(v)
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -91,17 +91,19 @@ func TestMboxrd(t *testing.T) {
 }
 
 func TestParseResults(t *testing.T) {
-	out := separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.9990\n\nbody\n>From x\n\n" +
-		separator + "X-Spam-Bayes: 0.0100\n" + nameHeader + ": a/2\n\n"
+	out := separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.9990\nX-Spam-BayesP: 0.99903\n\nbody\n>From x\n\n" +
+		separator + "X-Spam-Bayes: 0.5\nX-Spam-BayesP: none\n" + nameHeader + ": a/2\n\n"
 	got, err := parseResults([]byte(out))
-	if err != nil || got["a/1"] != 0.999 || got["a/2"] != 0.01 || len(got) != 2 {
+	if err != nil || got["a/1"] != 0.99903 || got["a/2"] != 0.5 || len(got) != 2 {
 		t.Errorf("got %v, %v", got, err)
 	}
 	for _, bad := range []string{
-		separator + "X-Spam-Bayes: 0.5\n\n",
+		separator + "X-Spam-Bayes: 0.5\nX-Spam-BayesP: 0.5\n\n",
 		separator + nameHeader + ": a/1\n\n",
-		separator + nameHeader + ": a/1\nX-Spam-Bayes: 2\n\n",
-		separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.5\n\n" + separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.5\n\n",
+		separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.5\n\n",
+		separator + nameHeader + ": a/1\nX-Spam-Bayes: 2\nX-Spam-BayesP: 2\n\n",
+		separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.5000\nX-Spam-BayesP: 0.6\n\n",
+		separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.5\nX-Spam-BayesP: 0.5\n\n" + separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.5\nX-Spam-BayesP: 0.5\n\n",
 	} {
 		if _, err := parseResults([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
@@ -122,6 +124,17 @@ func runFold(t *testing.T, msgs []corpustest.Message, k, fold int) (metrics, *Ba
 		spam[i] = m.Spam
 	}
 	m := measure(scores, spam)
+	var hs []float64
+	var spamAt1 int
+	for i, s := range scores {
+		if !spam[i] {
+			hs = append(hs, s)
+		} else if s == 1 {
+			spamAt1++
+		}
+	}
+	sort.Sort(sort.Reverse(sort.Float64Slice(hs)))
+	t.Logf("fold %d/%d: highest ham scores %.6g; %d spam at 1 exactly", fold, k, hs[:5], spamAt1)
 	t.Logf("fold %d/%d: trained on %d (sa-learn learned %d spam, %d ham) in %v (%v/message); scored %d in %v (%v/message)",
 		fold, k, len(train), b.LearnedSpam, b.LearnedHam, trainWall.Round(time.Millisecond), b.TrainTime.Round(time.Microsecond),
 		len(test), (perMsg * time.Duration(len(test))).Round(time.Millisecond), perMsg.Round(time.Microsecond))
