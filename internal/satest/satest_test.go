@@ -93,9 +93,9 @@ func TestMboxrd(t *testing.T) {
 func TestParseResults(t *testing.T) {
 	out := separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.9990\nX-Spam-BayesP: 0.99903\n\nbody\n>From x\n\n" +
 		separator + "X-Spam-Bayes: 0.5\nX-Spam-BayesP: none\n" + nameHeader + ": a/2\n\n"
-	got, err := parseResults([]byte(out))
-	if err != nil || got["a/1"] != 0.99903 || got["a/2"] != 0.5 || len(got) != 2 {
-		t.Errorf("got %v, %v", got, err)
+	got, none, err := parseResults([]byte(out))
+	if err != nil || got["a/1"] != 0.99903 || got["a/2"] != 0.5 || len(got) != 2 || len(none) != 1 || none[0] != "a/2" {
+		t.Errorf("got %v, none %v, %v", got, none, err)
 	}
 	for _, bad := range []string{
 		separator + "X-Spam-Bayes: 0.5\nX-Spam-BayesP: 0.5\n\n",
@@ -105,7 +105,7 @@ func TestParseResults(t *testing.T) {
 		separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.5000\nX-Spam-BayesP: 0.6\n\n",
 		separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.5\nX-Spam-BayesP: 0.5\n\n" + separator + nameHeader + ": a/1\nX-Spam-Bayes: 0.5\nX-Spam-BayesP: 0.5\n\n",
 	} {
-		if _, err := parseResults([]byte(bad)); err == nil {
+		if _, _, err := parseResults([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
 	}
