@@ -592,6 +592,15 @@ func (c *conversation) cmdHelo(cmd smtp.Command) {
 	}
 	if cmd.Verb == smtp.VerbEHLO && r != nil && r.Class() == 2 && len(r.Lines) > 1 {
 		c.out.Capabilities = append([]string(nil), r.Lines[1:]...)
+		if c.q != nil {
+			// The recorded server's offer stands for the upstream's, as
+			// its replies do: what moat relays only when the upstream
+			// has it (SMTPUTF8, DSN) is offered offline when the
+			// recorded server offered it, so a client's SMTPUTF8 or
+			// RET= is judged as live, not refused as unoffered.
+			e := smtp.ParseEHLO(*r)
+			c.q.SetUpstream(sequencer.Upstream{SMTPUTF8: e.Has("SMTPUTF8"), DSN: e.Has("DSN")})
+		}
 	}
 	c.feed(r)
 }

@@ -366,7 +366,9 @@ func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string
 			stop()
 			return nil, "", nil, err
 		}
-		e, _, err := buildEngine(&c, lists, engineDeps{Rules: m, Auth: d.Auth, Recorded: true, Log: log})
+		dd := d
+		dd.Recorded = true
+		e, _, err := buildEngine(&c, lists, dd)
 		if err != nil {
 			stop()
 			return nil, "", nil, err
@@ -380,11 +382,18 @@ func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string
 	if c, err := dnsbl.New(cfg.DNSBL, dnsbl.Deps{}); err == nil {
 		lk.c = c
 	}
-	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: lk, Metrics: m, RateLimits: rateLimitStages(cfg)})
+	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: lk, Metrics: m, RateLimits: rateLimitStages(cfg),
+		Classifier: cfg.Classifier.Enabled})
 	if err != nil {
 		return nil, "", nil, &configError{err}
 	}
 	ec := inspect.Config{Judge: set, Logger: log, Reputation: offlineReputation(cfg, d)}
+	if cfg.Classifier.Enabled {
+		ec.Classifier = d.Classifier
+	}
+	if ec.Submission, err = engineSubmission(cfg, d); err != nil {
+		return nil, "", nil, &configError{err}
+	}
 	if lk.c != nil && len(lk.c.Lists()) > 0 {
 		ec.Blocklists = notQueried{lk.c}
 	}
