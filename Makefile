@@ -36,6 +36,7 @@ bench:
 	$(GO) test -tags e2ebench -count=1 -v -run '^TestAnalyzer$$' -timeout 30m ./bench/e2e
 	$(GO) test -tags e2ebench -count=1 -v -run '^TestAuthEndToEnd$$' -timeout 1h ./bench/e2e -args $(BENCH_E2E_FLAGS)
 	$(GO) test -tags e2ebench -count=1 -v -run '^TestStateEndToEnd$$' -timeout 1h ./bench/e2e -args $(BENCH_E2E_FLAGS)
+	$(GO) test -tags e2ebench -count=1 -v -run '^TestClassifierEndToEnd$$' -timeout 1h ./bench/e2e -args $(BENCH_E2E_FLAGS)
 
 # Runs every fuzz target for FUZZTIME each, one after the other.
 fuzz:

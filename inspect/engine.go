@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"time"
@@ -245,6 +246,10 @@ func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction
 	v := e.evaluate(ctx, StageData, f)
 	if c := f.classified; c != nil && c.err == nil {
 		v.Classifier = &ClassifierResult{Prob: c.r.Prob, Confidence: c.r.Confidence}
+		// The decision line's trace names the classifier's part next to
+		// the CLASSIFIER_* rule it made fire.
+		v.Trace = append(v.Trace, "classifier="+strconv.FormatFloat(c.r.Prob, 'g', 4, 64)+
+			" confidence="+strconv.FormatFloat(c.r.Confidence, 'f', 2, 64))
 	}
 	if e.autolearn != nil && c != nil && c.Depth >= DepthText {
 		// The score without the classifier's own rules: a verdict the
