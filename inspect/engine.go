@@ -106,7 +106,7 @@ type Config struct {
 	// Autolearn teaches the classifier from confident verdicts (live
 	// only); nil: off.
 	Autolearn *classifier.Autolearner
-	Logger     *slog.Logger
+	Logger    *slog.Logger
 }
 
 // New builds an Engine from cfg.

@@ -113,8 +113,12 @@ func TestClassifierEndToEnd(t *testing.T) {
 	dmed := func(name string, f func(*res) []time.Duration) float64 {
 		return median(f(results[name]), func(d time.Duration) float64 { return d.Seconds() })
 	}
-	rate := func(name string) float64 { return float64(n) / dmed(name, func(r *res) []time.Duration { return r.dur }) }
-	cpu := func(name string) float64 { return dmed(name, func(r *res) []time.Duration { return r.cpu }) * 1000 / float64(n) }
+	rate := func(name string) float64 {
+		return float64(n) / dmed(name, func(r *res) []time.Duration { return r.dur })
+	}
+	cpu := func(name string) float64 {
+		return dmed(name, func(r *res) []time.Duration { return r.cpu }) * 1000 / float64(n)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Statistical classifier (TestClassifierEndToEnd)\n\n%d 5 KB messages, 50 concurrent sessions of one message; moat-rules runs the built-in rules, moat-classifier adds the classifier (model learned by `moat learn` from the %d messages of the SpamAssassin corpus's older half, embedded store); median of %d rounds, paths alternating.\n\n", n, len(corpus), *flagRounds)
 	fmt.Fprintf(&b, "| path | msgs/s | vs tcp-relay | proxy CPU ms/msg |\n|---|---|---|---|\n")
