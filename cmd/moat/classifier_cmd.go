@@ -16,6 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"moat/inspect"
 	"moat/inspect/classifier"
 	"moat/internal/state"
@@ -86,6 +88,30 @@ func liveClassifier(ctx context.Context, cfg *Config, st state.Store, log interf
 		log.Warn("classifier model not trained enough yet: its facts stay unknown until moat learn gave it 200 spam and 200 ham", "model", m.String())
 	}
 	return lv
+}
+
+// registerClassifierMetrics exports the model in force: how many spam and
+// ham messages it learned (0 before one is loaded, or with the
+// classifier off). The judgements themselves are the CLASSIFIER_* rules'
+// hits (moat_rules_hits_total).
+func registerClassifierMetrics(reg prometheus.Registerer, live func() *classifier.Live) {
+	for _, class := range []string{"spam", "ham"} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "moat_classifier_model_messages",
+			Help:        "Messages the classifier model in force has learned, by class; it judges from 200 of each.",
+			ConstLabels: prometheus.Labels{"class": class},
+		}, func() float64 {
+			m := live().Model()
+			if m == nil {
+				return 0
+			}
+			s, h := m.Learned()
+			if class == "spam" {
+				return float64(s)
+			}
+			return float64(h)
+		}))
+	}
 }
 
 const learnUsage = `Usage:

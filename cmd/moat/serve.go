@@ -159,6 +159,7 @@ func serve(ctx context.Context, hup <-chan os.Signal, path string, ov serveOverr
 		log.Info("state store opened", "backend", string(cfg.State.Backend))
 	}
 	deps.Classifier = liveClassifier(ctx, cfg, deps.Store, log)
+	registerClassifierMetrics(reg, func() *classifier.Live { return deps.Classifier })
 	if deps.Classifier != nil {
 		go deps.Classifier.Watch(ctx, deps.Store, cfg.Classifier.Refresh, log)
 		if a := cfg.Classifier.Autolearn; a.Enabled {
