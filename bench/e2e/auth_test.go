@@ -77,60 +77,16 @@ func TestAuthEndToEnd(t *testing.T) {
 			t.Fatalf("warm-up of %s: %v", p.name, err)
 		}
 	}
-	type res struct{ dur, cpu []time.Duration }
-	results := map[string]*res{}
-	for round := range *flagRounds {
-		for i := range paths {
-			p := paths[(i+round)%len(paths)]
-			pids := p.pids()
-			cpu0 := treeCPU(pids)
-			m0 := snk.mesg.Load()
-			start := time.Now()
-			refused, err := sendSigned(p.addr, msg, n, 50)
-			d := time.Since(start)
-			if err != nil {
-				t.Fatalf("%s round %d: %v", p.name, round+1, err)
-			}
-			if refused > 0 {
-				t.Fatalf("%s round %d: %d messages refused: the checks must pass them", p.name, round+1, refused)
-			}
-			if err := snk.waitCount(m0+int64(n), 30*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			if results[p.name] == nil {
-				results[p.name] = &res{}
-			}
-			results[p.name].dur = append(results[p.name].dur, d)
-			results[p.name].cpu = append(results[p.name].cpu, treeCPU(pids)-cpu0)
-			t.Logf("round %d %-14s %7.0f msgs/s  cpu %.3f ms/msg", round+1, p.name, float64(n)/d.Seconds(),
-				msPerMsg(treeCPU(pids)-cpu0, n))
-		}
-	}
-	med := func(name string, f func(*res) []time.Duration) float64 {
-		return median(f(results[name]), func(d time.Duration) float64 { return d.Seconds() })
-	}
-	rate := func(name string) float64 {
-		return float64(n) / med(name, func(r *res) []time.Duration { return r.dur })
-	}
-	cpu := func(name string) float64 {
-		return med(name, func(r *res) []time.Duration { return r.cpu }) * 1000 / float64(n)
-	}
+	r := runRounds(t, paths, snk, msg, n, nil)
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Sender authentication (TestAuthEndToEnd)\n\n%d signed 5 KB messages (one DKIM signature, rsa-sha256 2048 bits, relaxed/relaxed), 50 concurrent sessions of one message, SPF/DKIM/DMARC records on NSD; median of %d rounds, paths alternating.\n\n", n, *flagRounds)
-	fmt.Fprintf(&b, "| path | msgs/s | vs tcp-relay | proxy CPU ms/msg |\n|---|---|---|---|\n")
-	for _, p := range paths {
-		c := "-"
-		if p.proc != nil {
-			c = fmt.Sprintf("%.3f", cpu(p.name))
-		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.2f× | %s |\n", p.name, rate(p.name), rate(p.name)/rate("tcp-relay"), c)
-	}
-	fmt.Fprintf(&b, "\nVerification adds %.3f ms of CPU per message (moat with auth on minus off).\n", cpu("moat-auth")-cpu("moat-noauth"))
+	r.table(&b, paths)
+	fmt.Fprintf(&b, "\nVerification adds %.3f ms of CPU per message (moat with auth on minus off).\n", r.cpu("moat-auth")-r.cpu("moat-noauth"))
 	fmt.Println("\n" + b.String())
 	if err := os.WriteFile(filepath.Join(out, "auth.md"), []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := rate("moat-auth") / rate("tcp-relay"); r < 0.70 {
+	if r := r.rate("moat-auth") / r.rate("tcp-relay"); r < 0.70 {
 		t.Errorf("moat with sender authentication runs at %.2f× the TCP relay; the bar is 0.70×", r)
 	}
 }

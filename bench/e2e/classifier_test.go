@@ -73,68 +73,22 @@ func TestClassifierEndToEnd(t *testing.T) {
 			t.Fatalf("warm-up of %s: %v", p.name, err)
 		}
 	}
-	type res struct{ dur, cpu []time.Duration }
-	results := map[string]*res{}
-	for round := range *flagRounds {
-		for i := range paths {
-			p := paths[(i+round)%len(paths)]
-			pids := p.pids()
-			cpu0 := treeCPU(pids)
-			c0 := snk.mesg.Load()
-			start := time.Now()
-			refused, err := sendSigned(p.addr, msg, n, 50)
-			d := time.Since(start)
-			if err != nil {
-				t.Fatalf("%s round %d: %v", p.name, round+1, err)
-			}
-			if refused > 0 {
-				t.Fatalf("%s round %d: %d messages refused", p.name, round+1, refused)
-			}
-			if err := snk.waitCount(c0+int64(n), 30*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			cpu := treeCPU(pids) - cpu0
-			r := results[p.name]
-			if r == nil {
-				r = &res{}
-				results[p.name] = r
-			}
-			r.dur = append(r.dur, d)
-			r.cpu = append(r.cpu, cpu)
-			t.Logf("round %d %-16s %7.0f msgs/s  cpu %.3f ms/msg", round+1, p.name, float64(n)/d.Seconds(), msPerMsg(cpu, n))
-		}
-	}
+	r := runRounds(t, paths, snk, msg, n, nil)
 	// The classifier judged the messages: their transaction lines carry
 	// its probability.
 	logData, _ := os.ReadFile(filepath.Join(dir, "moat-classifier.log"))
 	if judged := strings.Count(string(logData), `"classifier":{"prob":`); judged < n {
 		t.Fatalf("moat-classifier: %d transaction lines carry a classifier judgement, want at least %d", judged, n)
 	}
-	dmed := func(name string, f func(*res) []time.Duration) float64 {
-		return median(f(results[name]), func(d time.Duration) float64 { return d.Seconds() })
-	}
-	rate := func(name string) float64 {
-		return float64(n) / dmed(name, func(r *res) []time.Duration { return r.dur })
-	}
-	cpu := func(name string) float64 {
-		return dmed(name, func(r *res) []time.Duration { return r.cpu }) * 1000 / float64(n)
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Statistical classifier (TestClassifierEndToEnd)\n\n%d 5 KB messages, 50 concurrent sessions of one message; moat-rules runs the built-in rules, moat-classifier adds the classifier (model learned by `moat learn` from the %d messages of the SpamAssassin corpus's older half, embedded store); median of %d rounds, paths alternating.\n\n", n, len(corpus), *flagRounds)
-	fmt.Fprintf(&b, "| path | msgs/s | vs tcp-relay | proxy CPU ms/msg |\n|---|---|---|---|\n")
-	for _, p := range paths {
-		c := "-"
-		if p.proc != nil {
-			c = fmt.Sprintf("%.3f", cpu(p.name))
-		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.2f× | %s |\n", p.name, rate(p.name), rate(p.name)/rate("tcp-relay"), c)
-	}
-	fmt.Fprintf(&b, "\nThe classifier adds %.3f ms of moat CPU per message (decoding the text, tokenizing, judging).\n", cpu("moat-classifier")-cpu("moat-rules"))
+	r.table(&b, paths)
+	fmt.Fprintf(&b, "\nThe classifier adds %.3f ms of moat CPU per message (decoding the text, tokenizing, judging).\n", r.cpu("moat-classifier")-r.cpu("moat-rules"))
 	fmt.Println("\n" + b.String())
 	if err := os.WriteFile(filepath.Join(out, "classifier.md"), []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := rate("moat-classifier") / rate("tcp-relay"); r < 0.70 {
+	if r := r.rate("moat-classifier") / r.rate("tcp-relay"); r < 0.70 {
 		t.Errorf("moat with the classifier runs at %.2f× the TCP relay; the bar is 0.70×", r)
 	}
 }

@@ -110,53 +110,27 @@ func TestStateEndToEnd(t *testing.T) {
 		greylisted0[name] = m.sum(`moat_greylist_decisions_total{decision="greylisted"}`)
 	}
 
-	type res struct {
-		dur, cpu []time.Duration
-		ops, rts []float64
-	}
-	results := map[string]*res{}
-	for round := range *flagRounds {
-		for i := range paths {
-			p := paths[(i+round)%len(paths)]
-			pids := p.pids()
-			var m0 metrics
-			if h := httpAddr[p.name]; h != "" {
-				m0 = scrapeMetrics(t, h)
-			}
-			cpu0 := treeCPU(pids)
-			c0 := snk.mesg.Load()
-			start := time.Now()
-			refused, err := sendSigned(p.addr, msg, n, 50)
-			d := time.Since(start)
-			if err != nil {
-				t.Fatalf("%s round %d: %v", p.name, round+1, err)
-			}
-			if refused > 0 {
-				t.Fatalf("%s round %d: %d messages refused", p.name, round+1, refused)
-			}
-			if err := snk.waitCount(c0+int64(n), 30*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			cpu := treeCPU(pids) - cpu0
-			r := results[p.name]
-			if r == nil {
-				r = &res{}
-				results[p.name] = r
-			}
-			r.dur = append(r.dur, d)
-			r.cpu = append(r.cpu, cpu)
-			line := fmt.Sprintf("round %d %-14s %7.0f msgs/s  cpu %.3f ms/msg", round+1, p.name, float64(n)/d.Seconds(), msPerMsg(cpu, n))
-			if h := httpAddr[p.name]; h != "" {
-				m1 := scrapeMetrics(t, h)
-				ops := (m1.sum("moat_state_operations_total") - m0.sum("moat_state_operations_total")) / float64(n)
-				rts := (m1.sum("moat_state_round_trips_total") - m0.sum("moat_state_round_trips_total")) / float64(n)
-				r.ops = append(r.ops, ops)
-				r.rts = append(r.rts, rts)
-				line += fmt.Sprintf("  store ops %.2f/msg, round trips %.2f/msg", ops, rts)
-			}
-			t.Log(line)
+	// The store operations and round trips per message, from moat's
+	// /metrics around each run.
+	ops, rts := map[string][]float64{}, map[string][]float64{}
+	var m0 metrics
+	hook := func(p *path, after bool) string {
+		h := httpAddr[p.name]
+		if h == "" {
+			return ""
 		}
+		if !after {
+			m0 = scrapeMetrics(t, h)
+			return ""
+		}
+		m1 := scrapeMetrics(t, h)
+		o := (m1.sum("moat_state_operations_total") - m0.sum("moat_state_operations_total")) / float64(n)
+		rt := (m1.sum("moat_state_round_trips_total") - m0.sum("moat_state_round_trips_total")) / float64(n)
+		ops[p.name] = append(ops[p.name], o)
+		rts[p.name] = append(rts[p.name], rt)
+		return fmt.Sprintf("  store ops %.2f/msg, round trips %.2f/msg", o, rt)
 	}
+	r := runRounds(t, paths, snk, msg, n, hook)
 	for _, name := range stateful {
 		m := scrapeMetrics(t, httpAddr[name])
 		if g := m.sum(`moat_greylist_decisions_total{decision="greylisted"}`); g != greylisted0[name] {
@@ -173,39 +147,27 @@ func TestStateEndToEnd(t *testing.T) {
 		}
 	}
 
-	dmed := func(name string, f func(*res) []time.Duration) float64 {
-		return median(f(results[name]), func(d time.Duration) float64 { return d.Seconds() })
-	}
-	fmed := func(name string, f func(*res) []float64) float64 {
-		return median(f(results[name]), func(v float64) float64 { return v })
-	}
-	rate := func(name string) float64 {
-		return float64(n) / dmed(name, func(r *res) []time.Duration { return r.dur })
-	}
-	cpu := func(name string) float64 {
-		return dmed(name, func(r *res) []time.Duration { return r.cpu }) * 1000 / float64(n)
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "## State store: greylisting and rate limits (TestStateEndToEnd)\n\n%d 5 KB messages, 50 concurrent sessions of one message; moat-embedded and moat-redis greylist every message (`action: greylist` at rcpt, the network allowlisted beforehand) and count three rate limits that never bite (client_ip messages, mail_from recipients, client_network connections); median of %d rounds, paths alternating.\n\n", n, *flagRounds)
-	fmt.Fprintf(&b, "| path | msgs/s | vs tcp-relay | proxy CPU ms/msg | store ops/msg | store round trips/msg |\n|---|---|---|---|---|---|\n")
-	for _, p := range paths {
-		c, ops, rts := "-", "-", "-"
-		if p.proc != nil {
-			c = fmt.Sprintf("%.3f", cpu(p.name))
+	perMsg := func(title string, v map[string][]float64) func(p *path) string {
+		return func(p *path) string {
+			switch {
+			case p == nil:
+				return title
+			case len(v[p.name]) == 0:
+				return "-"
+			}
+			return fmt.Sprintf("%.2f", median(v[p.name], func(x float64) float64 { return x }))
 		}
-		if r := results[p.name]; len(r.ops) > 0 {
-			ops = fmt.Sprintf("%.2f", fmed(p.name, func(r *res) []float64 { return r.ops }))
-			rts = fmt.Sprintf("%.2f", fmed(p.name, func(r *res) []float64 { return r.rts }))
-		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.2f× | %s | %s | %s |\n", p.name, rate(p.name), rate(p.name)/rate("tcp-relay"), c, ops, rts)
 	}
+	r.table(&b, paths, perMsg("store ops/msg", ops), perMsg("store round trips/msg", rts))
 	fmt.Fprintf(&b, "\nThe store adds %.3f ms of moat CPU per message on the embedded store and %.3f on Redis (against moat without state). Round trips: Redis requests, or embedded bbolt transactions.\n",
-		cpu("moat-embedded")-cpu("moat-nostate"), cpu("moat-redis")-cpu("moat-nostate"))
+		r.cpu("moat-embedded")-r.cpu("moat-nostate"), r.cpu("moat-redis")-r.cpu("moat-nostate"))
 	fmt.Println("\n" + b.String())
 	if err := os.WriteFile(filepath.Join(out, "state.md"), []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := rate("moat-redis") / rate("tcp-relay"); r < 0.70 {
+	if r := r.rate("moat-redis") / r.rate("tcp-relay"); r < 0.70 {
 		t.Errorf("moat on Redis with greylisting and three rate limits runs at %.2f× the TCP relay; the bar is 0.70×", r)
 	}
 }
