@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -40,13 +39,7 @@ var flagAuthMessages = 4000
 func TestAuthEndToEnd(t *testing.T) {
 	root, out := benchDirs(t)
 	dir := t.TempDir()
-	n := flagAuthMessages
-	if *flagQuick {
-		n /= 10
-	}
-	if *flagDivide > 0 {
-		n = flagAuthMessages / *flagDivide
-	}
+	n := workloadSize(flagAuthMessages)
 	moatBin := buildMoat(t, root, dir)
 
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -123,41 +116,13 @@ func startAuthMoat(t *testing.T, dir, bin, sink, dns string, on bool) *path {
 	if on {
 		name = "moat-auth"
 	}
-	addr := freeAddr(t)
-	cfg := fmt.Sprintf(`listen: [%q]
-hostname: moat.bench.test
-tls:
-  starttls: false
-upstream:
-  address: %q
-  helo: moat.bench.test
-  pool_size: 16
-limits:
-  max_connections: 4000
-  max_connections_per_ip: 4000
-http:
-  listen: "off"
-log:
-  level: info
-  format: json
-dnsbl:
+	p, _ := startBenchMoat(t, dir, bin, name, sink, fmt.Sprintf(`dnsbl:
   resolver: [%q]       # NSD, the records' authoritative server
 auth:
   enabled: %v
   authserv_id: moat.bench.test
-`, addr, sink, dns, on)
-	cfgFile := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, "config", "check", cfgFile).CombinedOutput(); err != nil {
-		t.Fatalf("moat config check: %v\n%s", err, out)
-	}
-	p := startProcess(t, name, filepath.Join(dir, name+".log"), exec.Command(bin, "serve", "--config", cfgFile))
-	if err := waitGreeting(p, addr, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return &path{name: name, addr: addr, proc: p}
+`, dns, on))
+	return p
 }
 
 // sendSigned sends msg n times over conc concurrent sessions of one

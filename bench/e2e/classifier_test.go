@@ -27,13 +27,7 @@ var flagClassifierMessages = 4000
 func TestClassifierEndToEnd(t *testing.T) {
 	root, out := benchDirs(t)
 	dir := t.TempDir()
-	n := flagClassifierMessages
-	if *flagQuick {
-		n /= 10
-	}
-	if *flagDivide > 0 {
-		n = flagClassifierMessages / *flagDivide
-	}
+	n := workloadSize(flagClassifierMessages)
 	moatBin := buildMoat(t, root, dir)
 	// The model: every message of the corpus's older half, learned.
 	corpus := corpustest.Load(t)
@@ -102,36 +96,5 @@ func startClassifierMoat(t *testing.T, dir, bin, sink, stateDir string, on bool)
 		name = "moat-classifier"
 		extra = fmt.Sprintf("state: {dir: %q}\nclassifier: {enabled: true}\n", stateDir)
 	}
-	addr, httpAddr := freeAddr(t), freeAddr(t)
-	cfg := fmt.Sprintf(`listen: [%q]
-hostname: moat.bench.test
-tls:
-  starttls: false
-upstream:
-  address: %q
-  helo: moat.bench.test
-  pool_size: 16
-limits:
-  max_connections: 4000
-  max_connections_per_ip: 4000
-dnsbl:
-  resolver: "127.0.0.1:9"
-http:
-  listen: %q
-log:
-  level: info
-  format: json
-%s`, addr, sink, httpAddr, extra)
-	cfgFile := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, "config", "check", cfgFile).CombinedOutput(); err != nil {
-		t.Fatalf("moat config check: %v\n%s", err, out)
-	}
-	p := startProcess(t, name, filepath.Join(dir, name+".log"), exec.Command(bin, "serve", "--config", cfgFile))
-	if err := waitGreeting(p, addr, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return &path{name: name, addr: addr, proc: p}, httpAddr
+	return startBenchMoat(t, dir, bin, name, sink, "dnsbl:\n  resolver: \"127.0.0.1:9\"\n"+extra)
 }

@@ -4,6 +4,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -97,4 +100,53 @@ func (r *rounds) table(b *strings.Builder, paths []*path, extra ...func(p *path)
 		}
 		b.WriteString("\n")
 	}
+}
+
+// workloadSize is a benchmark's message count after -quick and -divide.
+func workloadSize(full int) int {
+	switch {
+	case *flagDivide > 0:
+		return full / *flagDivide
+	case *flagQuick:
+		return full / 10
+	}
+	return full
+}
+
+// startBenchMoat runs moat serve as path name in front of the sink, with
+// the settings every benchmark shares (no STARTTLS, an upstream pool,
+// limits far above the load, JSON logs at info) and extra appended. It
+// returns the path and moat's HTTP listener.
+func startBenchMoat(t *testing.T, dir, bin, name, sink, extra string) (*path, string) {
+	t.Helper()
+	addr, httpAddr := freeAddr(t), freeAddr(t)
+	cfg := fmt.Sprintf(`listen: [%q]
+hostname: moat.bench.test
+tls:
+  starttls: false
+upstream:
+  address: %q
+  helo: moat.bench.test
+  pool_size: 16
+limits:
+  max_connections: 4000
+  max_connections_per_ip: 4000
+http:
+  listen: %q
+log:
+  level: info
+  format: json
+%s`, addr, sink, httpAddr, extra)
+	cfgFile := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "config", "check", cfgFile).CombinedOutput(); err != nil {
+		t.Fatalf("moat config check: %v\n%s", err, out)
+	}
+	p := startProcess(t, name, filepath.Join(dir, name+".log"), exec.Command(bin, "serve", "--config", cfgFile))
+	if err := waitGreeting(p, addr, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return &path{name: name, addr: addr, proc: p}, httpAddr
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -46,13 +45,7 @@ const stateLimits = `rate_limits:
 func TestStateEndToEnd(t *testing.T) {
 	root, out := benchDirs(t)
 	dir := t.TempDir()
-	n := flagStateMessages
-	if *flagQuick {
-		n /= 10
-	}
-	if *flagDivide > 0 {
-		n = flagStateMessages / *flagDivide
-	}
+	n := workloadSize(flagStateMessages)
 	moatBin := buildMoat(t, root, dir)
 	rulesFile := filepath.Join(dir, "state-rules.yaml")
 	if err := os.WriteFile(rulesFile, []byte(stateRules), 0o644); err != nil {
@@ -222,39 +215,7 @@ func startStateMoat(t *testing.T, dir, bin, sink, rules, backend, redisAddr stri
 	if state != "" {
 		state += "greylist:\n  delay: 1s\n  allowlist_after: 1\n" + stateLimits
 	}
-	addr, httpAddr := freeAddr(t), freeAddr(t)
-	cfg := fmt.Sprintf(`listen: [%q]
-hostname: moat.bench.test
-tls:
-  starttls: false
-upstream:
-  address: %q
-  helo: moat.bench.test
-  pool_size: 16
-limits:
-  max_connections: 4000
-  max_connections_per_ip: 4000
-rules:
-  file: %q
-  mode: enforce
-http:
-  listen: %q
-log:
-  level: info
-  format: json
-%s`, addr, sink, rules, httpAddr, state)
-	cfgFile := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, "config", "check", cfgFile).CombinedOutput(); err != nil {
-		t.Fatalf("moat config check: %v\n%s", err, out)
-	}
-	p := startProcess(t, name, filepath.Join(dir, name+".log"), exec.Command(bin, "serve", "--config", cfgFile))
-	if err := waitGreeting(p, addr, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return &path{name: name, addr: addr, proc: p}, httpAddr
+	return startBenchMoat(t, dir, bin, name, sink, fmt.Sprintf("rules:\n  file: %q\n  mode: enforce\n%s", rules, state))
 }
 
 // metrics is a scrape of moat's /metrics: each sample line's name and
