@@ -291,7 +291,6 @@ func newLearnTally(w io.Writer) *learnTally {
 
 func (t *learnTally) add(class string, o classifier.Outcome) {
 	t.counts[class+" "+string(o)]++
-	t.n.Add(1)
 }
 
 func (t *learnTally) stopBar() {
@@ -341,6 +340,7 @@ func learnDirect(ctx context.Context, st state.Store, t *learnTally) func(string
 				return err
 			}
 			t.add(class, o)
+			t.n.Add(1)
 			return nil
 		})
 		if err != nil {
@@ -382,6 +382,7 @@ func learnHTTP(ctx context.Context, addr string, t *learnTally) func(string, []s
 			err := rules.ReadCorpus(paths, func(name string, msg []byte) error {
 				fmt.Fprintf(bw, "%d %s\n", len(msg), strings.ReplaceAll(name, "\n", " "))
 				_, err := bw.Write(msg)
+				t.n.Add(1)
 				return err
 			})
 			if err == nil {
@@ -442,11 +443,20 @@ func handleLearn(mux *http.ServeMux, st state.Store, live *classifier.Live) {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		enc := json.NewEncoder(w)
+		// The answer is written once the whole request is read: an
+		// HTTP/1 server may close the request body as soon as it starts
+		// answering (a long run cut short at the first 4 KB of answer).
+		var answer []learnLine
+		defer func() {
+			enc := json.NewEncoder(w)
+			for _, a := range answer {
+				enc.Encode(a)
+			}
+		}()
 		br := bufio.NewReaderSize(r.Body, 64<<10)
 		fail := func(err error) {
 			l.Abort(ctx)
-			enc.Encode(learnLine{Error: err.Error()})
+			answer = append(answer, learnLine{Error: err.Error()})
 		}
 		for {
 			head, err := br.ReadString('\n')
@@ -473,17 +483,17 @@ func handleLearn(mux *http.ServeMux, st state.Store, live *classifier.Live) {
 				fail(err)
 				return
 			}
-			enc.Encode(learnLine{Message: name, Outcome: string(o)})
+			answer = append(answer, learnLine{Outcome: string(o)})
 		}
 		if err := l.Commit(ctx); err != nil {
-			enc.Encode(learnLine{Error: err.Error()})
+			answer = append(answer, learnLine{Error: err.Error()})
 			return
 		}
 		if live != nil {
 			live.Refresh(ctx, st)
 		}
 		s, h := l.Model().Learned()
-		enc.Encode(learnLine{Spam: &s, Ham: &h})
+		answer = append(answer, learnLine{Spam: &s, Ham: &h})
 	})
 }
 
