@@ -89,7 +89,7 @@ func TestScaleOutGreylisting(t *testing.T) {
 	if err == nil || !strings.Contains(out, "<** 451 4.7.1 Greylisted") {
 		t.Fatalf("first attempt through HAProxy: %v\n%s", err, out)
 	}
-	first := time.Now() // the entry is older than this: made before the 451
+	first := time.Now()                             // the entry is older than this: made before the 451
 	for time.Since(first) < 1200*time.Millisecond { // wait out the configured delay
 		time.Sleep(50 * time.Millisecond)
 	}
