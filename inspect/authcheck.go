@@ -276,6 +276,24 @@ func (e *Engine) authHeaders(s *Session, res *auth.Results) (HeaderField, []Span
 	return HeaderField{Name: "Authentication-Results", Value: auth.AuthResultsValue(e.auth.AuthservID, *res)}, drop
 }
 
+// forgedAuthResults are the spans of m's Authentication-Results fields
+// that carry moat's authserv-id, read from the message itself (the first
+// megabyte: the header section's bound).
+func (e *Engine) forgedAuthResults(m *Message) []Span {
+	if m == nil || m.Body == nil {
+		return nil
+	}
+	head := make([]byte, min(m.Size, 1<<20))
+	n, _ := m.Body.ReadAt(head, 0)
+	var drop []Span
+	for _, h := range auth.AuthResultsFields(head[:n]) {
+		if auth.HasAuthservID(h.Value, e.auth.AuthservID) {
+			drop = append(drop, Span{Start: h.Start, End: h.End})
+		}
+	}
+	return drop
+}
+
 // Span is a byte range of a message, End exclusive.
 type Span struct{ Start, End int64 }
 

@@ -144,3 +144,43 @@ func TestEngineAuthUnrecordedIsUnknown(t *testing.T) {
 		t.Errorf("live: spf %s dmarc %s, want temperror", v.Auth.SPF.Result, v.Auth.DMARC.Result)
 	}
 }
+
+// An authenticated submission is not verified (no SPF, DKIM, DMARC, no
+// Authentication-Results of moat's), but a field forged with moat's
+// authserv-id is still marked for removal; another server's stays.
+func TestEngineAuthAuthenticatedForgery(t *testing.T) {
+	set, err := rules.Parse("t.yaml", []byte(authRules), rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := inspect.New(inspect.Config{Judge: set, Auth: &inspect.AuthConfig{
+		Resolver: zoneResolver{txt: strictZone}, AuthservID: "mx.moat.test", DMARC: inspect.DMARCReject}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s := &inspect.Session{ID: "t", Client: netip.MustParseAddrPort("192.0.2.1:4000"), HeloVerb: "EHLO", Helo: "laptop",
+		Submission: true, AuthUser: "ceo"}
+	defer e.End(s)
+	tx := &inspect.Transaction{From: smtp.Path{Local: "ceo", Domain: "strict.test"}}
+	tx.Keep(inspect.StageMail, e.Mail(ctx, s, tx))
+	other := "Authentication-Results: mx.elsewhere.test; spf=pass\r\n"
+	forged := "Authentication-Results: mx.moat.test;\r\n  dkim=pass header.d=bank.example\r\n"
+	body := []byte(other + forged + "From: The CEO <ceo@strict.test>\r\nSubject: hi\r\n\r\nAuthentication-Results: mx.moat.test; in the body\r\n")
+	if w := e.MessageWriter(s, tx); w != nil {
+		t.Fatal("an authenticated message is streamed to the verifiers")
+	}
+	v := e.Data(ctx, s, tx, &inspect.Message{Size: int64(len(body)), Body: bytes.NewReader(body)})
+	if v.Auth != nil || v.Action == inspect.Reject {
+		t.Fatalf("an authenticated message was checked: auth %+v, action %v", v.Auth, v.Action)
+	}
+	start := int64(len(other))
+	if len(v.DropHeaders) != 1 || v.DropHeaders[0].Start != start || v.DropHeaders[0].End != start+int64(len(forged)) {
+		t.Errorf("drop %+v, want only the forged field [%d,%d)", v.DropHeaders, start, start+int64(len(forged)))
+	}
+	for _, h := range v.Headers {
+		if h.Name == "Authentication-Results" {
+			t.Errorf("moat added %s: %s to an authenticated message", h.Name, h.Value)
+		}
+	}
+}

@@ -265,6 +265,12 @@ func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction
 			v.Trace = append(v.Trace, "autolearn="+class)
 		}
 	}
+	if f.Auth == nil && e.auth != nil && s.AuthUser != "" {
+		// An authenticated submission is not verified, but a field
+		// forged with moat's authserv-id goes all the same: the
+		// shielded server's own users would read it as moat's word.
+		v.DropHeaders = e.forgedAuthResults(m)
+	}
 	if f.Auth != nil {
 		h, drop := e.authHeaders(s, f.Auth)
 		v.Headers = append([]HeaderField{h}, v.Headers...)

@@ -683,3 +683,26 @@ func (s *bodyQueue) stop() {
 	s.chunks = nil
 	s.mu.Unlock()
 }
+
+// AuthResultsFields locates the Authentication-Results fields of a
+// message's header section (the bytes as received, up to the empty line
+// or the whole message), as the streaming verifier does: for a message
+// that is not verified (an authenticated submission), whose forged
+// fields must still go (RFC 8601 §5).
+func AuthResultsFields(header []byte) []HeaderSpan {
+	if i := bytes.Index(header, []byte("\r\n\r\n")); i >= 0 {
+		header = header[:i+2]
+	} else if i := bytes.Index(header, []byte("\n\n")); i >= 0 {
+		header = header[:i+1]
+	}
+	var out []HeaderSpan
+	for _, f := range splitMsgFields(header) {
+		if !f.complete {
+			continue
+		}
+		if v, ok := f.value("Authentication-Results"); ok {
+			out = append(out, HeaderSpan{Start: f.start, End: f.end, Value: v})
+		}
+	}
+	return out
+}

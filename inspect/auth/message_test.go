@@ -743,6 +743,11 @@ func FuzzMessage(f *testing.F) {
 		}
 
 		tooLong := whole.HeaderBytes > int64(full.MaxHeaderBytes)
+		// The one-shot scan (authenticated mail) finds what the
+		// streaming verifier finds.
+		if got := AuthResultsFields(msg); !tooLong && !reflect.DeepEqual(got, whole.AuthResults) && len(got)+len(whole.AuthResults) > 0 {
+			t.Fatalf("AuthResultsFields: %+v\nstreaming: %+v", got, whole.AuthResults)
+		}
 		for i, d := range whole.DKIM {
 			switch {
 			case i >= full.MaxSignatures:
