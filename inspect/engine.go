@@ -226,10 +226,16 @@ func (e *Engine) RcptReadsRecipients() bool {
 
 // ContentDepth is how deep the data stage's rules need a message parsed.
 func (e *Engine) ContentDepth() Depth {
-	if e.judge == nil {
-		return DepthNone
+	d := DepthNone
+	if e.judge != nil {
+		d = e.judge.Needs(StageData).Depth
 	}
-	return e.judge.Needs(StageData).Depth
+	if e.autolearn != nil {
+		// Autolearn learns the decoded text whether or not a rule reads
+		// the classifier.
+		d = DepthText
+	}
+	return d
 }
 
 // DataWithContent judges a message whose content the caller parsed

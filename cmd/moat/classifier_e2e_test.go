@@ -197,3 +197,43 @@ func TestLearnExplainEndToEnd(t *testing.T) {
 		t.Fatalf("offline records matched %d of %d live transactions:\n%s", matched, sent, out)
 	}
 }
+
+// Autolearn through the moat binary: with classifier.autolearn on (flush
+// every second), messages a rule scores far above autolearn's spam score
+// are learned as spam by themselves, and ordinary ones as ham; the
+// model in force counts them (moat_classifier_model_messages).
+func TestAutolearnEndToEnd(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Options{})
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	// Scores without a reject: the message is learned, and delivered.
+	os.WriteFile(rulesPath, []byte("thresholds: {tag: 50, reject: 100}\nrules:\n  - {name: SURE_SPAM, stage: data, when: {subject: {contains: \"lottery\"}}, score: 20}\n"), 0o644)
+	cfg := configFor(t, pf.Addr, fmt.Sprintf("rules: {file: %q}\nstate: {dir: %q}\nclassifier:\n  enabled: true\n  refresh: 1s\n  autolearn: {enabled: true, flush: 1s}\n",
+		rulesPath, filepath.Join(dir, "state")))
+	m := startMoat(t, "--config", cfg)
+	for i := range 3 {
+		msg := fmt.Sprintf("From: a%d@client.test\r\nSubject: you won the lottery %d\r\nMessage-ID: <l%d@client.test>\r\n\r\nclaim your prize %d\r\n", i, i, i, i)
+		if err := sendPlain(m.smtp, fmt.Sprintf("a%d@client.test", i), "you@"+postfixtest.Domain, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := "From: b@client.test\r\nSubject: minutes of the meeting\r\nMessage-ID: <m1@client.test>\r\n\r\nsee attached\r\n"
+	if err := sendPlain(m.smtp, "b@client.test", "you@"+postfixtest.Domain, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		spam := scrapeSum(t, m.http, `moat_classifier_model_messages{class="spam"}`)
+		ham := scrapeSum(t, m.http, `moat_classifier_model_messages{class="ham"}`)
+		if spam == 3 && ham == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("model after autolearn: %v spam, %v ham; want 3 and 1\n%s", spam, ham, m.log.String())
+		}
+		time.Sleep(100 * time.Millisecond) // polling the model in force (flushed every second)
+	}
+	if !strings.Contains(m.log.String(), `"msg":"classifier autolearn"`) {
+		t.Error("no autolearn line in the log")
+	}
+}
