@@ -36,11 +36,9 @@ type Session struct {
 	// 6409, RFC 8314), where AUTH is offered.
 	Submission bool
 	// AuthUser is the client's SMTP AUTH identity (RFC 4954), "" when it
-	// has not authenticated (rate limits keyed by auth_user skip it);
-	// AuthMech the SASL mechanism it used. Nothing else of the exchange
-	// is kept: never the password.
+	// has not authenticated (rate limits keyed by auth_user skip it).
+	// Nothing else of the exchange is kept: never the password.
 	AuthUser string
-	AuthMech string
 
 	// EarlyTalker records a client that sent before the greeting
 	// (RFC 5321 §4.3.1 says it must wait), the mark of many spam bots.

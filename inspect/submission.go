@@ -2,7 +2,6 @@ package inspect
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"strings"
 
@@ -144,7 +143,3 @@ func senderOwned(owned []string, addr string) bool {
 	}
 	return false
 }
-
-// IsNotAuthenticated reports whether err says the session did not
-// authenticate.
-func IsNotAuthenticated(err error) bool { return errors.Is(err, errNotAuthenticated) }

@@ -327,8 +327,8 @@ func (p *parser) parseRule(n *yaml.Node) *rule {
 	c := &compiler{p: p, stage: r.stage, optional: optional}
 	r.cond = c.cond(when)
 	r.deps, r.depth, r.rdns, r.rcpts = c.deps, c.depth, c.rdns, c.rcpts
-	if c.missingList {
-		return nil // optional rule naming a list that is not configured
+	if c.missing {
+		return nil // optional rule naming a list or a classifier that is not configured
 	}
 	if r.score == nil && r.action == actNone && !c.hasList {
 		// A DNS list condition scores the lists' weights by default.
@@ -453,15 +453,15 @@ func (p *parser) reply(n *yaml.Node, class int) smtp.Reply {
 
 // compiler turns a condition node into a cond, recording what it needs.
 type compiler struct {
-	p           *parser
-	stage       inspect.Stage
-	optional    bool
-	deps        []string
-	depth       inspect.Depth
-	rdns        bool
-	rcpts       bool // reads the recipients accepted so far
-	missingList bool
-	hasList     bool
+	p        *parser
+	stage    inspect.Stage
+	optional bool
+	deps     []string
+	depth    inspect.Depth
+	rdns     bool
+	rcpts    bool // reads the recipients accepted so far
+	missing  bool
+	hasList  bool
 }
 
 func (c *compiler) cond(n *yaml.Node) cond {
@@ -542,7 +542,7 @@ func (c *compiler) term(k, v *yaml.Node) cond {
 		// An optional rule about the classifier is dropped when no
 		// classifier is configured: it could never fire, and its text
 		// depth would make every message be decoded for nothing.
-		c.missingList = true
+		c.missing = true
 	}
 	c.depth = max(c.depth, f.depth)
 	return c.ops(k.Value, f, v)
@@ -788,7 +788,7 @@ func (c *compiler) dnsbl(v *yaml.Node) cond {
 	}
 	if !ok {
 		if c.optional {
-			c.missingList = true
+			c.missing = true
 			return nil
 		}
 		c.p.errf(listNode, "unknown DNS list %q (configure it under dnsbl.lists)", lc.list)

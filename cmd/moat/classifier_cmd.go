@@ -367,7 +367,6 @@ func learnOne(ctx context.Context, l *classifier.Learner, class string, d *class
 // answer is one JSON line per message and a last one with the model's
 // counts.
 type learnLine struct {
-	Message string `json:"message,omitempty"`
 	Outcome string `json:"outcome,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Spam    *int   `json:"spam,omitempty"`

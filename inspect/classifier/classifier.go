@@ -250,8 +250,3 @@ func chi2Q(x2 float64, v int) float64 {
 	}
 	return min(sum, 1)
 }
-
-// IDs returns d's distinct bucket ids in a table of 2^bits buckets.
-func IDs(d *Doc, bits int) []uint32 {
-	return (&Model{bits: uint8(bits)}).ids(d, nil)
-}

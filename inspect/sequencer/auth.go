@@ -151,7 +151,7 @@ func (q *Sequencer) AuthReply(r smtp.Reply, failed bool) Step {
 			// not still has an authenticated session.
 			x.user = "unknown"
 		}
-		q.Session.AuthUser, q.Session.AuthMech = x.user, x.mech
+		q.Session.AuthUser = x.user
 	case r.Code == 501:
 		// RFC 4954 §4: the client cancelled (or sent bad base64).
 		outcome = inspect.AuthAborted
