@@ -335,7 +335,7 @@ func openReadStore(spec string) (state.Store, func(), error) {
 // rules, and the DNS lists not queried (off), queried now (live), or
 // answered from the DNS responses in the captures (recorded).
 func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string, d engineDeps) (*inspect.Engine, string, func(), error) {
-	m, log := d.Rules, d.Log
+	log := d.Log
 	nothing := func() {}
 	switch mode {
 	case "live":
@@ -377,27 +377,11 @@ func analyzeEngine(ctx context.Context, cfg *Config, mode string, files []string
 		return e, desc, stop, nil
 	}
 	// off: the rules still know the lists by name, but every lookup
-	// reports "not queried", a failed lookup and never "not listed".
-	var lk listsAdapter
-	if c, err := dnsbl.New(cfg.DNSBL, dnsbl.Deps{}); err == nil {
-		lk.c = c
-	}
-	set, err := rules.LoadConfigured(cfg.Rules, rules.Options{Lists: lk, Metrics: m, RateLimits: rateLimitStages(cfg),
-		Classifier: cfg.Classifier.Enabled})
-	if err != nil {
-		return nil, "", nil, &configError{err}
-	}
-	ec := inspect.Config{Judge: set, Logger: log, Reputation: offlineReputation(cfg, d)}
-	if cfg.Classifier.Enabled {
-		ec.Classifier = d.Classifier
-	}
-	if ec.Submission, err = engineSubmission(cfg, d); err != nil {
-		return nil, "", nil, &configError{err}
-	}
-	if lk.c != nil && len(lk.c.Lists()) > 0 {
-		ec.Blocklists = notQueried{lk.c}
-	}
-	e, err := inspect.New(ec)
+	// reports "not queried" (see engineDeps.NotQueried).
+	lists, _ := dnsbl.New(cfg.DNSBL, dnsbl.Deps{})
+	dd := d
+	dd.NotQueried = true
+	e, _, err := buildEngine(cfg, lists, dd)
 	return e, "not queried (--dnsbl off): list conditions are unknown, never \"not listed\"", nothing, err
 }
 

@@ -40,6 +40,8 @@ type engineDeps struct {
 	Autolearn *classifier.Autolearner
 	// Recorded: the DNS knows only the answers recorded in a capture.
 	Recorded bool
+	// NotQueried: offline without DNS (moat analyze --dns off).
+	NotQueried bool
 	// Live: moat serve (warn about what cannot work live).
 	Live bool
 	Log  *slog.Logger
@@ -60,11 +62,20 @@ func buildEngine(cfg *Config, lists *dnsbl.Checker, d engineDeps) (*inspect.Engi
 		return nil, nil, &configError{err}
 	}
 	ec := inspect.Config{Judge: set, Logger: log}
-	if lists != nil {
+	switch {
+	case lists == nil:
+	case d.NotQueried:
+		// The rules know the lists by name; every lookup answers "not
+		// queried", a failed lookup and never "not listed". No DNS at
+		// all: no rDNS and no sender authentication.
+		if len(lists.Lists()) > 0 {
+			ec.Blocklists = notQueried{lists}
+		}
+	default:
 		ec.Blocklists = ad
 		ec.Resolver = lists.DNS()
+		ec.Auth = engineAuth(cfg, lists, d.Auth, d.Recorded)
 	}
-	ec.Auth = engineAuth(cfg, lists, d.Auth, d.Recorded)
 	if d.Store != nil {
 		g, err := greylist.New(cfg.Greylist, d.Store, d.Greylist, log)
 		if err != nil {
