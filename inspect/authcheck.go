@@ -277,13 +277,18 @@ func (e *Engine) authHeaders(s *Session, res *auth.Results) (HeaderField, []Span
 }
 
 // forgedAuthResults are the spans of m's Authentication-Results fields
-// that carry moat's authserv-id, read from the message itself (the first
-// megabyte: the header section's bound).
-func (e *Engine) forgedAuthResults(m *Message) []Span {
+// that carry moat's authserv-id, read from the message itself: its
+// header section as the parse measured it (c), else up to the first
+// megabyte, the header section's bound.
+func (e *Engine) forgedAuthResults(m *Message, c *Content) []Span {
 	if m == nil || m.Body == nil {
 		return nil
 	}
-	head := make([]byte, min(m.Size, 1<<20))
+	size := min(m.Size, 1<<20)
+	if c != nil && c.HeaderBytes > 0 {
+		size = min(size, c.HeaderBytes)
+	}
+	head := make([]byte, size)
 	n, _ := m.Body.ReadAt(head, 0)
 	var drop []Span
 	for _, h := range auth.AuthResultsFields(head[:n]) {

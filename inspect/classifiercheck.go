@@ -42,7 +42,7 @@ func (f *Facts) Classifier() (classifier.Result, error) {
 	case f.Content == nil:
 		c.err = errNoClassifier
 	default:
-		r, ok := m.Classify(ClassifierDoc(f.Content))
+		r, ok := m.Classify(f.classifierDoc())
 		if !ok {
 			c.err = errUntrained
 		} else {
@@ -50,6 +50,15 @@ func (f *Facts) Classifier() (classifier.Result, error) {
 		}
 	}
 	return c.r, c.err
+}
+
+// classifierDoc is the message as the classifier reads it, made once
+// per message: for the judgement and for autolearn.
+func (f *Facts) classifierDoc() *classifier.Doc {
+	if f.doc == nil {
+		f.doc = ClassifierDoc(f.Content)
+	}
+	return f.doc
 }
 
 // classified caches a message's classification in its Facts.

@@ -267,7 +267,7 @@ func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction
 				score -= h.Score
 			}
 		}
-		if class := e.autolearn.Offer(ClassifierDoc(c), score); class != "" {
+		if class := e.autolearn.Offer(f.classifierDoc(), score); class != "" {
 			v.Trace = append(v.Trace, "autolearn="+class)
 		}
 	}
@@ -275,7 +275,7 @@ func (e *Engine) DataWithContent(ctx context.Context, s *Session, t *Transaction
 		// An authenticated submission is not verified, but a field
 		// forged with moat's authserv-id goes all the same: the
 		// shielded server's own users would read it as moat's word.
-		v.DropHeaders = e.forgedAuthResults(m)
+		v.DropHeaders = e.forgedAuthResults(m, c)
 	}
 	if f.Auth != nil {
 		h, drop := e.authHeaders(s, f.Auth)

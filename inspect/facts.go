@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"moat/inspect/auth"
+	"moat/inspect/classifier"
 )
 
 // Facts is everything known at one stage, handed to the Judge. Fields of
@@ -23,7 +24,8 @@ type Facts struct {
 
 	ctx        context.Context
 	engine     *Engine
-	classified *classified // the message's classification, once computed
+	classified *classified     // the message's classification, once computed
+	doc        *classifier.Doc // the message as the classifier reads it, once made
 }
 
 // RDNS returns the client's reverse DNS name and whether it is
