@@ -118,6 +118,9 @@ type Hit struct {
 	Rule   string  `json:"rule"`
 	Score  float64 `json:"score"`
 	Shadow bool    `json:"shadow,omitempty"` // evaluated and counted, never acting
+	// Classifier: the rule reads the classifier's facts, so its score
+	// is the classifier's own (autolearn leaves it out).
+	Classifier bool `json:"-"`
 }
 
 // WireReply returns the reply to send for a Tempfail or Reject verdict at

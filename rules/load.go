@@ -326,7 +326,7 @@ func (p *parser) parseRule(n *yaml.Node) *rule {
 	}
 	c := &compiler{p: p, stage: r.stage, optional: optional}
 	r.cond = c.cond(when)
-	r.deps, r.depth, r.rdns, r.rcpts = c.deps, c.depth, c.rdns, c.rcpts
+	r.deps, r.depth, r.rdns, r.rcpts, r.classifier = c.deps, c.depth, c.rdns, c.rcpts, c.classifier
 	if c.missing {
 		return nil // optional rule naming a list or a classifier that is not configured
 	}
@@ -462,6 +462,8 @@ type compiler struct {
 	rcpts    bool // reads the recipients accepted so far
 	missing  bool
 	hasList  bool
+	// classifier: the condition reads a classifier fact.
+	classifier bool
 }
 
 func (c *compiler) cond(n *yaml.Node) cond {
@@ -538,7 +540,10 @@ func (c *compiler) term(k, v *yaml.Node) cond {
 	if k.Value == "rcpt_count" {
 		c.rcpts = true
 	}
-	if strings.HasPrefix(k.Value, "classifier") && c.optional && !c.p.opts.Classifier {
+	if strings.HasPrefix(k.Value, "classifier") {
+		c.classifier = true
+	}
+	if c.classifier && c.optional && !c.p.opts.Classifier {
 		// An optional rule about the classifier is dropped when no
 		// classifier is configured: it could never fire, and its text
 		// depth would make every message be decoded for nothing.

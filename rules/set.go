@@ -63,6 +63,7 @@ type rule struct {
 	depth       inspect.Depth
 	rdns        bool
 	rcpts       bool // reads the recipients accepted so far (rcpt_count)
+	classifier  bool // reads a classifier fact: its score is the classifier's own
 	line        int
 }
 
@@ -213,7 +214,7 @@ func (s *Set) evaluate(stage inspect.Stage, f *inspect.Facts) inspect.Verdict {
 		if len(ctx.notes) > 0 {
 			note += " (" + strings.Join(ctx.notes, "; ") + ")"
 		}
-		hits = append(hits, inspect.Hit{Rule: r.name, Score: sc, Shadow: r.shadow})
+		hits = append(hits, inspect.Hit{Rule: r.name, Score: sc, Shadow: r.shadow, Classifier: r.classifier})
 		if r.shadow {
 			trace = append(trace, "shadow "+note)
 			if s.metrics != nil {
